@@ -1,0 +1,151 @@
+"""Models: load an IDEFICS checkpoint (hub name, local folder, or the embedded demo) and the image
+encoders that shot retrieval uses. This is the one place that decides devices and dtypes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers import AutoProcessor, IdeficsForVisionText2Text, IdeficsProcessor
+
+from .errors import UserError
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+IMAGE_TOKENS = ("<image>", "<fake_token_around_image>")
+
+
+@dataclass
+class LoadedModel:
+    model: IdeficsForVisionText2Text
+    processor: IdeficsProcessor
+    name: str  # what the user asked for: hub id, folder, or the demo name
+    fingerprint: str  # changes whenever the weights do
+    device: torch.device
+    dtype: torch.dtype
+
+    @property
+    def max_length(self) -> int:
+        return int(self.model.config.max_position_embeddings)
+
+
+def resolve_device(device: str | None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise UserError(f"--device {device!r} is not a device; use cpu, cuda or cuda:N") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: no CUDA GPU is visible; use --device cpu")
+    return resolved
+
+
+def resolve_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
+    if dtype in (None, "auto"):
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype not in DTYPES:
+        raise UserError(f"--dtype {dtype!r} is not supported; use one of {', '.join(DTYPES)} or auto")
+    return DTYPES[dtype]
+
+
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """A cheap hash of the weights: every tensor's name and shape, and a strided sample of its values.
+
+    Hashing every byte of an 80B model would take minutes; a sample of each tensor tells any two
+    real checkpoints (or two random seeds) apart.
+    """
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        flat = tensor.detach().flatten()
+        step = max(1, flat.numel() // 256)
+        sample = flat[::step][:256].to("cpu", torch.float32).numpy()
+        digest.update(f"{name}:{tuple(tensor.shape)}".encode())
+        digest.update(np.ascontiguousarray(sample).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def check_checkpoint(name: str) -> None:
+    """Fail fast, before any loading, on a local checkpoint folder that cannot hold a model."""
+    path = Path(name).expanduser()
+    # A hub id is "org/name" or "name"; anything else that is not on disk is a mistyped folder.
+    if path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1 or name.endswith("/"):
+        if not path.is_dir():
+            raise UserError(f"model folder not found: {name}; give a local checkpoint folder or a hub name")
+        if not (path / "config.json").is_file():
+            raise UserError(f"{name} holds no model (no config.json); point --model at a checkpoint folder")
+
+
+def check_processor(processor, name: str) -> None:
+    vocab = processor.tokenizer.get_vocab()
+    missing = [token for token in IMAGE_TOKENS if token not in vocab]
+    if missing:
+        raise UserError(f"the tokenizer of {name} does not know {missing[0]}; it is not an IDEFICS tokenizer")
+
+
+def load_model(name: str, *, device: str | None = None, dtype: str | None = None, demo_seed: int | None = None) -> LoadedModel:
+    """Load IdeficsForVisionText2Text and its processor; `demo_seed` builds the embedded tiny model."""
+    resolved_device = resolve_device(device)
+    resolved_dtype = resolve_dtype(dtype, resolved_device)
+    if demo_seed is not None:
+        from .demo.model import build_model, build_processor
+
+        model, processor = build_model(demo_seed), build_processor()
+    else:
+        check_checkpoint(name)
+        try:
+            processor = AutoProcessor.from_pretrained(name)
+            model = IdeficsForVisionText2Text.from_pretrained(name, dtype=resolved_dtype)
+        except (OSError, ValueError) as error:
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise UserError(f"cannot load model {name!r}: {first}") from None
+    if not isinstance(processor, IdeficsProcessor):
+        raise UserError(f"{name} has a {type(processor).__name__}, not an IdeficsProcessor; is it an IDEFICS checkpoint?")
+    check_processor(processor, name)
+    processor.tokenizer.padding_side = "left"
+    model = model.to(device=resolved_device, dtype=resolved_dtype).eval()
+    return LoadedModel(model, processor, name, weights_fingerprint(model), resolved_device, resolved_dtype)
+
+
+class VisionTowerEncoder:
+    """RICES embeddings from the evaluated model's own vision tower: its pooled (CLS) output."""
+
+    def __init__(self, loaded: LoadedModel):
+        self.loaded = loaded
+        vision = loaded.model.model.vision_model
+        self.name = f"idefics-vision:{weights_fingerprint(vision)}"
+
+    @torch.no_grad()
+    def encode(self, images: list[Image.Image]) -> np.ndarray:
+        pixels = self.loaded.processor.image_processor(images, return_tensors="pt")
+        pixels = pixels if isinstance(pixels, torch.Tensor) else pixels["pixel_values"]
+        output = self.loaded.model.model.vision_model(pixel_values=pixels.to(self.loaded.device, self.loaded.dtype))
+        return output.pooler_output.float().cpu().numpy()
+
+
+class ClipEncoder:
+    """RICES embeddings from a named CLIP model (hub id or folder): CLIPModel.get_image_features."""
+
+    def __init__(self, name: str, device: torch.device):
+        from transformers import AutoImageProcessor, CLIPModel
+
+        check_checkpoint(name)
+        try:
+            self.model = CLIPModel.from_pretrained(name).to(device).eval()
+            self.image_processor = AutoImageProcessor.from_pretrained(name)
+        except (OSError, ValueError) as error:
+            raise UserError(f"cannot load CLIP model {name!r}: {str(error).strip().splitlines()[0]}") from None
+        self.device = device
+        self.name = f"clip:{name}:{weights_fingerprint(self.model.vision_model)}"
+
+    @torch.no_grad()
+    def encode(self, images: list[Image.Image]) -> np.ndarray:
+        pixels = self.image_processor(images, return_tensors="pt")["pixel_values"].to(self.device)
+        features = self.model.get_image_features(pixel_values=pixels)
+        features = features if isinstance(features, torch.Tensor) else features.pooler_output
+        return features.float().cpu().numpy()

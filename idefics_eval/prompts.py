@@ -1,0 +1,148 @@
+"""Prompts: a task's examples and shots rendered into one interleaved image/text sequence.
+
+A template (a YAML file under `prompts/`) has a `prefix`, written once, and an `example` pattern
+with one `<image>` and `{field}` slots, ending in `{answer}`. Shots are rendered in full; the query
+is cut just before `{answer}`, so the model continues from the answer cue.
+
+Text between two images is merged into a single item. IdeficsProcessor inserts
+`<end_of_utterance>` between consecutive text items for instruct checkpoints, so splitting a shot
+into several strings would silently change the tokens.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import string
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from .errors import UserError
+from .examples import Example, ImageRef
+from .tasks import builtin_dir
+
+IMAGE = "<image>"
+FAKE_TOKEN = "<fake_token_around_image>"
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """Interleaved items (text or image) for one request, plus the shots it holds."""
+
+    items: tuple[str | ImageRef, ...]
+    shot_ids: tuple[str, ...]
+
+    @property
+    def images(self) -> list[ImageRef]:
+        return [item for item in self.items if not isinstance(item, str)]
+
+    def processor_text(self, bos_token: str) -> str:
+        """The text IdeficsProcessor builds for these items (tested equal to the processor's ids).
+
+        Each text item is stripped of spaces at both ends; an image becomes
+        `<fake><image><fake>`, sharing the middle fake token with an image right before it.
+        """
+        text, last_was_image = bos_token, False
+        for item in self.items:
+            if isinstance(item, str):
+                text += item.strip(" ")
+                last_was_image = False
+            else:
+                text += (IMAGE + FAKE_TOKEN) if last_was_image else (FAKE_TOKEN + IMAGE + FAKE_TOKEN)
+                last_was_image = True
+        return text
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    name: str
+    version: int
+    prefix: str
+    example: str
+    path: Path
+    digest: str
+
+    @property
+    def fields(self) -> set[str]:
+        return {name for _, name, _, _ in string.Formatter().parse(self.example) if name}
+
+    def _fill(self, text: str, values: dict[str, str], example_id: str) -> str:
+        try:
+            return text.format_map(values)
+        except KeyError as error:
+            raise UserError(
+                f"{self.path}: the template uses {{{error.args[0]}}} but example {example_id} has no such field "
+                f"(it has: {', '.join(sorted(values))}); map it in the task's columns or fix the template"
+            ) from None
+
+    def _render(self, example: Example, answer: str | None) -> list[str | ImageRef]:
+        before, after = self.example.split(IMAGE)
+        if answer is None:
+            after = after[: after.index("{answer}")]
+        values = {**example.fields, "answer": answer or ""}
+        return [self._fill(before, values, example.id), example.image, self._fill(after, values, example.id)]
+
+    def render(self, shots: Sequence[Example], query: Example, shot_answer: Callable[[Example], str]) -> Prompt:
+        items: list[str | ImageRef] = [self.prefix]
+        for shot in shots:
+            items += self._render(shot, shot_answer(shot))
+        items += self._render(query, None)
+        merged: list[str | ImageRef] = []
+        for item in items:
+            if isinstance(item, str) and merged and isinstance(merged[-1], str):
+                merged[-1] += item
+            else:
+                merged.append(item)
+        return Prompt(tuple(i for i in merged if i != ""), tuple(shot.id for shot in shots))
+
+
+def most_common_answer(example: Example) -> str:
+    """A VQA shot's answer: its most frequent ground-truth answer (ties: the earliest answer id)."""
+    return Counter(example.answers).most_common(1)[0][0]
+
+
+def parse_template(path: Path) -> PromptTemplate:
+    raw = path.read_bytes()
+    try:
+        data = yaml.safe_load(raw)
+    except yaml.YAMLError as error:
+        raise UserError(f"{path}: is not valid YAML ({getattr(error, 'problem', error)})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping with name, version, prefix and example")
+    allowed = {"name", "version", "prefix", "example"}
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise UserError(f"{path}: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})")
+    missing = sorted({"name", "version", "example"} - set(data))
+    if missing:
+        raise UserError(f"{path}: missing required key {missing[0]!r}")
+    for key in ("name", "prefix", "example"):
+        if key in data and not isinstance(data[key], str):
+            raise UserError(f"{path}: {key} must be a string, found {type(data[key]).__name__}")
+    if not isinstance(data["version"], int) or isinstance(data["version"], bool):
+        raise UserError(f"{path}: version must be an integer, found {data['version']!r}")
+    example = data["example"]
+    if example.count(IMAGE) != 1:
+        raise UserError(f"{path}: example must contain {IMAGE} exactly once, found {example.count(IMAGE)}")
+    if "{answer}" not in example.split(IMAGE)[1]:
+        raise UserError(f"{path}: example must contain {{answer}} after {IMAGE}")
+    return PromptTemplate(
+        name=data["name"],
+        version=data["version"],
+        prefix=data.get("prefix", ""),
+        example=example,
+        path=path,
+        digest=hashlib.sha256(raw).hexdigest(),
+    )
+
+
+def load_template(name: str, prompts_dirs: tuple[Path, ...] = ()) -> PromptTemplate:
+    """A template by name from the shipped `prompts/` folder (later folders override)."""
+    for folder in (*reversed(prompts_dirs), builtin_dir("prompts")):
+        path = folder / f"{name}.yaml"
+        if path.is_file():
+            return parse_template(path)
+    raise UserError(f"prompt template {name!r} not found in {builtin_dir('prompts')}; check the task's prompt key")
