@@ -1,0 +1,157 @@
+"""The command line: `idefics-eval run | score | tasks | demo-model`.
+
+User mistakes (`UserError`, bad flags) print one line and exit with status 2; anything else is an
+internal error: one line, status 1, and `--debug` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from .errors import UserError
+
+
+def parse_counts(value: str, flag: str) -> tuple[int, ...]:
+    """'0,4,8' -> (0, 4, 8); every entry a whole number >= 0."""
+    parts = [part.strip() for part in value.split(",")]
+    if not value.strip() or any(part == "" for part in parts):
+        raise UserError(f"{flag} {value!r} has an empty entry; give comma-separated whole numbers like 0,4,8")
+    counts = []
+    for part in parts:
+        if not part.lstrip("-").isdigit():
+            raise UserError(f"{flag} {value!r}: {part!r} is not a whole number; give numbers like 0,4,8")
+        if int(part) < 0:
+            raise UserError(f"{flag} {value!r}: {part} is negative; counts start at 0")
+        counts.append(int(part))
+    return tuple(dict.fromkeys(counts))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show the full traceback of internal errors.")
+@click.version_option(package_name="idefics-eval")
+def cli(debug: bool) -> None:
+    """Few-shot evaluation of IDEFICS-style vision-language models with retrieved in-context examples."""
+
+
+@cli.command()
+@click.option("--task", required=True, help="Task name (see `idefics-eval tasks`).")
+@click.option("--shots", default="0,4,8,16,32", show_default=True, help="Comma-separated shot counts.")
+@click.option("--model", help="Hub name (e.g. HuggingFaceM4/idefics-9b) or local checkpoint folder.")
+@click.option("--demo", is_flag=True, help="Use the embedded tiny model and, without --data, the bundled sample data.")
+@click.option("--demo-seed", default=0, show_default=True, help="Seed of the embedded tiny model's weights.")
+@click.option("--data", help="Data: a folder of official files, a save_to_disk folder, a folder of parquet/jsonl files, or a hub id.")
+@click.option("--output-dir", type=click.Path(path_type=Path), default=Path("runs/latest"), show_default=True)
+@click.option("--selection", type=click.Choice(["rices", "random"]), default="rices", show_default=True,
+              help="Shot selection: retrieval by image similarity (RICES) or random.")
+@click.option("--seeds", default="0", show_default=True, help="Seeds for --selection random; several give mean and std.")
+@click.option("--rices-encoder", default="model", show_default=True,
+              help="Image encoder for RICES: 'model' (the evaluated model's vision tower) or a CLIP hub id / folder.")
+@click.option("--limit", type=int, help="Evaluate only the first N queries.")
+@click.option("--batch-size", default=8, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--dtype", default="auto", show_default=True, help="auto (bfloat16 on GPU, float32 on CPU), bfloat16, float16, float32.")
+@click.option("--num-beams", type=int, help="Beam count (task default: 3; 1 = greedy).")
+@click.option("--max-new-tokens", type=int, help="Tokens to generate (task default: 15).")
+@click.option("--max-length", type=int, help="Context limit in tokens (default: the model's); longer prompts lose their least similar shots.")
+@click.option("--cache-dir", type=click.Path(path_type=Path), help="Where retrieval indexes and embeddings are kept (default: ~/.cache/idefics-eval).")
+@click.option("--tasks-dir", "tasks_dirs", multiple=True, type=click.Path(path_type=Path), help="Extra folder of task files.")
+@click.option("--overwrite", is_flag=True, help="Replace predictions in --output-dir made under another configuration.")
+@click.option("--no-progress", is_flag=True, help="Hide progress bars.")
+def run(**options) -> None:
+    """Evaluate a model on a task at several shot counts."""
+    from .reports import summary_table
+    from .runner import RunConfig, run as run_evaluation
+
+    config = RunConfig(
+        task=options["task"],
+        shots=parse_counts(options["shots"], "--shots"),
+        output_dir=options["output_dir"],
+        model=options["model"],
+        demo=options["demo"],
+        demo_seed=options["demo_seed"],
+        data=options["data"],
+        selection=options["selection"],
+        seeds=parse_counts(options["seeds"], "--seeds"),
+        rices_encoder=options["rices_encoder"],
+        limit=options["limit"],
+        batch_size=options["batch_size"],
+        device=options["device"],
+        dtype=options["dtype"],
+        num_beams=options["num_beams"],
+        max_new_tokens=options["max_new_tokens"],
+        max_length=options["max_length"],
+        cache_dir=options["cache_dir"] or default_cache_dir(),
+        tasks_dirs=tuple(options["tasks_dirs"]),
+        overwrite=options["overwrite"],
+        progress=not options["no_progress"],
+    )
+    rows = run_evaluation(config)
+    click.echo(summary_table(rows))
+    click.echo(f"results: {config.output_dir / 'results.json'}")
+
+
+@cli.command()
+@click.option("--task", required=True, help="Task the predictions belong to.")
+@click.option("--predictions", "predictions_file", required=True, type=click.Path(path_type=Path))
+@click.option("--data", help="The task's data (as for `run`); default: the bundled sample data with --demo.")
+@click.option("--demo", is_flag=True, help="Score against the bundled sample data.")
+@click.option("--tasks-dir", "tasks_dirs", multiple=True, type=click.Path(path_type=Path))
+def score(task: str, predictions_file: Path, data: str | None, demo: bool, tasks_dirs: tuple[Path, ...]) -> None:
+    """Re-score a predictions file without a model."""
+    from .reports import format_metrics
+    from .scoring import score_file
+
+    metrics, count = score_file(task, predictions_file, data, demo, tuple(tasks_dirs))
+    click.echo(f"{task}: {count} predictions")
+    click.echo(format_metrics(metrics))
+
+
+@cli.command()
+@click.option("--tasks-dir", "tasks_dirs", multiple=True, type=click.Path(path_type=Path))
+def tasks(tasks_dirs: tuple[Path, ...]) -> None:
+    """List the tasks with their metric, splits and request kind."""
+    from .reports import task_table
+
+    click.echo(task_table(tuple(tasks_dirs)))
+
+
+@cli.command("demo-model")
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option("--seed", default=0, show_default=True)
+def demo_model(directory: Path, seed: int) -> None:
+    """Write the embedded tiny IDEFICS as a checkpoint folder that `--model DIR` loads."""
+    from .demo.model import save_demo_model
+
+    if directory.exists() and any(directory.iterdir()):
+        raise UserError(f"{directory} is not empty; choose a new folder for the checkpoint")
+    save_demo_model(directory, seed)
+    click.echo(f"wrote the tiny IDEFICS (seed {seed}) to {directory}")
+
+
+def default_cache_dir() -> Path:
+    import os
+
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "idefics-eval"
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        cli.main(args=args, prog_name="idefics-eval", standalone_mode=False)
+    except UserError as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as error:
+        click.echo(f"error: {error.format_message()}", err=True)
+        sys.exit(2)
+    except Exception as error:  # an internal error: one line unless --debug
+        if "--debug" in args:
+            raise
+        click.echo(f"internal error: {type(error).__name__}: {error} (re-run with --debug for the traceback)", err=True)
+        sys.exit(1)

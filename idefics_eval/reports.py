@@ -1,0 +1,41 @@
+"""Reports: the tables printed for people (results summary, task list)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from .results import Result
+
+
+def summary_table(rows: Sequence[Result]) -> str:
+    """Shots down, metrics across; several seeds show mean ± std."""
+    records = []
+    for row in rows:
+        if row.selection == "random" and row.seed is not None and any(r.seed is None and r.shots == row.shots for r in rows):
+            continue  # the mean row stands for the seeds
+        record = {"task": row.task, "shots": row.shots, "selection": row.selection, "n": row.num_examples,
+                  "truncated": row.num_truncated}
+        for name, value in row.metrics.items():
+            std = (row.metrics_std or {}).get(name)
+            record[name] = f"{value:.2f}" + (f" ± {std:.2f}" if std is not None else "")
+        records.append(record)
+    return pd.DataFrame.from_records(records).to_string(index=False)
+
+
+def format_metrics(metrics: dict[str, float]) -> str:
+    return "\n".join(f"  {name}: {value:.2f}" for name, value in metrics.items())
+
+
+def task_table(tasks_dirs: tuple[Path, ...] = ()) -> str:
+    from .tasks import parse_task, task_files
+
+    records = []
+    for name, path in task_files(tasks_dirs).items():
+        spec = parse_task(path)
+        sources = [s for s in ("vqa_json", "huggingface") if getattr(spec, s) is not None]
+        records.append({"task": name, "title": spec.title, "request": spec.request, "metric": spec.metric,
+                        "support": spec.support_split, "query": spec.query_split, "sources": ", ".join(sources)})
+    return pd.DataFrame.from_records(records).to_string(index=False)

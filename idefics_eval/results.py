@@ -1,0 +1,72 @@
+"""Results: one row per task x shots x seed, with everything needed to reproduce it.
+
+`results.json` in the output folder is a list of rows. A rerun replaces the rows with the same
+(task, shots, selection, seed) and keeps the others, so several tasks can share one folder.
+Files are written to a temporary name and renamed into place: an interrupted write leaves the
+previous file intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+PACKAGES = ("idefics-eval", "torch", "transformers", "datasets", "faiss-cpu", "numpy", "pillow", "pycocoevalcap")
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+@dataclass
+class Result:
+    task: str
+    shots: int
+    selection: str
+    seed: int | None  # None for RICES (deterministic) and for the mean over seeds
+    metrics: dict[str, float]  # e.g. {"vqa_accuracy": 51.2, "vqa_accuracy/yes/no": 70.1}
+    num_examples: int
+    num_truncated: int  # queries whose prompt lost shots to fit the model's context
+    predictions: str | None  # path of the predictions file, relative to the output folder
+    config: dict[str, Any] = field(default_factory=dict)  # task/prompt versions, model, shots, data, versions
+    metrics_std: dict[str, float] | None = None  # over seeds, on aggregate rows only
+
+    @property
+    def key(self) -> tuple:
+        return (self.task, self.shots, self.selection, self.seed)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(temporary, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2, ensure_ascii=False)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def read_results(path: Path) -> list[Result]:
+    with open(path, encoding="utf-8") as handle:
+        return [Result(**row) for row in json.load(handle)]
+
+
+def merge_results(path: Path, rows: list[Result]) -> list[Result]:
+    """Replace rows with the same key in `path`'s results.json and keep the rest; return all rows."""
+    merged = {row.key: row for row in (read_results(path) if path.exists() else [])}
+    merged.update({row.key: row for row in rows})
+    ordered = sorted(merged.values(), key=lambda r: (r.task, r.selection, r.shots, r.seed is None, r.seed or 0))
+    write_json_atomic(path, [asdict(row) for row in ordered])
+    return ordered

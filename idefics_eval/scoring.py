@@ -1,0 +1,29 @@
+"""Re-scoring: a saved predictions file scored against its task's query split, without a model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import formats
+from .errors import UserError
+from .metrics import get_metric
+from .predictions import read_predictions
+from .runner import demo_data
+from .tasks import load_task
+
+
+def score_file(task: str, path: Path, data: str | None, demo: bool, tasks_dirs: tuple[Path, ...] = ()) -> tuple[dict[str, float], int]:
+    """The task's metrics over the predictions in `path`; every id must be a query of the task."""
+    spec = load_task(task, tasks_dirs)
+    metric = get_metric(spec.metric)
+    predictions = read_predictions(path)
+    if not predictions:
+        raise UserError(f"{path} holds no predictions")
+    source = data if data is not None else (demo_data(spec) if demo else None)
+    queries = {example.id: example for example in formats.load_split(spec, spec.query_split, source).examples}
+    unknown = [p.id for p in predictions if p.id not in queries]
+    if unknown:
+        raise UserError(f"{path}: query id {unknown[0]} is not in {spec.name}/{spec.query_split} ({len(unknown)} unknown ids); wrong --task or --data?")
+    examples = [queries[p.id] for p in predictions]
+    scores = [metric.score(p.prediction, example) for p, example in zip(predictions, examples)]
+    return metric.aggregate(scores, examples), len(predictions)
