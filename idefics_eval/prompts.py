@@ -81,7 +81,7 @@ class PromptTemplate:
     def _render(self, example: Example, answer: str | None) -> list[str | ImageRef]:
         before, after = self.example.split(IMAGE)
         if answer is None:
-            after = after[: after.index("{answer}")]
+            after = after[: after.index("{answer}")].rstrip(" ")
         values = {**example.fields, "answer": answer or ""}
         return [self._fill(before, values, example.id), example.image, self._fill(after, values, example.id)]
 
