@@ -1,0 +1,249 @@
+"""Hugging Face datasets built in tmp_path: save_to_disk folders, parquet/jsonl folders, and a faked hub."""
+
+from __future__ import annotations
+
+import json
+
+import datasets
+import pytest
+from PIL import Image
+
+from idefics_eval.errors import UserError
+from idefics_eval.examples import DatasetImage, FileImage
+from idefics_eval.formats.huggingface import load_huggingface
+
+COLUMNS = {
+    "id": "question_id",
+    "image": "image",
+    "image_id": "image_id",
+    "question": "question",
+    "answers": "answers",
+    "answer_type": "answer_type",
+    "question_type": "question_type",
+}
+FEATURES = datasets.Features(
+    {
+        "question_id": datasets.Value("int64"),
+        "image_id": datasets.Value("int64"),
+        "image": datasets.Image(),
+        "question": datasets.Value("string"),
+        "answers": [{"answer": datasets.Value("string"), "answer_id": datasets.Value("int32")}],
+        "answer_type": datasets.Value("string"),
+        "question_type": datasets.Value("string"),
+    }
+)
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    """load_dataset on a folder writes Arrow files to the datasets cache: keep them in tmp_path."""
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")
+
+
+def vqa_dataset(offset: int = 0) -> datasets.Dataset:
+    """Two VQAv2-style rows (HuggingFaceM4/VQAv2 columns), answers stored out of answer_id order."""
+    return datasets.Dataset.from_dict(
+        {
+            "question_id": [offset + 1, offset + 2],
+            "image_id": [offset + 10, offset + 10],
+            # an RGBA and a grayscale image: both must come back RGB
+            "image": [Image.new("RGBA", (5, 3), (255, 0, 0, 255)), Image.new("L", (4, 4), 128)],
+            "question": ["What color?", "Is it gray?"],
+            "answers": [
+                [{"answer": "red", "answer_id": 2}, {"answer": "crimson", "answer_id": 1}],
+                [{"answer": "yes", "answer_id": 1}, {"answer": "no", "answer_id": 2}],
+            ],
+            "answer_type": ["other", "yes/no"],
+            "question_type": ["what color", "is it"],
+        },
+        features=FEATURES,
+    )
+
+
+@pytest.fixture
+def saved_dict(tmp_path):
+    folder = tmp_path / "vqav2-saved"
+    datasets.DatasetDict({"train": vqa_dataset(100), "validation": vqa_dataset()}).save_to_disk(str(folder))
+    return folder
+
+
+def test_save_to_disk_dataset_dict(saved_dict):
+    loaded = load_huggingface(str(saved_dict), "validation", COLUMNS, "vqav2/validation")
+    assert loaded.name == "vqav2/validation" and len(loaded) == 2
+    first, second = loaded.examples
+    assert (first.id, first.image_id) == ("1", "10")
+    assert first.fields == {"question": "What color?"}
+    assert first.answers == ("crimson", "red")  # answer_id order
+    assert second.answers == ("yes", "no")
+    assert first.metadata == {"answer_type": "other", "question_type": "what color"}
+    train = load_huggingface(str(saved_dict), "train", COLUMNS, "vqav2/train")
+    assert [e.id for e in train.examples] == ["101", "102"]
+
+
+def test_images_are_lazy_and_decode_to_rgb(saved_dict, monkeypatch):
+    def no_decode(*args, **kwargs):
+        raise AssertionError("an image was decoded while loading the split")
+
+    monkeypatch.setattr(Image, "open", no_decode)
+    monkeypatch.setattr(datasets.Image, "decode_example", no_decode)
+    loaded = load_huggingface(str(saved_dict), "validation", COLUMNS, "vqav2/validation")
+    monkeypatch.undo()
+    first, second = (e.image for e in loaded.examples)
+    assert isinstance(first, DatasetImage) and first.column == "image" and first.index == 0
+    expected = datasets.load_from_disk(str(saved_dict))["validation"]._fingerprint
+    assert first.fingerprint == expected and first.key == f"{expected}:0"
+    red, gray = first.load(), second.load()
+    assert (red.mode, red.size, red.getpixel((0, 0))) == ("RGB", (5, 3), (255, 0, 0))
+    assert (gray.mode, gray.size, gray.getpixel((1, 1))) == ("RGB", (4, 4), (128, 128, 128))
+
+
+def test_corrupt_image_is_a_user_error_when_loaded_not_before(tmp_path):
+    dataset = datasets.Dataset.from_dict(
+        {"id": ["a"], "image": [{"bytes": b"not an image", "path": None}], "answers": [["x"]]},
+        features=datasets.Features(
+            {"id": datasets.Value("string"), "image": datasets.Image(), "answers": datasets.List(datasets.Value("string"))}
+        ),
+    )
+    dataset.save_to_disk(str(tmp_path / "bad"))
+    columns = {"id": "id", "image": "image", "answers": "answers"}
+    (example,) = load_huggingface(str(tmp_path / "bad"), "validation", columns, "t/validation").examples
+    with pytest.raises(UserError, match=r"cannot decode image row 0 of column 'image'"):
+        example.image.load()
+
+
+def test_single_saved_dataset_and_default_image_id(tmp_path):
+    folder = tmp_path / "single"
+    vqa_dataset().save_to_disk(str(folder))
+    columns = {k: v for k, v in COLUMNS.items() if k != "image_id"}
+    loaded = load_huggingface(str(folder), "validation", columns, "vqav2/validation")
+    assert [(e.id, e.image_id) for e in loaded.examples] == [("1", "1"), ("2", "2")]
+
+
+def test_parquet_files_named_by_split(tmp_path):
+    folder = tmp_path / "pq"
+    folder.mkdir()
+    vqa_dataset(100).to_parquet(str(folder / "train-00000-of-00001.parquet"))
+    vqa_dataset(200).to_parquet(str(folder / "validation-00000-of-00001.parquet"))
+    loaded = load_huggingface(str(folder), "validation", COLUMNS, "vqav2/validation")
+    assert [e.id for e in loaded.examples] == ["201", "202"]
+    assert loaded.examples[0].answers == ("crimson", "red")
+    assert loaded.examples[0].image.load().getpixel((2, 2)) == (255, 0, 0)
+
+
+def write_jsonl(folder, split, rows):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{split}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
+JSONL_COLUMNS = {"id": "qid", "image": "img", "question": "prompt", "answers": "answers", "answer_type": "answer_type"}
+
+
+def test_jsonl_with_relative_image_paths(tmp_path):
+    folder = tmp_path / "jl"
+    (folder / "images").mkdir(parents=True)
+    Image.new("RGB", (2, 2), (0, 9, 0)).save(folder / "images" / "a.png")
+    write_jsonl(folder, "validation", [
+        {"qid": "q1", "img": "images/a.png", "prompt": "what?", "answers": ["x", "y"], "answer_type": "other"},
+        {"qid": "q2", "img": str(folder / "images" / "a.png"), "prompt": "why?", "answers": ["z"], "answer_type": "other"},
+    ])
+    loaded = load_huggingface(str(folder), "validation", JSONL_COLUMNS, "t/validation")
+    first, second = loaded.examples
+    assert first.image == FileImage(folder.resolve() / "images" / "a.png")  # resolved against the folder
+    assert second.image == FileImage(folder / "images" / "a.png")  # absolute kept
+    assert first.image.load().getpixel((0, 0)) == (0, 9, 0)
+    assert (first.fields, first.answers, first.metadata) == ({"question": "what?"}, ("x", "y"), {"answer_type": "other"})
+
+
+def test_single_string_answers(tmp_path):
+    folder = tmp_path / "jl"
+    write_jsonl(folder, "validation", [{"qid": 3, "img": "a.png", "prompt": "p", "answers": "z", "answer_type": "t"}])
+    (example,) = load_huggingface(str(folder), "validation", JSONL_COLUMNS, "t/validation").examples
+    assert (example.id, example.answers) == ("3", ("z",))
+
+
+def test_sequence_of_dicts_answers(tmp_path):
+    """`Sequence({...})` columns come back as a dict of lists."""
+    features = datasets.Features(
+        {
+            "id": datasets.Value("string"),
+            "image": datasets.Image(),
+            "answers": datasets.Sequence({"answer": datasets.Value("string"), "answer_id": datasets.Value("int32")}),
+        }
+    )
+    dataset = datasets.Dataset.from_dict(
+        {"id": ["a"], "image": [Image.new("RGB", (1, 1))], "answers": [{"answer": ["p", "q", "r"], "answer_id": [3, 1, 2]}]},
+        features=features,
+    )
+    dataset.save_to_disk(str(tmp_path / "seq"))
+    loaded = load_huggingface(str(tmp_path / "seq"), "validation", {"id": "id", "image": "image", "answers": "answers"}, "t/v")
+    assert loaded.examples[0].answers == ("q", "r", "p")
+
+
+def test_missing_split_lists_the_splits_there(saved_dict):
+    with pytest.raises(UserError) as excinfo:
+        load_huggingface(str(saved_dict), "test", COLUMNS, "vqav2/test")
+    text = str(excinfo.value)
+    assert "no split 'test'" in text and "train, validation" in text and str(saved_dict) in text
+
+
+def test_missing_split_in_a_files_folder(tmp_path):
+    folder = tmp_path / "pq"
+    folder.mkdir()
+    vqa_dataset().to_parquet(str(folder / "train-00000.parquet"))
+    with pytest.raises(UserError, match=r"no split 'validation' \(it has: train\)"):
+        load_huggingface(str(folder), "validation", COLUMNS, "vqav2/validation")
+
+
+def test_missing_column_names_it_and_lists_columns(saved_dict):
+    columns = dict(COLUMNS, question="text")
+    with pytest.raises(UserError) as excinfo:
+        load_huggingface(str(saved_dict), "validation", columns, "vqav2/validation")
+    text = str(excinfo.value)
+    assert "no column 'text'" in text and "question_id" in text and "answer_type" in text and "`columns`" in text
+
+
+def test_duplicate_ids(tmp_path):
+    dataset = vqa_dataset().map(lambda row: {"question_id": 5})
+    dataset.save_to_disk(str(tmp_path / "dup"))
+    with pytest.raises(UserError, match=r"duplicate id 5 in column 'question_id' \(rows 0 and 1\)"):
+        load_huggingface(str(tmp_path / "dup"), "validation", COLUMNS, "vqav2/validation")
+
+
+def test_non_image_column_mapped_as_image(saved_dict):
+    with pytest.raises(UserError, match=r"column 'answers' is .*neither an image nor a path"):
+        load_huggingface(str(saved_dict), "validation", dict(COLUMNS, image="answers"), "vqav2/validation")
+
+
+def test_hub_id_goes_to_load_dataset_with_the_split(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_load_dataset(path, *args, **kwargs):
+        calls.append((path, args, kwargs))
+        return vqa_dataset()
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    monkeypatch.chdir(tmp_path)  # no local folder of that name
+    loaded = load_huggingface("HuggingFaceM4/VQAv2", "validation", COLUMNS, "vqav2/validation")
+    assert calls == [("HuggingFaceM4/VQAv2", (), {"split": "validation"})]
+    assert loaded.source == "HuggingFaceM4/VQAv2"
+    assert loaded.examples[1].image.load().mode == "RGB"
+
+
+def test_local_folder_never_goes_to_the_hub(saved_dict, monkeypatch):
+    def fake_load_dataset(*args, **kwargs):
+        raise AssertionError("load_dataset called for a save_to_disk folder")
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    assert len(load_huggingface(str(saved_dict), "validation", COLUMNS, "vqav2/validation")) == 2
+
+
+def test_hub_failure_is_a_user_error(tmp_path, monkeypatch):
+    def fake_load_dataset(path, split=None, **kwargs):
+        raise FileNotFoundError(f"Couldn't find any data file at {path}.\nmore detail")
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError) as excinfo:
+        load_huggingface("someone/missing", "validation", COLUMNS, "vqav2/validation")
+    text = str(excinfo.value)
+    assert "'someone/missing'" in text and "hub id" in text and "--data" in text and "\n" not in text
