@@ -1,0 +1,412 @@
+"""Shot selection: which support examples go in front of each query.
+
+Two protocols:
+
+* **RICES** (Retrieval-based In-Context Example Selection; Yang et al. 2022, "An Empirical Study of
+  GPT-3 for Few-Shot Knowledge-Based VQA"; used by Flamingo and reproduced in OpenFlamingo's
+  `open_flamingo/eval/rices.py`): every support image and every query image is embedded with an
+  image encoder, rows are L2-normalised, and each query's shots are the support examples whose
+  image is most similar to the query image by cosine similarity. As in OpenFlamingo the shots are
+  returned with the MOST similar LAST, right before the query. Retrieval is by image, then expanded
+  to the questions about that image (support order breaks ties, so results are deterministic).
+  Support embeddings live in a FAISS `IndexFlatIP` cached under `cache_dir/indexes/<fingerprint>/`;
+  query embeddings under `cache_dir/embeddings/<fingerprint>.npy`.
+* **random**: shots drawn uniformly without replacement, with a generator seeded by
+  (seed, hash of the query id), so a query's shots never depend on sharding, batching or --limit.
+
+Both exclude from a query's shots every support example about the query's image and the support
+example with the query's own id (this matters when support and query splits overlap). Shot sets
+are nested: the k-shot set is the first k of the `max_k` selection.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import faiss
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from .errors import UserError
+from .examples import Example, ExampleSet, ImageRef
+
+log = logging.getLogger(__name__)
+
+SELECTIONS = ("rices", "random")
+_SEARCH_BATCH = 1024  # query images per FAISS search call (also the "retrieve" progress step)
+
+
+class ImageEncoder(Protocol):
+    """Embeds images for RICES. `name` identifies the encoder and its weights (it keys the caches)."""
+
+    name: str
+
+    def encode(self, images: list[Image.Image]) -> np.ndarray:
+        """One batch in, an (n, d) float32 array out, one row per image."""
+        ...
+
+
+@dataclass(frozen=True)
+class ShotSettings:
+    selection: str  # "rices" or "random"
+    seed: int = 0  # used by random selection (and recorded)
+
+    def __post_init__(self) -> None:
+        if self.selection not in SELECTIONS:
+            raise UserError(f"unknown shot selection {self.selection!r}; use one of: {', '.join(SELECTIONS)}")
+        if self.seed < 0:
+            raise UserError(f"the seed must be 0 or more, got {self.seed}; pass a non-negative --seed")
+
+
+# ----------------------------------------------------------------------------------------------
+# Embeddings and their caches
+
+
+def embedding_fingerprint(split: ExampleSet, encoder_name: str, n_images: int | None = None) -> str:
+    """Names the cached embeddings of `split`'s distinct images under `encoder_name`."""
+    if n_images is None:
+        n_images = len(split.unique_images())
+    payload = "\x1f".join([split.name, split.fingerprint, encoder_name, str(n_images)])
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def embed(
+    images: Sequence[tuple[str, ImageRef]],
+    encoder: ImageEncoder,
+    batch_size: int,
+    cache_dir: Path | None,
+    fingerprint: str,
+    desc: str,
+) -> np.ndarray:
+    """L2-normalised float32 embeddings of `images`, one row each, in order.
+
+    Cached as `cache_dir/embeddings/<fingerprint>.npy` when `cache_dir` is given; a cached file of
+    the wrong shape or an unreadable one is ignored and rewritten.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    path = Path(cache_dir) / "embeddings" / f"{fingerprint}.npy" if cache_dir is not None else None
+    if path is not None and path.is_file():
+        cached = _load_npy(path, len(images))
+        if cached is not None:
+            return cached
+        log.warning("ignoring unreadable or mismatched embedding cache %s; re-embedding", path)
+    rows = []
+    with tqdm(total=len(images), desc=desc, unit="img") as bar:
+        for start in range(0, len(images), batch_size):
+            batch = images[start : start + batch_size]
+            out = np.asarray(encoder.encode([ref.load() for _, ref in batch]), dtype=np.float32)
+            if out.ndim != 2 or out.shape[0] != len(batch) or out.shape[1] == 0:
+                raise ValueError(f"encoder {encoder.name} returned shape {out.shape} for {len(batch)} images")
+            rows.append(out)
+            bar.update(len(batch))
+    vectors = _normalise(np.concatenate(rows)) if rows else np.zeros((0, 0), np.float32)
+    if path is not None:
+        _atomic_write(path, lambda tmp: _save_npy(tmp, vectors))
+    return vectors
+
+
+def _normalise(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def _save_npy(path: str, array: np.ndarray) -> None:
+    with open(path, "wb") as handle:  # a handle, so np.save does not append ".npy" to the name
+        np.save(handle, array)
+
+
+def _load_npy(path: Path, n: int) -> np.ndarray | None:
+    try:
+        array = np.load(path, allow_pickle=False)
+    except Exception:  # truncated or garbage file
+        return None
+    ok = array.dtype == np.float32 and array.ndim == 2 and array.shape[0] == n and np.isfinite(array).all()
+    return array if ok else None
+
+
+def _atomic_write(path: Path, write: Callable[[str], object]) -> None:
+    """Write via a temporary file in the same folder, then rename into place (never a half file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_or_build_index(
+    support: ExampleSet, encoder: ImageEncoder, batch_size: int, cache_dir: Path | None
+) -> tuple[faiss.IndexFlatIP, list[str], str]:
+    """The support images' FAISS index, its image ids in row order, and its fingerprint.
+
+    Loaded from `cache_dir/indexes/<fingerprint>/` when a complete, matching copy is there (meta.json
+    is written last and marks completeness); otherwise embedded, built and saved.
+    """
+    images = support.unique_images()
+    ids = [image_id for image_id, _ in images]
+    fingerprint = embedding_fingerprint(support, encoder.name, len(images))
+    meta = {
+        "image_ids": ids,
+        "encoder": encoder.name,
+        "dataset_fingerprint": support.fingerprint,
+        "split": support.name,
+        "count": len(ids),
+    }
+    folder = Path(cache_dir) / "indexes" / fingerprint if cache_dir is not None else None
+    if folder is not None and (folder / "meta.json").is_file():
+        index = _load_index(folder, meta)
+        if index is not None:
+            return index, ids, fingerprint
+        log.warning("ignoring incomplete or mismatched index in %s; rebuilding", folder)
+
+    vectors = embed(images, encoder, batch_size, None, fingerprint, "embed support")
+    index = faiss.IndexFlatIP(vectors.shape[1])
+    index.add(vectors)
+    if folder is not None:
+        (folder / "meta.json").unlink(missing_ok=True)  # the stale meta must not vouch for a new index
+        _atomic_write(folder / "index.faiss", lambda tmp: faiss.write_index(index, tmp))
+        _atomic_write(folder / "meta.json", lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=1)))
+    return index, ids, fingerprint
+
+
+def _load_index(folder: Path, expected_meta: dict) -> faiss.IndexFlatIP | None:
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+        index = faiss.read_index(str(folder / "index.faiss"))
+    except Exception:  # missing, truncated or garbage files
+        return None
+    if meta != expected_meta or index.ntotal != expected_meta["count"] or not isinstance(index, faiss.IndexFlatIP):
+        return None
+    return index
+
+
+# ----------------------------------------------------------------------------------------------
+# Selectors
+
+
+class ShotSelector:
+    """Chooses the shots for each query; call `.select(query, k) -> list[Example]`."""
+
+    def __init__(self, settings: ShotSettings, support: ExampleSet, max_k: int):
+        self.settings = settings
+        self.support = support
+        self.max_k = max_k
+        self._by_image: dict[str, list[int]] = {}
+        for position, example in enumerate(support.examples):
+            self._by_image.setdefault(example.image_id, []).append(position)
+        self._by_id = {example.id: position for position, example in enumerate(support.examples)}
+
+    @property
+    def fingerprint(self) -> str:
+        """Identifies the support index; "" when there is none (random selection)."""
+        return ""
+
+    @property
+    def encoder_name(self) -> str | None:
+        return None
+
+    def describe(self) -> dict:
+        """The settings to record alongside results."""
+        return {
+            "selection": self.settings.selection,
+            "seed": self.settings.seed if self.settings.selection == "random" else None,
+            "encoder": self.encoder_name,
+            "index_fingerprint": self.fingerprint or None,
+            "support": self.support.name,
+            "support_fingerprint": self.support.fingerprint,
+            "support_size": len(self.support),
+        }
+
+    def select(self, query: Example, k: int) -> list[Example]:
+        """The k shots for `query`, in prompt order (for RICES, the most similar last)."""
+        if not 0 <= k <= self.max_k:
+            raise ValueError(f"k={k} outside 0..{self.max_k} (the max_k this selector was built for)")
+        if k == 0:
+            return []
+        chosen = self._chosen(query)[:k]  # the max_k selection, most relevant / first drawn first
+        return [self.support.examples[int(p)] for p in self._prompt_order(chosen)]
+
+    def _chosen(self, query: Example) -> Sequence[int]:
+        raise NotImplementedError
+
+    def _prompt_order(self, chosen: Sequence[int]) -> Sequence[int]:
+        return chosen
+
+    def _excluded(self, query: Example) -> list[int]:
+        """Sorted support positions that can never be shots for `query`."""
+        excluded = set(self._by_image.get(query.image_id, ()))
+        if query.id in self._by_id:
+            excluded.add(self._by_id[query.id])
+        return sorted(excluded)
+
+    def _check_enough(self, queries: Sequence[Example]) -> None:
+        if self.max_k == 0:
+            return
+        n = len(self.support)
+        available = min((n - len(self._excluded(q)) for q in queries), default=n)
+        if available < self.max_k:
+            after = f" ({available} once a query's own image and id are left out)" if available < n else ""
+            raise UserError(
+                f"the support split {self.support.name} has {n} examples{after}, fewer than the "
+                f"{self.max_k} shots asked for; lower --shots or use a larger support split"
+            )
+
+
+class RandomSelector(ShotSelector):
+    """Uniform draws without replacement, seeded per query id (not by visiting order)."""
+
+    def _chosen(self, query: Example) -> list[int]:
+        self._check_enough([query])  # a query not seen at build time may still be short of shots
+        excluded = self._excluded(query)
+        available = len(self.support) - len(excluded)
+        digest = int.from_bytes(hashlib.sha256(query.id.encode()).digest()[:8], "big")
+        rng = np.random.default_rng([self.settings.seed, digest])
+        # Partial Fisher-Yates over the eligible positions: the first k draws do not depend on
+        # max_k, so a query's 4-shot set is the same whether or not 8 shots were also asked for.
+        # (rng.random(n) is a prefix of rng.random(m) for n < m; one uniform per step.)
+        swapped: dict[int, int] = {}
+        draws = []
+        for i, u in enumerate(rng.random(self.max_k).tolist()):
+            j = i + int(u * (available - i))
+            draws.append(swapped.get(j, j))
+            swapped[j] = swapped.get(i, i)
+        return [_nth_not_in(d, excluded) for d in draws]
+
+
+def _nth_not_in(n: int, excluded: list[int]) -> int:
+    """The n-th (0-based) non-negative integer not in the sorted list `excluded`."""
+    position = n
+    for e in excluded:
+        if e > position:
+            break
+        position += 1
+    return position
+
+
+class RicesSelector(ShotSelector):
+    """Most-similar support examples by image embedding; all queries retrieved at build time."""
+
+    def __init__(self, settings: ShotSettings, support: ExampleSet, max_k: int, encoder_name: str, fingerprint: str):
+        super().__init__(settings, support, max_k)
+        self._encoder_name = encoder_name
+        self._fingerprint = fingerprint
+        self._top: dict[str, np.ndarray] = {}  # query id -> max_k support positions, most similar first
+
+    @property
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    @property
+    def encoder_name(self) -> str | None:
+        return self._encoder_name
+
+    def _chosen(self, query: Example) -> np.ndarray:
+        try:
+            return self._top[query.id]
+        except KeyError:
+            raise ValueError(f"query {query.id!r} was not among the queries this selector was built for") from None
+
+    def _prompt_order(self, chosen):
+        return chosen[::-1]  # most similar last, right before the query
+
+    def retrieve(self, index: faiss.IndexFlatIP, image_ids: list[str], queries: ExampleSet, vectors: np.ndarray):
+        """Fill the top-max_k lists of all queries; `vectors` holds one row per distinct query image."""
+        if vectors.shape[1] != index.d:
+            raise ValueError(
+                f"query embeddings have {vectors.shape[1]} dimensions, the cached index {index.d}: "
+                f"encoder {self._encoder_name!r} must change its name when its weights change"
+            )
+        rows_examples = [np.array(self._by_image[i], dtype=np.int64) for i in image_ids]
+        row_of = {image_id: row for row, image_id in enumerate(image_ids)}
+        by_query_image: dict[str, list[Example]] = {}
+        for q in queries.examples:
+            by_query_image.setdefault(q.image_id, []).append(q)
+        query_images = list(by_query_image)
+        # Rank max_k + 1 per query image: enough to drop a query's own id and still have max_k.
+        need = self.max_k + 1
+        pending = np.arange(len(query_images))
+        k_search = min(index.ntotal, need + 1)  # + the query's own image; wider only on ties at the cut
+        with tqdm(total=len(query_images), desc="retrieve", unit="img") as bar:
+            while len(pending):
+                unresolved = []
+                complete = k_search == index.ntotal
+                for start in range(0, len(pending), _SEARCH_BATCH):
+                    chunk = pending[start : start + _SEARCH_BATCH]
+                    scores, rows = index.search(vectors[chunk], k_search)
+                    for c, image_scores, image_rows in zip(chunk, scores, rows):
+                        image_id = query_images[c]
+                        skip = row_of.get(image_id, -1)
+                        ranked = _rank(image_scores, image_rows, rows_examples, skip, need, complete)
+                        if ranked is None:
+                            unresolved.append(c)
+                            continue
+                        for q in by_query_image[image_id]:
+                            self._top[q.id] = ranked[ranked != self._by_id.get(q.id, -1)][: self.max_k]
+                        bar.update(1)
+                pending = np.array(unresolved, dtype=np.int64)
+                k_search = min(index.ntotal, 2 * k_search)
+
+
+def _rank(scores, rows, rows_examples, skip_row: int, need: int, complete: bool) -> np.ndarray | None:
+    """The `need` best support positions of the searched images (image `skip_row` left out) by
+    (similarity desc, support order); None if the search may have cut off a tie or better."""
+    keep = (rows >= 0) & (rows != skip_row)
+    groups = [rows_examples[row] for row in rows[keep]]
+    positions = np.concatenate(groups) if groups else np.zeros(0, np.int64)
+    similarity = np.repeat(scores[keep], [len(group) for group in groups])
+    # Unsearched images score <= the last searched one: only strictly better candidates are certain.
+    if not complete and np.count_nonzero(similarity > scores[-1]) < need:
+        return None
+    return positions[np.lexsort((positions, -similarity))[:need]]
+
+
+def build_selector(
+    settings: ShotSettings,
+    support: ExampleSet,
+    queries: ExampleSet,
+    max_k: int,
+    encoder: ImageEncoder | None,
+    cache_dir: Path | None,
+    batch_size: int = 32,
+) -> ShotSelector:
+    """A selector ready to give up to `max_k` shots to each example of `queries`.
+
+    Raises `UserError` when some query would have fewer than `max_k` eligible support examples.
+    For RICES, embeds (or loads) the support index and the query images and retrieves every
+    query's neighbours now, so `select` is a lookup. `encoder` may be None for random selection.
+    """
+    if max_k < 0:
+        raise ValueError(f"max_k must be 0 or more, got {max_k}")
+    if settings.selection == "random":
+        selector: ShotSelector = RandomSelector(settings, support, max_k)
+        selector._check_enough(queries.examples)
+        return selector
+    if encoder is None:
+        raise ValueError("RICES shot selection needs an image encoder")
+    fingerprint = embedding_fingerprint(support, encoder.name)
+    selector = RicesSelector(settings, support, max_k, encoder.name, fingerprint)
+    selector._check_enough(queries.examples)
+    if max_k == 0 or len(queries) == 0:
+        return selector
+    index, image_ids, fingerprint = load_or_build_index(support, encoder, batch_size, cache_dir)
+    query_images = queries.unique_images()
+    query_fingerprint = embedding_fingerprint(queries, encoder.name, len(query_images))
+    if query_fingerprint == fingerprint:  # same split on both sides: reuse the index's vectors
+        vectors = index.reconstruct_n(0, index.ntotal)
+    else:
+        vectors = embed(query_images, encoder, batch_size, cache_dir, query_fingerprint, "embed queries")
+    selector.retrieve(index, image_ids, queries, vectors)
+    return selector

@@ -1,0 +1,268 @@
+"""Shot selection: RICES against a brute-force ranking, exclusions, caches, and seeded random draws."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from idefics_eval.errors import UserError
+from idefics_eval.examples import Example, ExampleSet
+from idefics_eval.shots import ShotSettings, build_selector, embedding_fingerprint
+
+
+@dataclass(frozen=True)
+class MemImage:
+    """A tiny in-memory image whose pixels are a function of `pixels_seed`."""
+
+    pixels_seed: int
+
+    @property
+    def key(self) -> str:
+        return f"mem:{self.pixels_seed}"
+
+    def load(self) -> Image.Image:
+        pixels = np.random.default_rng(self.pixels_seed).integers(0, 256, (4, 4, 3), dtype=np.uint8)
+        return Image.fromarray(pixels)
+
+
+class FakeEncoder:
+    """Deterministic: a fixed random projection of the pixels. Counts the images it encodes."""
+
+    def __init__(self, name: str = "fake:v1", dim: int = 8):
+        self.name = name
+        self.projection = np.random.default_rng(1234).normal(size=(48, dim)).astype(np.float32)
+        self.encoded = 0
+
+    def encode(self, images: list[Image.Image]) -> np.ndarray:
+        self.encoded += len(images)
+        pixels = np.stack([np.asarray(image, dtype=np.float32).reshape(-1) / 255 - 0.5 for image in images])
+        return pixels @ self.projection
+
+
+def make_set(name: str, spec: list[tuple[str, str, int]]) -> ExampleSet:
+    """spec: (example id, image id, pixels seed)."""
+    examples = [
+        Example(id=i, image_id=img, image=MemImage(seed), fields={"question": f"q {i}"}, answers=("a",))
+        for i, img, seed in spec
+    ]
+    return ExampleSet(name=name, source="memory", examples=examples)
+
+
+def support_spec(n_images: int = 20, seed: int = 0) -> list[tuple[str, str, int]]:
+    """1-3 questions per image; images 0 and 1 have identical pixels (an exact similarity tie)."""
+    rng = np.random.default_rng(seed)
+    spec = []
+    for image in range(n_images):
+        pixels = 1000 if image in (0, 1) else 1000 + image
+        for question in range(int(rng.integers(1, 4))):
+            spec.append((f"s{image}_{question}", f"img{image}", pixels))
+    rng.shuffle(spec)  # questions about one image are not adjacent in support order
+    return spec
+
+
+SUPPORT = make_set("toy/train", support_spec())
+QUERIES = make_set("toy/val", [(f"v{i}", f"vimg{i}", 5000 + i) for i in range(12)] + [("v_dup", "vimgdup", 1000)])
+
+
+def brute_force(support: ExampleSet, query: Example, encoder: FakeEncoder) -> list[str]:
+    """All eligible support ids, most similar first, ties by support order."""
+
+    def unit(image_ref):
+        vector = encoder.encode([image_ref.load()])[0]
+        return vector / max(np.linalg.norm(vector), 1e-12)
+
+    q = unit(query.image)
+    scored = [
+        (-float(np.dot(unit(example.image), q)), position, example.id)
+        for position, example in enumerate(support.examples)
+        if example.image_id != query.image_id and example.id != query.id
+    ]
+    return [example_id for *_, example_id in sorted(scored)]
+
+
+def ids(examples: list[Example]) -> list[str]:
+    return [example.id for example in examples]
+
+
+@pytest.mark.parametrize("max_k", [4, 30])  # 30 > the 20 support images: the search covers the whole index
+def test_rices_equals_brute_force_most_similar_last_and_nested(max_k):
+    encoder = FakeEncoder()
+    selector = build_selector(ShotSettings("rices"), SUPPORT, QUERIES, max_k, encoder, cache_dir=None)
+    for query in QUERIES.examples:
+        expected = brute_force(SUPPORT, query, FakeEncoder())[:max_k]
+        for k in range(1, max_k + 1):
+            shots = selector.select(query, k)
+            assert ids(shots) == expected[:k][::-1]  # nested, most similar last
+        assert selector.select(query, 0) == []
+
+
+def test_identical_image_is_the_last_shot_and_ties_follow_support_order():
+    selector = build_selector(ShotSettings("rices"), SUPPORT, QUERIES, 6, FakeEncoder(), cache_dir=None)
+    query = next(q for q in QUERIES.examples if q.id == "v_dup")  # same pixels as img0 and img1
+    tied = [e.id for e in SUPPORT.examples if e.image_id in ("img0", "img1")]  # support order
+    shots = ids(selector.select(query, len(tied)))
+    assert shots == tied[::-1]
+
+
+def test_exact_ties_everywhere_still_match_brute_force():
+    """All support images identical: the first search cannot decide the cut-off and must widen."""
+    spec = [(f"s{i}_{j}", f"img{i}", 77) for j in range(2) for i in range(12)]  # interleaved questions
+    spec[3] = ("v0", "img3", 77)  # shares an id with a query about another image
+    support = make_set("toy/train", spec)
+    queries = make_set("toy/val", [("v0", "vimg0", 5), ("v1", "img4", 6), ("v2", "vimg2", 77)])
+    selector = build_selector(ShotSettings("rices"), support, queries, 5, FakeEncoder(), cache_dir=None)
+    for query in queries.examples:
+        assert ids(selector.select(query, 5)) == brute_force(support, query, FakeEncoder())[:5][::-1]
+
+
+def test_rank_refuses_a_cut_off_that_may_hide_a_tie():
+    from idefics_eval.shots import _rank
+
+    rows_examples = [np.array(positions) for positions in ([0, 5], [1], [2], [3], [4])]  # image row -> support positions
+    scores = np.array([1.0, 0.9, 0.5, 0.5], dtype=np.float32)  # row 4 is the query's own image
+    rows = np.array([4, 0, 2, 3])  # unsearched row 1 may tie at 0.5, and its example comes first
+    assert _rank(scores, rows, rows_examples, 4, 3, complete=False) is None
+    assert _rank(scores, rows, rows_examples, 4, 2, complete=False).tolist() == [0, 5]
+    full_scores = np.array([1.0, 0.9, 0.5, 0.5, 0.5], dtype=np.float32)
+    ranked = _rank(full_scores, np.array([4, 0, 3, 2, 1]), rows_examples, 4, 4, complete=True)
+    assert ranked.tolist() == [0, 5, 1, 2]
+
+
+def test_exclusion_when_support_and_queries_are_the_same_split():
+    encoder = FakeEncoder()
+    selector = build_selector(ShotSettings("rices"), SUPPORT, SUPPORT, 5, encoder, cache_dir=None)
+    assert encoder.encoded == len(SUPPORT.unique_images())  # query vectors reused from the index
+    for query in SUPPORT.examples:
+        shots = selector.select(query, 5)
+        assert all(shot.image_id != query.image_id and shot.id != query.id for shot in shots)
+        assert ids(shots) == brute_force(SUPPORT, query, FakeEncoder())[:5][::-1]
+
+
+def test_own_id_excluded_even_with_a_different_image():
+    support = make_set("toy/train", [("x", "a", 1), ("y", "b", 2), ("z", "c", 3)])
+    queries = make_set("toy/val", [("x", "other", 1)])  # same id and pixels as support "x"
+    for settings in (ShotSettings("rices"), ShotSettings("random")):
+        selector = build_selector(settings, support, queries, 2, FakeEncoder(), cache_dir=None)
+        assert sorted(ids(selector.select(queries.examples[0], 2))) == ["y", "z"]
+
+
+def test_index_and_query_embeddings_are_saved_and_reused(tmp_path):
+    first = FakeEncoder()
+    built = build_selector(ShotSettings("rices"), SUPPORT, QUERIES, 4, first, tmp_path, batch_size=3)
+    assert first.encoded == len(SUPPORT.unique_images()) + len(QUERIES.unique_images())
+
+    folder = tmp_path / "indexes" / built.fingerprint
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["image_ids"] == [image_id for image_id, _ in SUPPORT.unique_images()]
+    assert meta["encoder"] == "fake:v1" and meta["split"] == "toy/train"
+    assert meta["dataset_fingerprint"] == SUPPORT.fingerprint and meta["count"] == len(meta["image_ids"])
+    assert (folder / "index.faiss").is_file()
+    assert (tmp_path / "embeddings" / f"{embedding_fingerprint(QUERIES, 'fake:v1')}.npy").is_file()
+    assert not list(tmp_path.rglob("*.tmp"))
+
+    second = FakeEncoder()
+    reused = build_selector(ShotSettings("rices"), SUPPORT, QUERIES, 4, second, tmp_path)
+    assert second.encoded == 0
+    assert reused.fingerprint == built.fingerprint
+    for query in QUERIES.examples:
+        assert ids(reused.select(query, 4)) == ids(built.select(query, 4))
+
+    renamed = FakeEncoder(name="fake:v2")
+    other = build_selector(ShotSettings("rices"), SUPPORT, QUERIES, 4, renamed, tmp_path)
+    assert renamed.encoded > 0 and other.fingerprint != built.fingerprint
+
+    smaller = ExampleSet("toy/train", "memory", SUPPORT.examples[1:])
+    fresh = FakeEncoder()
+    changed = build_selector(ShotSettings("rices"), smaller, QUERIES, 4, fresh, tmp_path)
+    assert fresh.encoded >= len(smaller.unique_images()) and changed.fingerprint != built.fingerprint
+
+
+def test_partial_or_corrupt_cache_files_are_not_used(tmp_path):
+    reference = build_selector(ShotSettings("rices"), SUPPORT, QUERIES, 4, FakeEncoder(), cache_dir=None)
+    fingerprint = embedding_fingerprint(SUPPORT, "fake:v1")
+    folder = tmp_path / "indexes" / fingerprint
+    npy = tmp_path / "embeddings" / f"{embedding_fingerprint(QUERIES, 'fake:v1')}.npy"
+
+    # An interrupted first run: only temporary files, no meta.json.
+    folder.mkdir(parents=True)
+    (folder / ".index.faiss.abc.tmp").write_bytes(b"half an index")
+    encoder = FakeEncoder()
+    build_selector(ShotSettings("rices"), SUPPORT, QUERIES, 4, encoder, tmp_path)
+    assert encoder.encoded == len(SUPPORT.unique_images()) + len(QUERIES.unique_images())
+
+    # Truncated index and embeddings (e.g. a disk filled up outside this program).
+    (folder / "index.faiss").write_bytes((folder / "index.faiss").read_bytes()[:40])
+    npy.write_bytes(npy.read_bytes()[:100])
+    encoder = FakeEncoder()
+    rebuilt = build_selector(ShotSettings("rices"), SUPPORT, QUERIES, 4, encoder, tmp_path)
+    assert encoder.encoded == len(SUPPORT.unique_images()) + len(QUERIES.unique_images())
+    for query in QUERIES.examples:
+        assert ids(rebuilt.select(query, 4)) == ids(reference.select(query, 4))
+
+    # A well-formed index of other images under this fingerprint (copied, or a stale meta.json).
+    meta = json.loads((folder / "meta.json").read_text())
+    (folder / "meta.json").write_text(json.dumps({**meta, "image_ids": meta["image_ids"][::-1]}))
+    encoder = FakeEncoder()
+    build_selector(ShotSettings("rices"), SUPPORT, QUERIES, 4, encoder, tmp_path)
+    assert encoder.encoded == len(SUPPORT.unique_images())
+
+    # The rewritten files are good: a further run embeds nothing.
+    encoder = FakeEncoder()
+    build_selector(ShotSettings("rices"), SUPPORT, QUERIES, 4, encoder, tmp_path)
+    assert encoder.encoded == 0
+
+
+def random_shots(seed: int, queries: list[Example], max_k: int = 5, k: int = 5) -> dict[str, list[str]]:
+    selector = build_selector(ShotSettings("random", seed), SUPPORT, ExampleSet("v", "m", queries), max_k, None, None)
+    return {query.id: ids(selector.select(query, k)) for query in queries}
+
+
+def test_random_is_seeded_per_query_not_by_order_or_company():
+    queries = list(QUERIES.examples)
+    everything = random_shots(0, queries)
+    assert random_shots(0, queries[::-1]) == everything
+    assert random_shots(0, queries[3:5]) == {q.id: everything[q.id] for q in queries[3:5]}
+    assert random_shots(0, queries) == everything
+    assert random_shots(1, queries) != everything
+    for shots in everything.values():
+        assert len(set(shots)) == 5
+    assert len({tuple(shots) for shots in everything.values()}) > 1  # not one draw for all queries
+
+
+def test_random_is_nested_and_independent_of_max_k():
+    queries = list(QUERIES.examples)
+    four_of_eight = random_shots(7, queries, max_k=8, k=4)
+    eight = random_shots(7, queries, max_k=8, k=8)
+    assert four_of_eight == random_shots(7, queries, max_k=4, k=4)
+    assert all(eight[q][:4] == four_of_eight[q] for q in eight)
+
+
+def test_random_excludes_and_covers_the_eligible_support():
+    selector = build_selector(ShotSettings("random", 3), SUPPORT, SUPPORT, 4, None, None)
+    seen = set()
+    for query in SUPPORT.examples:
+        shots = selector.select(query, 4)
+        assert all(shot.image_id != query.image_id and shot.id != query.id for shot in shots)
+        seen.update(ids(shots))
+    assert len(seen) > len(SUPPORT) // 2
+
+
+@pytest.mark.parametrize("selection", ["rices", "random"])
+def test_more_shots_than_support_is_a_user_error(selection):
+    support = make_set("toy/train", [("a", "i1", 1), ("b", "i1", 1), ("c", "i2", 2)])
+    queries = make_set("toy/val", [("q", "i9", 9)])
+    encoder = FakeEncoder()
+    build_selector(ShotSettings(selection), support, queries, 3, encoder, None)
+    with pytest.raises(UserError, match="toy/train has 3 examples, fewer than the 4 shots.*lower --shots"):
+        build_selector(ShotSettings(selection), support, queries, 4, encoder, None)
+    with pytest.raises(UserError, match=r"\(1 once a query's own image and id are left out\).*2 shots"):
+        build_selector(ShotSettings(selection), support, support, 2, encoder, None)
+
+
+def test_unknown_selection_is_a_user_error():
+    with pytest.raises(UserError, match="rices, random"):
+        ShotSettings("nearest")
