@@ -96,6 +96,7 @@ def load_model(name: str, *, device: str | None = None, dtype: str | None = None
         from .demo.model import build_model, build_processor
 
         model, processor = build_model(demo_seed), build_processor()
+        name = model.config.name_or_path
     else:
         check_checkpoint(name)
         try:

@@ -11,7 +11,7 @@ import json
 import statistics
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from tqdm import tqdm
@@ -69,8 +69,6 @@ class Prepared:
     all_queries_fingerprint: str
     data: str | None
     generation: GenerationSettings
-    model_name: str
-    extra: dict = field(default_factory=dict)
 
 
 def demo_data(spec: TaskSpec) -> str:
@@ -122,8 +120,7 @@ def prepare(config: RunConfig) -> Prepared:
         max_new_tokens=config.max_new_tokens or spec.generation.max_new_tokens,
         num_beams=config.num_beams or spec.generation.num_beams,
     )
-    model_name = config.model or "demo"
-    return Prepared(config, spec, template, metric, support, queries, all_queries_fingerprint, data, generation, model_name)
+    return Prepared(config, spec, template, metric, support, queries, all_queries_fingerprint, data, generation)
 
 
 def _check_writable(output_dir: Path) -> None:
@@ -167,7 +164,7 @@ def _identity(p: Prepared, loaded: LoadedModel, selection: dict) -> dict:
             "query_split": p.queries.name,
             "query_fingerprint": p.all_queries_fingerprint,
         },
-        "model": {"name": p.model_name, "fingerprint": loaded.fingerprint, "dtype": str(loaded.dtype).replace("torch.", "")},
+        "model": {"name": loaded.name, "fingerprint": loaded.fingerprint, "dtype": str(loaded.dtype).replace("torch.", "")},
         "shots": {key: value for key, value in selection.items() if key != "seed"},
         "generation": asdict(p.generation) | {"max_length": p.config.max_length or loaded.max_length},
     }
