@@ -153,8 +153,11 @@ def _fit_prompt(p: Prepared, loaded: LoadedModel, shots: Sequence[Example], quer
 
 
 def _identity(p: Prepared, loaded: LoadedModel, selection: dict) -> dict:
-    """What determines the predictions: a rerun in the same folder must match it to resume."""
-    return {
+    """What determines the predictions: a rerun in the same folder must match it to resume.
+
+    Round-tripped through JSON so that it compares equal to the copy read back from the manifest.
+    """
+    return json.loads(json.dumps({
         "task": {"name": p.spec.name, "version": p.spec.version, "digest": p.spec.digest},
         "prompt": {"name": p.template.name, "version": p.template.version, "digest": p.template.digest},
         "data": {
@@ -167,7 +170,7 @@ def _identity(p: Prepared, loaded: LoadedModel, selection: dict) -> dict:
         "model": {"name": loaded.name, "fingerprint": loaded.fingerprint, "dtype": str(loaded.dtype).replace("torch.", "")},
         "shots": {key: value for key, value in selection.items() if key != "seed"},
         "generation": asdict(p.generation) | {"max_length": p.config.max_length or loaded.max_length},
-    }
+    }))
 
 
 def _check_manifest(p: Prepared, identity: dict) -> None:
