@@ -1,0 +1,104 @@
+"""The runner's choices: random shots over seeds, truncation on whole shots, CLIP retrieval, HF data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from idefics_eval.runner import RunConfig, run
+
+DEMO_DATA = Path(__file__).resolve().parents[1] / "idefics_eval" / "demo" / "data" / "vqav2"
+
+
+def config(tmp_path: Path, **overrides) -> RunConfig:
+    base = dict(task="vqav2", shots=(0, 4), output_dir=tmp_path / "out", demo=True, limit=4, num_beams=1,
+                max_new_tokens=5, cache_dir=tmp_path / "cache", progress=False)
+    return RunConfig(**(base | overrides))
+
+
+def lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_random_selection_over_seeds_reports_mean_and_std(tmp_path):
+    rows = run(config(tmp_path, selection="random", seeds=(0, 1, 2), shots=(4,)))
+    per_seed = [r for r in rows if r.seed is not None]
+    assert [r.seed for r in per_seed] == [0, 1, 2]
+    (mean,) = [r for r in rows if r.seed is None]
+    values = [r.metrics["vqa_accuracy"] for r in per_seed]
+    assert mean.metrics["vqa_accuracy"] == pytest.approx(sum(values) / 3)
+    assert mean.metrics_std is not None and mean.config["shots"]["seeds"] == [0, 1, 2]
+    shots = {seed: [line["shots"] for line in lines(tmp_path / "out" / "predictions" / f"vqav2_4shot_seed{seed}.jsonl")]
+             for seed in (0, 1, 2)}
+    assert shots[0] != shots[1] != shots[2]
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert len(saved) == 4
+
+
+def test_long_prompts_lose_their_least_similar_shots_and_are_counted(tmp_path):
+    full = run(config(tmp_path / "a"))
+    short = run(config(tmp_path / "b", max_length=100))
+    assert full[1].num_truncated == 0 and short[1].num_truncated == 4
+    full_lines = lines(tmp_path / "a" / "out" / "predictions" / "vqav2_4shot.jsonl")
+    short_lines = lines(tmp_path / "b" / "out" / "predictions" / "vqav2_4shot.jsonl")
+    for whole, cut in zip(full_lines, short_lines):
+        assert cut["dropped_shots"] > 0
+        assert cut["shots"] == whole["shots"][cut["dropped_shots"]:]  # the first shots are the least similar
+    assert short[0].num_truncated == 0  # zero-shot prompts fit
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory) -> Path:
+    import torch
+    from transformers import CLIPConfig, CLIPModel
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    folder = tmp_path_factory.mktemp("clip")
+    torch.manual_seed(0)
+    small = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
+    model = CLIPModel(CLIPConfig(text_config=small | {"vocab_size": 100, "eos_token_id": 2},
+                                 vision_config=small | {"image_size": 32, "patch_size": 8}, projection_dim=8))
+    model.save_pretrained(folder)
+    CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
+    return folder
+
+
+def test_rices_with_a_named_clip_encoder(tmp_path, tiny_clip):
+    rows = run(config(tmp_path, rices_encoder=str(tiny_clip)))
+    encoder = rows[1].config["shots"]["encoder"]
+    assert encoder.startswith(f"clip:{tiny_clip}:")
+    model_rows = run(config(tmp_path / "own"))
+    assert model_rows[1].config["shots"]["index_fingerprint"] != rows[1].config["shots"]["index_fingerprint"]
+
+
+def test_huggingface_save_to_disk_data_gives_the_same_predictions_as_the_official_files(tmp_path):
+    import datasets
+
+    from idefics_eval import formats
+    from idefics_eval.tasks import load_task
+
+    spec = load_task("vqav2")
+    splits = {}
+    for split in ("train", "validation"):
+        examples = formats.load_split(spec, split, str(DEMO_DATA)).examples
+        splits[split] = datasets.Dataset.from_dict(
+            {
+                "question_id": [int(e.id) for e in examples],
+                "image_id": [int(e.image_id) for e in examples],
+                "question": [e.fields["question"] for e in examples],
+                "answers": [[{"answer": a, "answer_id": i + 1} for i, a in enumerate(e.answers)] for e in examples],
+                "answer_type": [e.metadata["answer_type"] for e in examples],
+                "question_type": [e.metadata["question_type"] for e in examples],
+                "image": [str(e.image.path) for e in examples],
+            }
+        ).cast_column("image", datasets.Image())
+    datasets.DatasetDict(splits).save_to_disk(tmp_path / "hf")
+    official = run(config(tmp_path / "a"))
+    from_hf = run(config(tmp_path / "b", data=str(tmp_path / "hf")))
+    assert [r.metrics for r in from_hf] == [r.metrics for r in official]
+    for name in ("vqav2_0shot.jsonl", "vqav2_4shot.jsonl"):
+        a = lines(tmp_path / "a" / "out" / "predictions" / name)
+        b = lines(tmp_path / "b" / "out" / "predictions" / name)
+        assert [(x["id"], x["prediction"], x["shots"]) for x in a] == [(x["id"], x["prediction"], x["shots"]) for x in b]
