@@ -104,7 +104,8 @@ def load_model(name: str, *, device: str | None = None, dtype: str | None = None
             model = IdeficsForVisionText2Text.from_pretrained(name, dtype=resolved_dtype)
         except (OSError, ValueError) as error:
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise UserError(f"cannot load model {name!r}: {first}") from None
+            hint = "" if Path(name).expanduser().is_dir() else " (offline? download the checkpoint and pass its folder)"
+            raise UserError(f"cannot load model {name!r}: {first}{hint}") from None
     if not isinstance(processor, IdeficsProcessor):
         raise UserError(f"{name} has a {type(processor).__name__}, not an IdeficsProcessor; is it an IDEFICS checkpoint?")
     check_processor(processor, name)

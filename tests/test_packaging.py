@@ -1,0 +1,25 @@
+"""A plain `pip install .` ships the task files, prompt templates and demo data inside the package."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_wheel_contains_tasks_prompts_and_demo_data(tmp_path):
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
+                   check=True, capture_output=True)
+    (wheel,) = tmp_path.glob("idefics_eval-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for task in (ROOT / "tasks").glob("*.yaml"):
+        assert f"idefics_eval/builtin_tasks/{task.name}" in names
+    for prompt in (ROOT / "prompts").glob("*.yaml"):
+        assert f"idefics_eval/builtin_prompts/{prompt.name}" in names
+    demo = ROOT / "idefics_eval" / "demo" / "data"
+    shipped = {p.relative_to(ROOT).as_posix() for p in demo.rglob("*") if p.is_file()}
+    assert shipped and shipped <= names
+    assert any(name.endswith("entry_points.txt") for name in names)
