@@ -94,9 +94,14 @@ class Example:
 
     `id` is unique within a split. `image_id` names the underlying image: two questions about the
     same picture share it, which is how a query's own image is kept out of its shots.
-    `fields` hold what the prompt template fills in (e.g. `question`); `answers` the ground truth
-    (VQA: the 10 human answers, in answer-id order); `metadata` anything reports break down by
-    (e.g. `answer_type`).
+    `fields` hold what the prompt template fills in (e.g. `question`, `text`, `context`, `history`);
+    `answers` the ground truth texts (VQA: the 10 human answers in answer-id order; captioning: the
+    reference captions; classification: the correct class name); `metadata` anything reports break
+    down by or metrics need (e.g. `answer_type`, NoCaps `domain`, VisDial `relevance`).
+
+    Ranked tasks: `candidates` are this example's own candidate answers (ScienceQA's choices,
+    VisDial's 100 options), empty when the task file gives one class list for all; `label` is the
+    index of the correct candidate (or class). Winoground: `extra_images` holds the second image.
     """
 
     id: str
@@ -105,6 +110,9 @@ class Example:
     fields: Mapping[str, str]
     answers: tuple[str, ...]
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    candidates: tuple[str, ...] = ()
+    label: int | None = None
+    extra_images: tuple[ImageRef, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)
@@ -125,6 +133,8 @@ class ExampleSet:
         for example in self.examples:
             digest.update(f"{example.id}\x1f{example.image_id}\x1f{example.image.key}\x1f".encode())
             digest.update("\x1f".join(example.answers).encode())
+            digest.update(f"\x1d{example.label}\x1d".encode() + "\x1f".join(example.candidates).encode())
+            digest.update("".join(ref.key for ref in example.extra_images).encode())
             digest.update(b"\x1e")
         return digest.hexdigest()[:16]
 

@@ -1,8 +1,10 @@
 """Prompts: a task's examples and shots rendered into one interleaved image/text sequence.
 
 A template (a YAML file under `prompts/`) has a `prefix`, written once, and an `example` pattern
-with one `<image>` and `{field}` slots, ending in `{answer}`. Shots are rendered in full; the query
-is cut just before `{answer}`, so the model continues from the answer cue.
+with one `<image>` and `{field}` slots, and a target slot after the image: `{answer}` (generated
+tasks) or `{class_name}` (ranked tasks). Shots are rendered in full; the query is cut just before
+the target slot, so the model continues from the answer cue (and a ranked task scores each
+candidate as that continuation).
 
 Text between two images is merged into a single item. IdeficsProcessor inserts
 `<end_of_utterance>` between consecutive text items for instruct checkpoints, so splitting a shot
@@ -26,6 +28,7 @@ from .tasks import builtin_dir
 
 IMAGE = "<image>"
 FAKE_TOKEN = "<fake_token_around_image>"
+TARGETS = ("{answer}", "{class_name}")
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,11 @@ class PromptTemplate:
     def fields(self) -> set[str]:
         return {name for _, name, _, _ in string.Formatter().parse(self.example) if name}
 
+    @property
+    def target(self) -> str:
+        after = self.example.split(IMAGE)[1]
+        return next(slot for slot in TARGETS if slot in after)
+
     def _fill(self, text: str, values: dict[str, str], example_id: str) -> str:
         try:
             return text.format_map(values)
@@ -78,18 +86,29 @@ class PromptTemplate:
                 f"(it has: {', '.join(sorted(values))}); map it in the task's columns or fix the template"
             ) from None
 
-    def _render(self, example: Example, answer: str | None) -> list[str | ImageRef]:
+    def _render(self, example: Example, answer: str | None, cut: bool) -> list[str | ImageRef]:
+        """One example: in full (a shot), cut before the target slot (`answer` None: the query),
+        or with the candidate in the slot and the template's trailing whitespace removed (`cut`)."""
         before, after = self.example.split(IMAGE)
         if answer is None:
-            after = after[: after.index("{answer}")].rstrip(" ")
-        values = {**example.fields, "answer": answer or ""}
+            after = after[: after.index(self.target)].rstrip(" ")
+        elif cut:
+            after = after.rstrip()
+        values = {**example.fields, self.target[1:-1]: answer or ""}
         return [self._fill(before, values, example.id), example.image, self._fill(after, values, example.id)]
 
-    def render(self, shots: Sequence[Example], query: Example, shot_answer: Callable[[Example], str]) -> Prompt:
+    def render(
+        self,
+        shots: Sequence[Example],
+        query: Example,
+        shot_answer: Callable[[Example], str],
+        candidate: str | None = None,
+    ) -> Prompt:
+        """The prompt for `query` after `shots`; with `candidate`, the query continued by it (ranking)."""
         items: list[str | ImageRef] = [self.prefix]
         for shot in shots:
-            items += self._render(shot, shot_answer(shot))
-        items += self._render(query, None)
+            items += self._render(shot, shot_answer(shot), cut=False)
+        items += self._render(query, candidate, cut=True)
         merged: list[str | ImageRef] = []
         for item in items:
             if isinstance(item, str) and merged and isinstance(merged[-1], str):
@@ -127,8 +146,8 @@ def parse_template(path: Path) -> PromptTemplate:
     example = data["example"]
     if example.count(IMAGE) != 1:
         raise UserError(f"{path}: example must contain {IMAGE} exactly once, found {example.count(IMAGE)}")
-    if "{answer}" not in example.split(IMAGE)[1]:
-        raise UserError(f"{path}: example must contain {{answer}} after {IMAGE}")
+    if not any(slot in example.split(IMAGE)[1] for slot in TARGETS):
+        raise UserError(f"{path}: example must contain {{answer}} or {{class_name}} after {IMAGE}")
     return PromptTemplate(
         name=data["name"],
         version=data["version"],

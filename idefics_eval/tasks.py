@@ -17,7 +17,9 @@ import yaml
 
 from .errors import UserError
 
-REQUESTS = ("generate", "rank")
+REQUESTS = ("generate", "rank", "match")  # match: every caption scored with every image (Winoground)
+SHOT_ANSWERS = ("most_common", "first", "random_reference", "label")
+NORMALIZE = ("sum", "mean")
 
 
 @dataclass(frozen=True)
@@ -35,12 +37,25 @@ class HuggingFaceSource:
     path: str  # hub id; a local folder given with --data replaces it
     splits: Mapping[str, str]  # harness split name -> dataset split name
     columns: Mapping[str, str]  # harness field -> dataset column
+    config: str | None = None  # the dataset's configuration name, where it has several
 
 
 @dataclass(frozen=True)
 class Generation:
     max_new_tokens: int = 15
     num_beams: int = 3
+    stop_words: tuple[str, ...] | None = None  # None: the IDEFICS authors' list (engine.STOP_WORDS)
+    first_line: bool = True  # keep only the first line of the answer
+    strip_quotes: bool = False  # remove quotes around the whole answer
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """What a ranked task chooses between: one class list for all, or each example's own."""
+
+    source: str  # "classes" or "example"
+    classes: tuple[str, ...] = ()
+    normalize: str = "sum"  # log-likelihood summed over the candidate's tokens, or their mean
 
 
 @dataclass(frozen=True)
@@ -54,16 +69,26 @@ class TaskSpec:
     support_split: str
     query_split: str
     generation: Generation
-    vqa_json: Mapping[str, VqaJsonSplit] | None
+    sources: Mapping[str, Mapping[str, Mapping[str, str]]]  # file format -> split -> key -> value
     huggingface: HuggingFaceSource | None
     path: Path
-    digest: str  # sha256 of the file's bytes, recorded with every result
+    digest: str  # sha256 of the file's bytes (and of its classes file), recorded with every result
+    candidates: Candidates | None = None
+    shot_answer: str = "most_common"
+    support_task: str | None = None  # take shots from this task's support split (NoCaps: coco)
+    zero_shot_only: bool = False
+    seed: int = 0  # seeds choices inside the task (e.g. which reference caption a shot shows)
+
+    @property
+    def vqa_json(self) -> Mapping[str, VqaJsonSplit] | None:
+        splits = self.sources.get("vqa_json")
+        return None if splits is None else {split: VqaJsonSplit(**files) for split, files in splits.items()}
 
 
 def _check_keys(where: str, data: Any, required: set[str], optional: set[str] = frozenset()) -> dict:
     if not isinstance(data, dict):
         raise UserError(f"{where}: expected a mapping, found {type(data).__name__}")
-    unknown = sorted(set(data) - required - optional)
+    unknown = sorted(set(data) - required - optional, key=str)
     if unknown:
         allowed = ", ".join(sorted(required | optional))
         raise UserError(f"{where}: unknown key {unknown[0]!r} (allowed: {allowed})")
@@ -86,6 +111,43 @@ def _str_map(where: str, data: Any) -> dict[str, str]:
     return {str(k): _typed(f"{where}.{k}", v, str) for k, v in data.items()}
 
 
+def _choice(where: str, value: Any, choices: tuple[str, ...]) -> str:
+    if _typed(where, value, str) not in choices:
+        raise UserError(f"{where} must be one of {', '.join(choices)}, found {value!r}")
+    return value
+
+
+def _str_list(where: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise UserError(f"{where}: expected a list of strings")
+    return tuple(value)
+
+
+def _candidates(where: str, data: Any, task_dir: Path) -> tuple[Candidates, bytes]:
+    here = f"{where}: candidates"
+    data = _check_keys(here, data, {"source"}, {"classes", "classes_file", "normalize"})
+    source = _choice(f"{here}.source", data["source"], ("classes", "example"))
+    classes: tuple[str, ...] = ()
+    extra = b""
+    if "classes" in data and "classes_file" in data:
+        raise UserError(f"{here}: give classes or classes_file, not both")
+    if "classes" in data:
+        classes = _str_list(f"{here}.classes", data["classes"])
+    elif "classes_file" in data:
+        name = _typed(f"{here}.classes_file", data["classes_file"], str)
+        path = (task_dir / name).resolve()
+        if task_dir.resolve() not in path.parents:
+            raise UserError(f"{here}.classes_file {name!r} must lie in the task's folder {task_dir}")
+        if not path.is_file():
+            raise UserError(f"{here}.classes_file: {path} not found")
+        extra = path.read_bytes()
+        classes = tuple(line.strip() for line in extra.decode("utf-8").splitlines() if line.strip())
+    if source == "classes" and not classes:
+        raise UserError(f"{here}: source classes needs classes or classes_file")
+    normalize = _choice(f"{here}.normalize", data.get("normalize", "sum"), NORMALIZE)
+    return Candidates(source, classes, normalize), extra
+
+
 def parse_task(path: Path) -> TaskSpec:
     """Read and validate one task file; every problem is a `UserError` naming the file and key."""
     raw = path.read_bytes()
@@ -100,33 +162,46 @@ def parse_task(path: Path) -> TaskSpec:
         where,
         data,
         {"name", "version", "request", "metric", "prompt", "support_split", "query_split", "sources"},
-        {"title", "generation"},
+        {"title", "generation", "candidates", "shot_answer", "support_task", "zero_shot_only", "seed"},
     )
-    request = _typed(f"{where}: request", top["request"], str)
-    if request not in REQUESTS:
-        raise UserError(f"{where}: request must be one of {', '.join(REQUESTS)}, found {request!r}")
-    generation = _check_keys(f"{where}: generation", top.get("generation", {}), set(), {"max_new_tokens", "num_beams"})
-    sources = _check_keys(f"{where}: sources", top["sources"], set(), {"vqa_json", "huggingface"})
+    request = _choice(f"{where}: request", top["request"], REQUESTS)
+    generation = _check_keys(
+        f"{where}: generation", top.get("generation", {}), set(),
+        {"max_new_tokens", "num_beams", "stop_words", "first_line", "strip_quotes"},
+    )
+    candidates, extra = None, b""
+    if request == "rank":
+        if "candidates" not in top:
+            raise UserError(f"{where}: missing required key 'candidates' (a rank task says what it ranks)")
+        candidates, extra = _candidates(where, top["candidates"], path.parent)
+    elif "candidates" in top:
+        raise UserError(f"{where}: candidates applies to rank tasks only (request is {request})")
+    sources = _check_keys(f"{where}: sources", top["sources"], set(), set(top["sources"] or {}))
     if not sources:
-        raise UserError(f"{where}: sources must name at least one data source (vqa_json or huggingface)")
-    vqa_json = None
-    if "vqa_json" in sources:
-        vqa_json = {}
-        for split, files in _check_keys(f"{where}: sources.vqa_json", sources["vqa_json"], set(), set(sources["vqa_json"] or {})).items():
-            here = f"{where}: sources.vqa_json.{split}"
-            files = _check_keys(here, files, {"questions", "annotations", "images", "image_file"})
-            vqa_json[split] = VqaJsonSplit(**{k: _typed(f"{here}.{k}", v, str) for k, v in files.items()})
+        raise UserError(f"{where}: sources must name at least one data source")
+    file_sources: dict[str, dict[str, dict[str, str]]] = {}
     huggingface = None
-    if "huggingface" in sources:
-        here = f"{where}: sources.huggingface"
-        hf = _check_keys(here, sources["huggingface"], {"path", "splits", "columns"})
-        columns = _str_map(f"{here}.columns", hf["columns"])
-        for needed in ("id", "image", "answers"):
-            if needed not in columns:
-                raise UserError(f"{here}.columns: missing required key {needed!r}")
-        huggingface = HuggingFaceSource(
-            path=_typed(f"{here}.path", hf["path"], str), splits=_str_map(f"{here}.splits", hf["splits"]), columns=columns
-        )
+    for format_name, splits in sources.items():
+        here = f"{where}: sources.{format_name}"
+        if format_name == "huggingface":
+            hf = _check_keys(here, splits, {"path", "splits", "columns"}, {"config"})
+            columns = _str_map(f"{here}.columns", hf["columns"])
+            if "id" not in columns or "image" not in columns:
+                raise UserError(f"{here}.columns: missing required key {'id' if 'id' not in columns else 'image'!r}")
+            huggingface = HuggingFaceSource(
+                path=_typed(f"{here}.path", hf["path"], str),
+                splits=_str_map(f"{here}.splits", hf["splits"]),
+                columns=columns,
+                config=_typed(f"{here}.config", hf["config"], str) if "config" in hf else None,
+            )
+            continue
+        if not isinstance(splits, dict) or not splits:
+            raise UserError(f"{here}: expected a mapping of split names to that split's files")
+        file_sources[format_name] = {split: _str_map(f"{here}.{split}", files) for split, files in splits.items()}
+    if "vqa_json" in file_sources:
+        for split, files in file_sources["vqa_json"].items():
+            _check_keys(f"{where}: sources.vqa_json.{split}", files, {"questions", "annotations", "images", "image_file"})
+    stop_words = generation.get("stop_words")
     spec = TaskSpec(
         name=_typed(f"{where}: name", top["name"], str),
         version=_typed(f"{where}: version", top["version"], int),
@@ -139,14 +214,22 @@ def parse_task(path: Path) -> TaskSpec:
         generation=Generation(
             max_new_tokens=_typed(f"{where}: generation.max_new_tokens", generation.get("max_new_tokens", 15), int),
             num_beams=_typed(f"{where}: generation.num_beams", generation.get("num_beams", 3), int),
+            stop_words=None if stop_words is None else _str_list(f"{where}: generation.stop_words", stop_words),
+            first_line=_typed(f"{where}: generation.first_line", generation.get("first_line", True), bool),
+            strip_quotes=_typed(f"{where}: generation.strip_quotes", generation.get("strip_quotes", False), bool),
         ),
-        vqa_json=vqa_json,
+        sources=file_sources,
         huggingface=huggingface,
         path=path,
-        digest=hashlib.sha256(raw).hexdigest(),
+        digest=hashlib.sha256(raw + extra).hexdigest(),
+        candidates=candidates,
+        shot_answer=_choice(f"{where}: shot_answer", top.get("shot_answer", "label" if request == "rank" else "most_common"), SHOT_ANSWERS),
+        support_task=_typed(f"{where}: support_task", top["support_task"], str) if "support_task" in top else None,
+        zero_shot_only=_typed(f"{where}: zero_shot_only", top.get("zero_shot_only", False), bool),
+        seed=_typed(f"{where}: seed", top.get("seed", 0), int),
     )
-    for split in (spec.support_split, spec.query_split):
-        for source_name, splits in (("vqa_json", vqa_json), ("huggingface", huggingface and huggingface.splits)):
+    for split in {spec.support_split, spec.query_split} - ({spec.support_split} if spec.support_task else set()):
+        for source_name, splits in [*file_sources.items(), ("huggingface", huggingface and huggingface.splits)]:
             if splits is not None and split not in splits:
                 raise UserError(f"{where}: sources.{source_name} has no split {split!r} (it has: {', '.join(splits)})")
     return spec

@@ -1,24 +1,65 @@
 """Data formats: turn a task's source plus the user's --data into an `ExampleSet`.
 
-`load_split` picks the reader from what --data holds: the task's VQA JSON files, a `save_to_disk`
-folder, or a folder of parquet/jsonl/json/csv files; with no --data the task's hub id is used.
+Each file format is a `FileFormat`: the keys a task file gives for one split, which of them name
+files whose presence identifies the format in a --data folder, and a reader
+`load(root, files, name) -> ExampleSet`. `load_split` picks the reader from what --data holds: one
+of the task's file formats, a `save_to_disk` folder, or a folder of parquet/jsonl/json/csv files;
+with no --data the task's hub id is used. Third-party formats register through the
+`idefics_eval.formats` entry-point group (an object of type `FileFormat`).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 from ..errors import UserError
 from ..examples import ExampleSet
-from ..tasks import TaskSpec
+from ..tasks import TaskSpec, VqaJsonSplit
 from .huggingface import has_data_files, is_save_to_disk_folder, load_huggingface
 from .vqa_json import load_vqa_json
 
-__all__ = ["load_split", "load_vqa_json", "load_huggingface"]
+__all__ = ["FileFormat", "load_split", "load_vqa_json", "load_huggingface", "file_formats"]
 
 # "name" or "owner/name", as the hub spells dataset ids; anything else given to --data is a path.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?$")
+
+
+@dataclass(frozen=True)
+class FileFormat:
+    name: str
+    keys: tuple[str, ...]  # required keys of one split's entry in the task file
+    markers: tuple[str, ...]  # keys whose values name files or folders that identify the format on disk
+    load: Callable[[Path, Mapping[str, str], str], ExampleSet]  # (data folder, the split's entry, name)
+    optional: tuple[str, ...] = ()
+
+
+def _vqa_json(root: Path, files: Mapping[str, str], name: str) -> ExampleSet:
+    return load_vqa_json(root, VqaJsonSplit(**files), name)
+
+
+_BUILTIN = [FileFormat("vqa_json", ("questions", "annotations", "images", "image_file"), ("questions", "annotations"), _vqa_json)]
+
+
+def file_formats() -> dict[str, FileFormat]:
+    """Built-in formats, then those installed packages register under `idefics_eval.formats`."""
+    from . import builtin  # noqa: F401  (imports the format modules, which call register)
+
+    found = {f.name: f for f in _BUILTIN}
+    for entry in metadata.entry_points(group="idefics_eval.formats"):
+        loaded = entry.load()
+        if not isinstance(loaded, FileFormat):
+            raise UserError(f"entry point {entry.name} ({entry.value}) is not an idefics_eval.formats.FileFormat")
+        found[loaded.name] = loaded
+    return found
+
+
+def register(file_format: FileFormat) -> FileFormat:
+    _BUILTIN.append(file_format)
+    return file_format
 
 
 def load_split(spec: TaskSpec, split: str, data: str | None) -> ExampleSet:
@@ -34,12 +75,21 @@ def load_split(spec: TaskSpec, split: str, data: str | None) -> ExampleSet:
 
     folder = Path(data).expanduser()
     if folder.is_dir():
-        if spec.vqa_json is not None and _holds_vqa_json(spec, folder):
-            if split not in spec.vqa_json:
-                raise UserError(
-                    f"{spec.path}: sources.vqa_json has no split {split!r} (it has: {', '.join(spec.vqa_json)})"
-                )
-            return load_vqa_json(folder, spec.vqa_json[split], name)
+        formats = file_formats()
+        for format_name, splits in spec.sources.items():
+            if format_name not in formats:
+                raise UserError(f"{spec.path}: sources.{format_name} is not a known data format ({', '.join(sorted(formats))})")
+            file_format = formats[format_name]
+            if not _holds(file_format, splits, folder):
+                continue
+            if split not in splits:
+                raise UserError(f"{spec.path}: sources.{format_name} has no split {split!r} (it has: {', '.join(splits)})")
+            missing = [key for key in file_format.keys if key not in splits[split]]
+            unknown = [key for key in splits[split] if key not in file_format.keys + file_format.optional]
+            if missing or unknown:
+                problem = f"missing required key {missing[0]!r}" if missing else f"unknown key {unknown[0]!r}"
+                raise UserError(f"{spec.path}: sources.{format_name}.{split}: {problem} (keys: {', '.join(file_format.keys + file_format.optional)})")
+            return file_format.load(folder, splits[split], name)
         kind = "save_to_disk" if is_save_to_disk_folder(folder) else "files" if has_data_files(folder) else None
         if kind is None:
             raise UserError(
@@ -64,14 +114,9 @@ def load_split(spec: TaskSpec, split: str, data: str | None) -> ExampleSet:
     return _huggingface(spec, split, data, name)
 
 
-def _holds_vqa_json(spec: TaskSpec, folder: Path) -> bool:
-    """Whether any of the task's VQA JSON files is there (so a missing one is reported by name)."""
-    assert spec.vqa_json is not None
-    return any(
-        (folder / file_name).is_file()
-        for files in spec.vqa_json.values()
-        for file_name in (files.questions, files.annotations)
-    )
+def _holds(file_format: FileFormat, splits: Mapping[str, Mapping[str, str]], folder: Path) -> bool:
+    """Whether any split's marker file is in the folder (so a missing one is reported by name)."""
+    return any((folder / files[key]).exists() for files in splits.values() for key in file_format.markers if key in files)
 
 
 def _huggingface(spec: TaskSpec, split: str, location: str, name: str) -> ExampleSet:
@@ -84,9 +129,9 @@ def _huggingface(spec: TaskSpec, split: str, location: str, name: str) -> Exampl
 
 def _supported(spec: TaskSpec) -> str:
     kinds = []
-    if spec.vqa_json is not None:
-        files = sorted({f.questions for f in spec.vqa_json.values()} | {f.annotations for f in spec.vqa_json.values()})
-        kinds.append(f"vqa_json ({', '.join(files)})")
+    for format_name, splits in spec.sources.items():
+        files = sorted({value for entry in splits.values() for key, value in entry.items() if "{" not in value})
+        kinds.append(f"{format_name} ({', '.join(files)})")
     if spec.huggingface is not None:
         kinds.append(
             f"huggingface (hub id {spec.huggingface.path}, a save_to_disk folder, or parquet/jsonl/json/csv files "

@@ -26,7 +26,7 @@ HF = HuggingFaceSource(
 )
 SPEC = TaskSpec(
     name="vqav2", version=1, title="VQAv2", request="generate", metric="vqa_accuracy", prompt="vqa",
-    support_split="train", query_split="validation", generation=Generation(), vqa_json=VQA, huggingface=HF,
+    support_split="train", query_split="validation", generation=Generation(), sources={"vqa_json": {k: dataclasses.asdict(v) for k, v in VQA.items()}}, huggingface=HF,
     path=Path("tasks/vqav2.yaml"), digest="0" * 64,
 )
 
@@ -173,7 +173,7 @@ def test_no_data_for_a_task_without_huggingface_source():
 
 def test_vqa_json_files_for_a_task_without_vqa_json_source(tmp_path):
     """Without a vqa_json source the JSON files are just json data files to the HF reader, which then fails clearly."""
-    spec = dataclasses.replace(SPEC, vqa_json=None)
+    spec = dataclasses.replace(SPEC, sources={})
     write_vqa_json(tmp_path)
     with pytest.raises(UserError) as excinfo:
         load_split(spec, "validation", str(tmp_path))
