@@ -28,6 +28,8 @@ class GenerationSettings:
     max_new_tokens: int = 15
     num_beams: int = 3
     stop_words: tuple[str, ...] = STOP_WORDS
+    first_line: bool = True
+    strip_quotes: bool = False
 
 
 @lru_cache(maxsize=1024)
@@ -52,6 +54,16 @@ def banned_token_ids(tokenizer) -> list[list[int]]:
 def cut_at_stop_words(text: str, stop_words: Sequence[str]) -> str:
     cut = min((text.find(word) for word in stop_words if word in text), default=len(text))
     return text[:cut].strip()
+
+
+def postprocess(text: str, settings: GenerationSettings) -> str:
+    """A generation as the metric sees it: first line, cut at the first stop word, quotes removed."""
+    if settings.first_line:
+        text = text.strip().split("\n", 1)[0]
+    text = cut_at_stop_words(text, settings.stop_words)
+    if settings.strip_quotes and len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+        text = text[1:-1].strip()
+    return text
 
 
 def count_tokens(loaded: LoadedModel, prompt: Prompt) -> int:
@@ -88,7 +100,7 @@ class Generator:
         )
         new_tokens = output[:, inputs["input_ids"].shape[1] :]
         texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-        return [cut_at_stop_words(text, self.settings.stop_words) for text in texts]
+        return [postprocess(text, self.settings) for text in texts]
 
 
 def batches_by_length(lengths: Sequence[tuple[int, int]], batch_size: int) -> list[list[int]]:

@@ -17,18 +17,30 @@ from pathlib import Path
 
 from .errors import UserError
 
+FULL_SCORES = 100  # ranked tasks with more candidates (ImageNet: 1,000) keep the top `FULL_SCORES` only
+
 
 @dataclass(frozen=True)
 class Prediction:
+    """One query's answer. Ranked tasks also keep `ranking`, the candidate indices best first (the
+    top `FULL_SCORES`), and `scores`, every candidate's log-likelihood in candidate order (only when
+    there are at most `FULL_SCORES` candidates; for Winoground the 2x2 caption-by-image scores, row
+    by row)."""
+
     id: str
     prediction: str
     shots: tuple[str, ...]
-    score: float
+    score: float | None  # the query's own metric value (None for corpus-level metrics such as CIDEr)
     dropped_shots: int = 0  # shots removed to fit the model's context (0: not truncated)
+    scores: tuple[float, ...] = ()
+    ranking: tuple[int, ...] = ()
 
     def to_json(self) -> str:
         record = asdict(self)
-        record["shots"] = list(self.shots)
+        for key in ("shots", "scores", "ranking"):
+            record[key] = list(record[key])
+        if not self.scores and not self.ranking:
+            del record["scores"], record["ranking"]
         return json.dumps(record, ensure_ascii=False)
 
 
@@ -41,12 +53,15 @@ def _parse(line: str, where: str) -> Prediction:
     record = json.loads(line)
     if not isinstance(record, dict) or "id" not in record or "prediction" not in record:
         raise UserError(f"{where}: each line needs at least an id and a prediction")
+    score = record.get("score")
     return Prediction(
         id=str(record["id"]),
         prediction=str(record["prediction"]),
         shots=tuple(record.get("shots", ())),
-        score=float(record.get("score", float("nan"))),
+        score=None if score is None else float(score),
         dropped_shots=int(record.get("dropped_shots", 0)),
+        scores=tuple(float(value) for value in record.get("scores", ())),
+        ranking=tuple(int(value) for value in record.get("ranking", ())),
     )
 
 

@@ -7,23 +7,25 @@ model loads.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import statistics
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from tqdm import tqdm
 
 from . import formats
-from .engine import GenerationSettings, Generator, count_tokens, generate_all
+from .engine import STOP_WORDS, GenerationSettings, Generator, count_tokens, generate_all
 from .errors import UserError
 from .examples import Example, ExampleSet
 from .metrics import Metric, get_metric
 from .models import ClipEncoder, LoadedModel, VisionTowerEncoder, check_checkpoint, load_model
-from .predictions import Prediction, PredictionWriter, prediction_file, read_predictions
+from .predictions import FULL_SCORES, Prediction, PredictionWriter, prediction_file, read_predictions
 from .prompts import Prompt, PromptTemplate, load_template, most_common_answer
+from .ranking import Ranker
 from .results import Result, merge_results, package_versions, write_json_atomic
 from .shots import ShotSettings, build_selector
 from .tasks import TaskSpec, load_task
@@ -40,6 +42,7 @@ class RunConfig:
     demo: bool = False
     demo_seed: int = 0
     data: str | None = None
+    support_data: str | None = None  # data of the support task, where shots come from another task (NoCaps: COCO)
     selection: str = "rices"
     seeds: tuple[int, ...] = (0,)
     rices_encoder: str = "model"  # "model" (the evaluated model's vision tower) or a CLIP hub id / folder
@@ -99,19 +102,19 @@ def prepare(config: RunConfig) -> Prepared:
     _check_writable(config.output_dir)
 
     spec = load_task(config.task, config.tasks_dirs)
-    if spec.request != "generate":
-        raise UserError(f"task {spec.name} ranks candidates; this version of the harness evaluates generate tasks only")
+    if spec.zero_shot_only and max(config.shots) > 0:
+        raise UserError(f"task {spec.name} is zero-shot only (it has no support set); use --shots 0")
     template = load_template(spec.prompt)
     metric = get_metric(spec.metric)
     data = config.data if config.data is not None else (demo_data(spec) if config.demo else None)
-    support = formats.load_split(spec, spec.support_split, data)
     queries = formats.load_split(spec, spec.query_split, data)
+    support = _load_support(config, spec, data)
     if not queries.examples:
         raise UserError(f"the query split {queries.name} from {queries.source} is empty")
     all_queries_fingerprint = queries.fingerprint
     if config.limit is not None:
         queries = ExampleSet(queries.name, queries.source, queries.examples[: config.limit])
-    if max(config.shots) > len(support):
+    if max(config.shots) > len(support):  # (a selector also checks this per query, after exclusions)
         raise UserError(
             f"the support split {support.name} has {len(support)} examples, fewer than the "
             f"{max(config.shots)} shots asked for; lower --shots or use a larger support split"
@@ -119,8 +122,24 @@ def prepare(config: RunConfig) -> Prepared:
     generation = GenerationSettings(
         max_new_tokens=config.max_new_tokens or spec.generation.max_new_tokens,
         num_beams=config.num_beams or spec.generation.num_beams,
+        stop_words=spec.generation.stop_words if spec.generation.stop_words is not None else STOP_WORDS,
+        first_line=spec.generation.first_line,
+        strip_quotes=spec.generation.strip_quotes,
     )
     return Prepared(config, spec, template, metric, support, queries, all_queries_fingerprint, data, generation)
+
+
+def _load_support(config: RunConfig, spec: TaskSpec, data: str | None) -> ExampleSet:
+    """The split shots come from: the task's own, or another task's (NoCaps takes COCO train)."""
+    if max(config.shots) == 0:
+        return ExampleSet(f"{spec.name}/none", "no shots asked for", ())
+    if spec.support_task is None:
+        return formats.load_split(spec, spec.support_split, data)
+    support_spec = load_task(spec.support_task, config.tasks_dirs)
+    support_data = config.support_data
+    if support_data is None and config.demo:
+        support_data = demo_data(support_spec)
+    return formats.load_split(support_spec, support_spec.support_split, support_data)
 
 
 def _check_writable(output_dir: Path) -> None:
@@ -141,59 +160,167 @@ def _encoder(config: RunConfig, loaded: LoadedModel):
     return ClipEncoder(config.rices_encoder, loaded.device)
 
 
-def _fit_prompt(p: Prepared, loaded: LoadedModel, shots: Sequence[Example], query: Example) -> tuple[Prompt, int, int]:
-    """Render the prompt, dropping the least similar shots (the first ones) until it fits the context."""
-    budget = (p.config.max_length or loaded.max_length) - p.generation.max_new_tokens
+def stable_rng(*keys: object):
+    """A numpy generator seeded by the keys' text (not Python's salted hash): same keys, same draws."""
+    import numpy as np
+
+    digest = hashlib.sha256("\x1f".join(map(str, keys)).encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+def candidates_of(spec: TaskSpec, example: Example) -> tuple[str, ...]:
+    assert spec.candidates is not None
+    return example.candidates if spec.candidates.source == "example" else spec.candidates.classes
+
+
+def shot_answer(spec: TaskSpec) -> Callable[[Example], str]:
+    """How a shot shows its answer (the task's `shot_answer`)."""
+    if spec.shot_answer == "most_common":
+        return most_common_answer
+    if spec.shot_answer == "first":
+        return lambda example: example.answers[0]
+    if spec.shot_answer == "random_reference":  # a seeded choice among the reference captions
+        return lambda example: example.answers[stable_rng(spec.seed, example.id).integers(len(example.answers))]
+    if spec.candidates is None:
+        raise UserError(f"{spec.path}: shot_answer label needs candidates")
+    return lambda example: candidates_of(spec, example)[example.label]
+
+
+def _fit_prompt(p: Prepared, loaded: LoadedModel, shots: Sequence[Example], query: Example, reserve: int) -> tuple[Prompt, int, int]:
+    """Render the prompt, dropping the least similar shots (the first ones) until it fits the
+    context with `reserve` tokens left for the answer."""
+    budget = (p.config.max_length or loaded.max_length) - reserve
+    answer = shot_answer(p.spec)
     for dropped in range(len(shots) + 1):
-        prompt = p.template.render(shots[dropped:], query, most_common_answer)
+        prompt = p.template.render(shots[dropped:], query, answer)
         length = count_tokens(loaded, prompt)
         if length <= budget:
             break
     return prompt, dropped, length
 
 
-def _identity(p: Prepared, loaded: LoadedModel, selection: dict) -> dict:
-    """What determines the predictions: a rerun in the same folder must match it to resume.
+def _candidate_reserve(loaded: LoadedModel, candidates: Sequence[str]) -> int:
+    """Tokens the longest candidate continuation needs (plus the template's closing punctuation)."""
+    tokenizer = loaded.processor.tokenizer
+    return max(len(tokenizer(" " + c, add_special_tokens=False)["input_ids"]) for c in candidates) + 4
+
+
+def _ranked(p: Prepared, ranker: Ranker, query: Example, context: Prompt, dropped: int) -> Prediction:
+    candidates = candidates_of(p.spec, query)
+    answer = shot_answer(p.spec)
+    shots = [s for s in p.support.examples if s.id in set(context.shot_ids)]
+    ordered = sorted(shots, key=lambda s: context.shot_ids.index(s.id))
+    continuations = [p.template.render(ordered, query, answer, candidate=c) for c in candidates]
+    scores = ranker.loglikelihoods(context, continuations, p.spec.candidates.normalize)
+    ranking = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+    prediction = Prediction(
+        id=query.id,
+        prediction=candidates[ranking[0]],
+        shots=context.shot_ids,
+        score=None,
+        dropped_shots=dropped,
+        scores=tuple(scores) if len(scores) <= FULL_SCORES else (),
+        ranking=tuple(ranking[:FULL_SCORES]),
+    )
+    return replace(prediction, score=p.metric.score(prediction, query))
+
+
+def _matched(p: Prepared, ranker: Ranker, query: Example) -> Prediction:
+    """Winoground: every caption scored with every image; scores are [c0i0, c0i1, c1i0, c1i1]."""
+    captions = [query.fields[f"caption_{c}"] for c in (0, 1)]
+    images = (query.image, *query.extra_images)
+    normalize = p.spec.candidates.normalize if p.spec.candidates else "mean"
+    by_image = []
+    for image in images:
+        shown = replace(query, image=image)
+        context = p.template.render([], shown, most_common_answer)
+        by_image.append(ranker.loglikelihoods(context, [p.template.render([], shown, most_common_answer, candidate=c) for c in captions], normalize))
+    scores = tuple(by_image[i][c] for c in (0, 1) for i in (0, 1))
+    prediction = Prediction(id=query.id, prediction="", shots=(), score=None, scores=scores)
+    return replace(prediction, score=p.metric.score(prediction, query))
+
+
+def _identity(p: Prepared, loaded: LoadedModel) -> dict:
+    """What determines every predictions file of this task: a rerun in the same folder must match.
 
     Round-tripped through JSON so that it compares equal to the copy read back from the manifest.
+    What the shots depend on (support data, selection, index) is recorded per file instead, since
+    zero-shot files do not depend on it.
     """
-    return json.loads(json.dumps({
+    return _plain({
         "task": {"name": p.spec.name, "version": p.spec.version, "digest": p.spec.digest},
         "prompt": {"name": p.template.name, "version": p.template.version, "digest": p.template.digest},
-        "data": {
-            "source": p.queries.source,
-            "support_split": p.support.name,
-            "support_fingerprint": p.support.fingerprint,
-            "query_split": p.queries.name,
-            "query_fingerprint": p.all_queries_fingerprint,
-        },
+        "data": {"source": p.queries.source, "query_split": p.queries.name, "query_fingerprint": p.all_queries_fingerprint},
         "model": {"name": loaded.name, "fingerprint": loaded.fingerprint, "dtype": str(loaded.dtype).replace("torch.", "")},
-        "shots": {key: value for key, value in selection.items() if key != "seed"},
         "generation": asdict(p.generation) | {"max_length": p.config.max_length or loaded.max_length},
-    }))
+    })
 
 
-def _check_manifest(p: Prepared, identity: dict) -> None:
-    """Refuse to mix predictions made under another configuration into the same folder."""
-    path = p.config.output_dir / "manifest.json"
-    manifest = json.loads(path.read_text()) if path.exists() else {}
-    key = f"{p.spec.name}/{p.config.selection}"
-    previous = manifest.get(key)
-    if previous is not None and previous != identity and not p.config.overwrite:
-        differing = sorted(k for k in identity if previous.get(k) != identity[k])
-        raise UserError(
-            f"{p.config.output_dir} already holds {key} predictions made with a different "
-            f"{', '.join(differing)}; use another --output-dir, or --overwrite to replace them"
-        )
-    if previous != identity:
-        pattern = f"{p.spec.name}_*shot_seed*.jsonl*" if p.config.selection == "random" else f"{p.spec.name}_*shot.jsonl*"
-        for stale in (p.config.output_dir / "predictions").glob(pattern):
-            stale.unlink()
-        manifest[key] = identity
-        write_json_atomic(path, manifest)
+def _plain(data: dict) -> dict:
+    return json.loads(json.dumps(data))
 
 
-def _evaluate_setting(p: Prepared, loaded: LoadedModel, generator: Generator, selector, shots: int, seed: int | None) -> list[Prediction]:
+class Manifest:
+    """`manifest.json`: per task and selection, the identity of the run and of each predictions file.
+
+    A rerun whose identity differs from what the folder holds is refused (or, with --overwrite, the
+    old predictions are deleted), so predictions made under two configurations never mix.
+    """
+
+    def __init__(self, p: Prepared, identity: dict):
+        self.p = p
+        self.path = p.config.output_dir / "manifest.json"
+        self.data = json.loads(self.path.read_text()) if self.path.exists() else {}
+        self.key = f"{p.spec.name}/{p.config.selection}"
+        entry = self.data.get(self.key)
+        if entry is not None and entry["identity"] != identity:
+            differing = sorted(k for k in identity if entry["identity"].get(k) != identity[k])
+            self._conflict(f"a different {', '.join(differing)}")
+            for stale in self._files(f"{p.spec.name}_*shot*.jsonl*"):
+                stale.unlink()
+            entry = None
+        self.entry = entry or {"identity": identity, "files": {}}
+        self._save()
+
+    def _files(self, pattern: str) -> list[Path]:
+        return [f for f in (self.p.config.output_dir / "predictions").glob(pattern)
+                if ("_seed" in f.name) == (self.p.config.selection == "random")]
+
+    def _conflict(self, what: str) -> None:
+        if not self.p.config.overwrite:
+            raise UserError(
+                f"{self.p.config.output_dir} already holds {self.key} predictions made with {what}; "
+                "use another --output-dir, or --overwrite to replace them"
+            )
+
+    def claim(self, path: Path, shots_identity: dict) -> None:
+        """Before a predictions file is written or reused: it must have been made with these shots."""
+        shots_identity = _plain(shots_identity)
+        previous = self.entry["files"].get(path.name)
+        if previous is not None and previous != shots_identity:
+            differing = sorted(k for k in shots_identity if previous.get(k) != shots_identity[k])
+            self._conflict(f"different shots ({', '.join(differing)}) in {path.name}")
+            for stale in (path, path.with_name(path.name + ".partial")):
+                stale.unlink(missing_ok=True)
+        self.entry["files"][path.name] = shots_identity
+        self._save()
+
+    def _save(self) -> None:
+        self.data[self.key] = self.entry
+        write_json_atomic(self.path, self.data)
+
+
+class NoShots:
+    """The selector when only zero-shot prompts are asked for: no support set, no index."""
+
+    def select(self, query: Example, k: int) -> list[Example]:
+        return []
+
+    def describe(self) -> dict:
+        return {}
+
+
+def _evaluate_setting(p: Prepared, loaded: LoadedModel, selector, shots: int, seed: int | None) -> list[Prediction]:
     path = prediction_file(p.config.output_dir, p.spec.name, shots, seed)
     order = [query.id for query in p.queries.examples]
     if path.exists():
@@ -203,27 +330,40 @@ def _evaluate_setting(p: Prepared, loaded: LoadedModel, generator: Generator, se
     writer = PredictionWriter(path)
     try:
         todo = [query for query in p.queries.examples if query.id not in writer.done]
-        requests = [_fit_prompt(p, loaded, selector.select(query, shots), query) for query in todo]
         label = f"{p.spec.name} {shots}-shot" + (f" seed {seed}" if seed is not None else "")
         with tqdm(total=len(order), initial=len(order) - len(todo), desc=label, unit="query", disable=not p.config.progress) as bar:
-
-            def record(indices: list[int], answers: list[str]) -> None:
-                writer.write(
-                    Prediction(
-                        id=todo[i].id,
-                        prediction=answer,
-                        shots=requests[i][0].shot_ids,
-                        score=p.metric.score(answer, todo[i]),
-                        dropped_shots=requests[i][1],
-                    )
-                    for i, answer in zip(indices, answers)
-                )
-                bar.update(len(indices))
-
-            generate_all(generator, [r[0] for r in requests], [r[2] for r in requests], p.config.batch_size, record)
+            if p.spec.request == "generate":
+                _generate(p, loaded, selector, shots, todo, writer, bar)
+            else:
+                ranker = Ranker(loaded, p.config.batch_size)
+                for query in todo:
+                    if p.spec.request == "match":
+                        prediction = _matched(p, ranker, query)
+                    else:
+                        reserve = _candidate_reserve(loaded, candidates_of(p.spec, query))
+                        context, dropped, _ = _fit_prompt(p, loaded, selector.select(query, shots), query, reserve)
+                        prediction = _ranked(p, ranker, query, context, dropped)
+                    writer.write([prediction])
+                    bar.update(1)
         return writer.finish(order)
     finally:
         writer.close()
+
+
+def _generate(p: Prepared, loaded: LoadedModel, selector, shots: int, todo: list[Example], writer: PredictionWriter, bar) -> None:
+    generator = Generator(loaded, p.generation)
+    requests = [_fit_prompt(p, loaded, selector.select(query, shots), query, p.generation.max_new_tokens) for query in todo]
+
+    def record(indices: list[int], answers: list[str]) -> None:
+        predictions = []
+        for i, answer in zip(indices, answers):
+            prediction = Prediction(id=todo[i].id, prediction=answer, shots=requests[i][0].shot_ids, score=None,
+                                    dropped_shots=requests[i][1])
+            predictions.append(replace(prediction, score=p.metric.score(prediction, todo[i])))
+        writer.write(predictions)
+        bar.update(len(indices))
+
+    generate_all(generator, [r[0] for r in requests], [r[2] for r in requests], p.config.batch_size, record)
 
 
 def _aggregate_seeds(rows: list[Result]) -> Result:
@@ -235,40 +375,47 @@ def _aggregate_seeds(rows: list[Result]) -> Result:
                    num_truncated=max(r.num_truncated for r in rows))
 
 
+def _shots_identity(p: Prepared, selection: dict, shots: int) -> dict:
+    if shots == 0:
+        return {}
+    return selection | {"support_split": p.support.name, "support_source": p.support.source}
+
+
 def run(config: RunConfig) -> list[Result]:
     """Evaluate one task at every requested shot count; write predictions and results.json."""
     p = prepare(config)
     loaded = load_model(config.model or "demo", device=config.device, dtype=config.dtype,
                         demo_seed=config.demo_seed if config.demo else None)
-    encoder = _encoder(config, loaded)
-    generator = Generator(loaded, p.generation)
+    identity = _identity(p, loaded)
+    manifest = Manifest(p, identity)
+    encoder = _encoder(config, loaded) if max(config.shots) > 0 else None
     seeds = config.seeds if config.selection == "random" else (None,)
     rows: list[Result] = []
-    checked = False
     for seed in seeds:
-        selector = build_selector(
-            ShotSettings(config.selection, seed or 0), p.support, p.queries, max(config.shots), encoder,
-            config.cache_dir, batch_size=config.batch_size * 4,
-        )
+        if max(config.shots) == 0:
+            selector = NoShots()
+        else:
+            selector = build_selector(
+                ShotSettings(config.selection, seed or 0), p.support, p.queries, max(config.shots), encoder,
+                config.cache_dir, batch_size=config.batch_size * 4,
+            )
         selection = selector.describe() | {"seed": seed}
-        identity = _identity(p, loaded, selection)
-        if not checked:
-            _check_manifest(p, identity)
-            checked = True
         for shots in sorted(config.shots):
-            predictions = _evaluate_setting(p, loaded, generator, selector, shots, seed)
+            shots_identity = _shots_identity(p, selection, shots)
+            manifest.claim(prediction_file(config.output_dir, p.spec.name, shots, seed), shots_identity)
+            predictions = _evaluate_setting(p, loaded, selector, shots, seed)
             rows.append(
                 Result(
                     task=p.spec.name,
                     shots=shots,
                     selection=config.selection,
                     seed=seed,
-                    metrics=p.metric.aggregate([pred.score for pred in predictions], p.queries.examples),
+                    metrics=p.metric.aggregate(predictions, p.queries.examples),
                     num_examples=len(predictions),
                     num_truncated=sum(pred.dropped_shots > 0 for pred in predictions),
                     predictions=str(prediction_file(Path("."), p.spec.name, shots, seed)),
-                    config=identity | {"shots": selection, "limit": config.limit, "versions": package_versions(),
-                                       "command": sys.argv},
+                    config=identity | {"shots": shots_identity or {"selection": config.selection, "seed": seed},
+                                       "limit": config.limit, "versions": package_versions(), "command": sys.argv},
                 )
             )
     if config.selection == "random" and len(seeds) > 1:

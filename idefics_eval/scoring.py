@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from . import formats
@@ -24,6 +25,10 @@ def score_file(task: str, path: Path, data: str | None, demo: bool, tasks_dirs: 
     unknown = [p.id for p in predictions if p.id not in queries]
     if unknown:
         raise UserError(f"{path}: query id {unknown[0]} is not in {spec.name}/{spec.query_split} ({len(unknown)} unknown ids); wrong --task or --data?")
+    if spec.request != "generate":
+        bare = next((p for p in predictions if not p.scores and not p.ranking), None)
+        if bare is not None:
+            raise UserError(f"{path}: prediction {bare.id} has no candidate scores or ranking; {task} is a {spec.request} task")
     examples = [queries[p.id] for p in predictions]
-    scores = [metric.score(p.prediction, example) for p, example in zip(predictions, examples)]
-    return metric.aggregate(scores, examples), len(predictions)
+    rescored = [replace(p, score=metric.score(p, example)) for p, example in zip(predictions, examples)]
+    return metric.aggregate(rescored, examples), len(predictions)

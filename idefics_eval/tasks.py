@@ -170,12 +170,12 @@ def parse_task(path: Path) -> TaskSpec:
         {"max_new_tokens", "num_beams", "stop_words", "first_line", "strip_quotes"},
     )
     candidates, extra = None, b""
-    if request == "rank":
-        if "candidates" not in top:
-            raise UserError(f"{where}: missing required key 'candidates' (a rank task says what it ranks)")
+    if request == "rank" and "candidates" not in top:
+        raise UserError(f"{where}: missing required key 'candidates' (a rank task says what it ranks)")
+    if request == "generate" and "candidates" in top:
+        raise UserError(f"{where}: candidates applies to rank and match tasks only (request is {request})")
+    if "candidates" in top:
         candidates, extra = _candidates(where, top["candidates"], path.parent)
-    elif "candidates" in top:
-        raise UserError(f"{where}: candidates applies to rank tasks only (request is {request})")
     sources = _check_keys(f"{where}: sources", top["sources"], set(), set(top["sources"] or {}))
     if not sources:
         raise UserError(f"{where}: sources must name at least one data source")

@@ -48,7 +48,8 @@ def test_run_writes_rows_and_prediction_files(first_run):
     assert [(r["task"], r["shots"], r["num_examples"]) for r in rows] == [("vqav2", 0, 6), ("vqav2", 4, 6)]
     for row in rows:
         assert set(row["metrics"]) >= {"vqa_accuracy"}
-        assert row["config"]["shots"]["index_fingerprint"] and row["config"]["model"]["fingerprint"]
+        assert row["config"]["model"]["fingerprint"] and row["config"]["shots"]["selection"] == "rices"
+        assert bool(row["config"]["shots"].get("index_fingerprint")) == (row["shots"] > 0)
         assert row["config"]["task"]["version"] == 1 and row["config"]["prompt"]["name"] == "vqa"
         assert row["config"]["versions"]["transformers"]
     files = predictions(out)

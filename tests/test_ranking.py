@@ -1,0 +1,67 @@
+"""Ranked scoring: each candidate's log-likelihood equals a full forward pass over context + candidate."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from idefics_eval.prompts import load_template, most_common_answer
+from idefics_eval.ranking import Ranker, continuation_ids
+
+from conftest import make_example
+
+CANDIDATES = ["red", "blue", "a dark green square", "no"]
+
+
+@pytest.fixture
+def prompts():
+    template = load_template("vqa")
+    shots = [make_example("s1", "s1", "What color is the circle?", ["red"] * 10, rgb=(250, 0, 0)),
+             make_example("s2", "s2", "Is it round?", ["yes"] * 10, rgb=(0, 0, 250))]
+    query = make_example("q", "q", "What color is the square?", ["green"] * 10, rgb=(0, 200, 0))
+    context = template.render(shots, query, most_common_answer)
+    return context, [template.render(shots, query, most_common_answer, candidate=c) for c in CANDIDATES]
+
+
+def reference(loaded, context, full) -> float:
+    """The plain definition: the processor's inputs for context + candidate, one forward pass."""
+    tokenizer = loaded.processor.tokenizer
+    inputs = loaded.processor(text=[[i if isinstance(i, str) else i.load() for i in full.items]], return_tensors="pt")
+    ids, count = continuation_ids(tokenizer, context.processor_text(tokenizer.bos_token), full.processor_text(tokenizer.bos_token))
+    assert inputs["input_ids"][0].tolist() == ids
+    with torch.no_grad():
+        logits = loaded.model(**inputs).logits[0].float()
+    logprobs = torch.log_softmax(logits[:-1], dim=-1)
+    positions = range(len(ids) - count, len(ids))
+    return sum(logprobs[p - 1, ids[p]].item() for p in positions)
+
+
+def test_loglikelihoods_equal_full_forward_passes(demo_loaded, prompts):
+    context, continuations = prompts
+    scores = Ranker(demo_loaded, batch_size=3).loglikelihoods(context, continuations, "sum")
+    expected = [reference(demo_loaded, context, full) for full in continuations]
+    assert scores == pytest.approx(expected, abs=1e-4)
+
+
+def test_mean_normalisation_divides_by_the_candidate_tokens(demo_loaded, prompts):
+    context, continuations = prompts
+    ranker = Ranker(demo_loaded, batch_size=8)
+    summed = ranker.loglikelihoods(context, continuations, "sum")
+    averaged = ranker.loglikelihoods(context, continuations, "mean")
+    tokenizer = demo_loaded.processor.tokenizer
+    counts = [continuation_ids(tokenizer, context.processor_text("<s>"), f.processor_text("<s>"))[1] for f in continuations]
+    assert counts[2] > counts[0]
+    assert averaged == pytest.approx([s / n for s, n in zip(summed, counts)], abs=1e-5)
+
+
+def test_batch_size_does_not_change_scores(demo_loaded, prompts):
+    context, continuations = prompts
+    one = Ranker(demo_loaded, batch_size=1).loglikelihoods(context, continuations, "sum")
+    many = Ranker(demo_loaded, batch_size=8).loglikelihoods(context, continuations, "sum")
+    assert many == pytest.approx(one, abs=1e-4)
+
+
+def test_continuation_is_what_follows_the_common_prefix(demo_loaded):
+    tokenizer = demo_loaded.processor.tokenizer
+    ids, count = continuation_ids(tokenizer, "<s>Answer:", "<s>Answer: no")
+    assert tokenizer.decode(ids[-count:]) == " no"
