@@ -43,6 +43,7 @@ def cli(debug: bool) -> None:
 @click.option("--demo", is_flag=True, help="Use the embedded tiny model and, without --data, the bundled sample data.")
 @click.option("--demo-seed", default=0, show_default=True, help="Seed of the embedded tiny model's weights.")
 @click.option("--data", help="Data: a folder of official files, a save_to_disk folder, a folder of parquet/jsonl files, or a hub id.")
+@click.option("--support-data", help="Data of the task shots come from, where it is another task (NoCaps: COCO).")
 @click.option("--output-dir", type=click.Path(path_type=Path), default=Path("runs/latest"), show_default=True)
 @click.option("--selection", type=click.Choice(["rices", "random"]), default="rices", show_default=True,
               help="Shot selection: retrieval by image similarity (RICES) or random.")
@@ -73,6 +74,7 @@ def run(**options) -> None:
         demo=options["demo"],
         demo_seed=options["demo_seed"],
         data=options["data"],
+        support_data=options["support_data"],
         selection=options["selection"],
         seeds=parse_counts(options["seeds"], "--seeds"),
         rices_encoder=options["rices_encoder"],

@@ -35,7 +35,9 @@ def task_table(tasks_dirs: tuple[Path, ...] = ()) -> str:
     records = []
     for name, path in task_files(tasks_dirs).items():
         spec = parse_task(path)
-        sources = [s for s in ("vqa_json", "huggingface") if getattr(spec, s) is not None]
-        records.append({"task": name, "title": spec.title, "request": spec.request, "metric": spec.metric,
-                        "support": spec.support_split, "query": spec.query_split, "sources": ", ".join(sources)})
+        sources = [*spec.sources, *(["huggingface"] if spec.huggingface else [])]
+        support = "none (zero-shot only)" if spec.zero_shot_only else (
+            f"{spec.support_task}/{spec.support_split}" if spec.support_task else spec.support_split)
+        records.append({"task": name, "request": spec.request, "metric": spec.metric, "support": support,
+                        "query": spec.query_split, "sources": ", ".join(sources), "title": spec.title})
     return pd.DataFrame.from_records(records).to_string(index=False)

@@ -82,3 +82,23 @@ def test_cut_at_first_stop_word(text, expected):
 def test_batches_put_most_images_then_longest_first():
     batches = batches_by_length([(1, 10), (3, 5), (3, 50), (0, 100), (1, 20)], batch_size=2)
     assert batches == [[2, 1], [4, 0], [3]]
+
+
+@pytest.mark.parametrize(
+    "raw, settings, expected",
+    [
+        (" yes\nQuestion: Is it red? Answer: no", GenerationSettings(), "yes"),
+        ("Answer: yes\nQuestion: what", GenerationSettings(), ""),  # the authors' rule: cut at the first stop word
+        (' "two dogs"', GenerationSettings(strip_quotes=True), "two dogs"),
+        (' "two dogs"', GenerationSettings(), '"two dogs"'),
+        (" a red circle on a white background.\nImage:", GenerationSettings(), "a red circle on a white background."),
+        ("unanswerable User: hi", GenerationSettings(), "unanswerable"),
+        (" 2 <end_of_utterance>", GenerationSettings(), "2"),
+        ("first line\nsecond line", GenerationSettings(stop_words=()), "first line"),
+        ("first line\nsecond line", GenerationSettings(stop_words=(), first_line=False), "first line\nsecond line"),
+    ],
+)
+def test_postprocessing_of_realistic_outputs(raw, settings, expected):
+    from idefics_eval.engine import postprocess
+
+    assert postprocess(raw, settings) == expected
