@@ -6,3 +6,10 @@ task spec (tasks) -> examples -> shot selection (shots) -> prompt (prompts) -> m
 """
 
 __version__ = "0.1.0"
+
+
+def evaluate(*args, **kwargs):
+    """Evaluate an already-loaded model; see `idefics_eval.api.evaluate`."""
+    from .api import evaluate as _evaluate
+
+    return _evaluate(*args, **kwargs)

@@ -81,7 +81,7 @@ def demo_data(spec: TaskSpec) -> str:
     return str(folder)
 
 
-def prepare(config: RunConfig) -> Prepared:
+def prepare(config: RunConfig, preloaded: bool = False) -> Prepared:
     """Validate everything that is cheap to check and load the annotations (not the images)."""
     if not config.shots:
         raise UserError("--shots is empty; give shot counts like 0,4,8")
@@ -95,10 +95,10 @@ def prepare(config: RunConfig) -> Prepared:
         raise UserError("--seeds applies to --selection random only (RICES shots do not depend on a seed)")
     if config.demo and config.model:
         raise UserError("--demo and --model both given: --demo evaluates the embedded tiny model; drop one")
-    if not config.demo and not config.model:
-        raise UserError("no model: give --model (a hub name or checkpoint folder) or --demo")
     if config.model:
         check_checkpoint(config.model)
+    elif not config.demo and not preloaded:
+        raise UserError("no model: give --model (a hub name or checkpoint folder) or --demo")
     _check_writable(config.output_dir)
 
     spec = load_task(config.task, config.tasks_dirs)
@@ -381,11 +381,15 @@ def _shots_identity(p: Prepared, selection: dict, shots: int) -> dict:
     return selection | {"support_split": p.support.name, "support_source": p.support.source}
 
 
-def run(config: RunConfig) -> list[Result]:
-    """Evaluate one task at every requested shot count; write predictions and results.json."""
-    p = prepare(config)
-    loaded = load_model(config.model or "demo", device=config.device, dtype=config.dtype,
-                        demo_seed=config.demo_seed if config.demo else None)
+def run(config: RunConfig, loaded: LoadedModel | None = None) -> list[Result]:
+    """Evaluate one task at every requested shot count; write predictions and results.json.
+
+    `loaded` evaluates an already-loaded model (sweeps, training loops) instead of loading `config.model`.
+    """
+    p = prepare(config, preloaded=loaded is not None)
+    if loaded is None:
+        loaded = load_model(config.model or "demo", device=config.device, dtype=config.dtype,
+                            demo_seed=config.demo_seed if config.demo else None)
     identity = _identity(p, loaded)
     manifest = Manifest(p, identity)
     encoder = _encoder(config, loaded) if max(config.shots) > 0 else None
