@@ -53,6 +53,7 @@ def cli(debug: bool) -> None:
 @click.option("--limit", type=int, help="Evaluate only the first N queries.")
 @click.option("--batch-size", default=8, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--device-map", help="accelerate device_map (e.g. auto): split one large model over the visible GPUs.")
 @click.option("--dtype", default="auto", show_default=True, help="auto (bfloat16 on GPU, float32 on CPU), bfloat16, float16, float32.")
 @click.option("--num-beams", type=int, help="Beam count (task default: 3; 1 = greedy).")
 @click.option("--max-new-tokens", type=int, help="Tokens to generate (task default: 15).")
@@ -81,6 +82,7 @@ def run(**options) -> None:
         limit=options["limit"],
         batch_size=options["batch_size"],
         device=options["device"],
+        device_map=options["device_map"],
         dtype=options["dtype"],
         num_beams=options["num_beams"],
         max_new_tokens=options["max_new_tokens"],
@@ -91,8 +93,9 @@ def run(**options) -> None:
         progress=not options["no_progress"],
     )
     rows = run_evaluation(config)
-    click.echo(summary_table(rows))
-    click.echo(f"results: {config.output_dir / 'results.json'}")
+    if rows:  # under torchrun only rank 0 reports
+        click.echo(summary_table(rows))
+        click.echo(f"results: {config.output_dir / 'results.json'}")
 
 
 @cli.command()

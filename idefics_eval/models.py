@@ -88,10 +88,23 @@ def check_processor(processor, name: str) -> None:
         raise UserError(f"the tokenizer of {name} does not know {missing[0]}; it is not an IDEFICS tokenizer")
 
 
-def load_model(name: str, *, device: str | None = None, dtype: str | None = None, demo_seed: int | None = None) -> LoadedModel:
-    """Load IdeficsForVisionText2Text and its processor; `demo_seed` builds the embedded tiny model."""
+def load_model(
+    name: str,
+    *,
+    device: str | None = None,
+    dtype: str | None = None,
+    demo_seed: int | None = None,
+    device_map: str | None = None,
+) -> LoadedModel:
+    """Load IdeficsForVisionText2Text and its processor; `demo_seed` builds the embedded tiny model.
+
+    `device_map` ("auto", "balanced", ...) lets accelerate split a model too large for one GPU over
+    all visible GPUs (and CPU memory); inputs then go to the device of the first layers.
+    """
     resolved_device = resolve_device(device)
     resolved_dtype = resolve_dtype(dtype, resolved_device)
+    if device_map is not None and demo_seed is not None:
+        raise UserError("--device-map applies to checkpoints loaded with --model; write the demo with demo-model first")
     if demo_seed is not None:
         from .demo.model import build_model, build_processor
 
@@ -101,7 +114,7 @@ def load_model(name: str, *, device: str | None = None, dtype: str | None = None
         check_checkpoint(name)
         try:
             processor = AutoProcessor.from_pretrained(name)
-            model = IdeficsForVisionText2Text.from_pretrained(name, dtype=resolved_dtype)
+            model = IdeficsForVisionText2Text.from_pretrained(name, dtype=resolved_dtype, device_map=device_map)
         except (OSError, ValueError) as error:
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             hint = "" if Path(name).expanduser().is_dir() else " (offline? download the checkpoint and pass its folder)"
@@ -110,7 +123,11 @@ def load_model(name: str, *, device: str | None = None, dtype: str | None = None
         raise UserError(f"{name} has a {type(processor).__name__}, not an IdeficsProcessor; is it an IDEFICS checkpoint?")
     check_processor(processor, name)
     processor.tokenizer.padding_side = "left"
-    model = model.to(device=resolved_device, dtype=resolved_dtype).eval()
+    if device_map is None:
+        model = model.to(device=resolved_device, dtype=resolved_dtype)
+    else:
+        resolved_device = next(model.parameters()).device
+    model = model.eval()
     return LoadedModel(model, processor, name, weights_fingerprint(model), resolved_device, resolved_dtype)
 
 

@@ -85,36 +85,50 @@ def read_predictions(path: Path) -> list[Prediction]:
     return predictions
 
 
+def _complete_lines(path: Path) -> tuple[list[Prediction], int]:
+    """The predictions of every complete line, and the byte length they span (a kill can leave half a line)."""
+    data = path.read_bytes()
+    found, good_end = [], 0
+    for line in data.splitlines(keepends=True):
+        if not line.endswith(b"\n"):
+            break
+        try:
+            found.append(_parse(line.decode("utf-8"), str(path)))
+        except (json.JSONDecodeError, UnicodeDecodeError, ValueError, TypeError, UserError):
+            break
+        good_end += len(line)
+    return found, good_end
+
+
 class PredictionWriter:
-    """Appends predictions to the partial file; `done` holds what an earlier, killed run wrote."""
+    """Appends one process's predictions to its partial file; `done` holds what earlier runs wrote.
 
-    def __init__(self, path: Path):
+    Each rank writes `<name>.jsonl.partial.<rank>`. Reading back takes every partial file there,
+    whatever the number of ranks that wrote them, so a run killed on 2 processes resumes on 1.
+    """
+
+    def __init__(self, path: Path, rank: int = 0):
         self.path = path
-        self.partial = path.with_name(path.name + ".partial")
-        self.done: dict[str, Prediction] = {}
+        self.partial = path.with_name(f"{path.name}.partial.{rank}")
         path.parent.mkdir(parents=True, exist_ok=True)
-        if path.exists():  # finished earlier for fewer queries (a smaller --limit): keep its lines
-            self.done = {p.id: p for p in read_predictions(path)}
-        if self.partial.exists():
-            self._recover()
-        self.handle = open(self.partial, "a", encoding="utf-8")
-
-    def _recover(self) -> None:
-        """Keep every complete line; cut the file after the last one (a kill can leave half a line)."""
-        data = self.partial.read_bytes()
-        good_end = 0
-        for line in data.splitlines(keepends=True):
-            if not line.endswith(b"\n"):
-                break
-            try:
-                prediction = _parse(line.decode("utf-8"), str(self.partial))
-            except (json.JSONDecodeError, UnicodeDecodeError, ValueError, TypeError, UserError):
-                break
-            self.done[prediction.id] = prediction
-            good_end += len(line)
-        if good_end < len(data):
+        self.done = self.read_done(path)
+        if self.partial.exists():  # only a rank's own file is cut: another rank may be appending to its own
+            _, good_end = _complete_lines(self.partial)
             with open(self.partial, "r+b") as handle:
                 handle.truncate(good_end)
+        self.handle = open(self.partial, "a", encoding="utf-8")
+
+    @staticmethod
+    def partials(path: Path) -> list[Path]:
+        return sorted(path.parent.glob(f"{path.name}.partial*"))
+
+    @classmethod
+    def read_done(cls, path: Path) -> dict[str, Prediction]:
+        """What the final file (a smaller --limit's) and every partial file hold, complete lines only."""
+        done = {p.id: p for p in read_predictions(path)} if path.exists() else {}
+        for partial in cls.partials(path):
+            done.update((p.id, p) for p in _complete_lines(partial)[0])
+        return done
 
     def write(self, predictions: Iterable[Prediction]) -> None:
         for prediction in predictions:
@@ -123,22 +137,28 @@ class PredictionWriter:
         self.handle.flush()
         os.fsync(self.handle.fileno())
 
-    def finish(self, order: list[str]) -> list[Prediction]:
-        """Write the final file (this run's queries in order, then any answered by earlier runs
-        with a larger --limit), remove the partial one, and return this run's predictions."""
-        self.handle.close()
-        ordered = [self.done[query_id] for query_id in order]
-        wanted = set(order)
-        kept = ordered + [p for query_id, p in self.done.items() if query_id not in wanted]
-        temporary = self.path.with_name(self.path.name + ".tmp")
-        with open(temporary, "w", encoding="utf-8") as handle:
-            handle.writelines(p.to_json() + "\n" for p in kept)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, self.path)
-        self.partial.unlink()
-        return ordered
-
     def close(self) -> None:
         if not self.handle.closed:
             self.handle.close()
+
+
+def finish_predictions(path: Path, order: list[str]) -> list[Prediction]:
+    """Merge every partial file into the final one (this run's queries in order, then any answered
+    by earlier runs with a larger --limit), remove the partial files, return this run's predictions.
+    Called by one process after all have closed their writers."""
+    done = PredictionWriter.read_done(path)
+    missing = [query_id for query_id in order if query_id not in done]
+    if missing:
+        raise RuntimeError(f"{len(missing)} queries have no prediction after every process finished (first: {missing[0]})")
+    ordered = [done[query_id] for query_id in order]
+    wanted = set(order)
+    kept = ordered + [p for query_id, p in done.items() if query_id not in wanted]
+    temporary = path.with_name(path.name + ".tmp")
+    with open(temporary, "w", encoding="utf-8") as handle:
+        handle.writelines(p.to_json() + "\n" for p in kept)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+    for partial in PredictionWriter.partials(path):
+        partial.unlink()
+    return ordered

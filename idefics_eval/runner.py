@@ -18,12 +18,13 @@ from pathlib import Path
 from tqdm import tqdm
 
 from . import formats
+from .distributed import World, world as current_world
 from .engine import STOP_WORDS, GenerationSettings, Generator, count_tokens, generate_all
 from .errors import UserError
 from .examples import Example, ExampleSet
 from .metrics import Metric, get_metric
 from .models import ClipEncoder, LoadedModel, VisionTowerEncoder, check_checkpoint, load_model
-from .predictions import FULL_SCORES, Prediction, PredictionWriter, prediction_file, read_predictions
+from .predictions import FULL_SCORES, Prediction, PredictionWriter, finish_predictions, prediction_file, read_predictions
 from .prompts import Prompt, PromptTemplate, load_template, most_common_answer
 from .ranking import Ranker
 from .results import Result, merge_results, package_versions, write_json_atomic
@@ -49,6 +50,7 @@ class RunConfig:
     limit: int | None = None
     batch_size: int = 8
     device: str | None = None
+    device_map: str | None = None  # accelerate's device_map ("auto"): one model split over the visible GPUs
     dtype: str | None = None
     num_beams: int | None = None
     max_new_tokens: int | None = None
@@ -320,18 +322,21 @@ class NoShots:
         return {}
 
 
-def _evaluate_setting(p: Prepared, loaded: LoadedModel, selector, shots: int, seed: int | None) -> list[Prediction]:
+def _evaluate_setting(p: Prepared, loaded: LoadedModel, selector, shots: int, seed: int | None, world: World) -> list[Prediction]:
+    """Predictions for every query at one shot count (on rank 0; other ranks return [] once their
+    shard is written). Each rank scores every world.size-th query not already answered."""
     path = prediction_file(p.config.output_dir, p.spec.name, shots, seed)
     order = [query.id for query in p.queries.examples]
     if path.exists():
         finished = {pred.id: pred for pred in read_predictions(path)}
         if all(query_id in finished for query_id in order):
-            return [finished[query_id] for query_id in order]
-    writer = PredictionWriter(path)
+            return [finished[query_id] for query_id in order] if world.is_main else []
+    writer = PredictionWriter(path, world.rank)
+    world.barrier()  # every rank has read what is done before any appends
     try:
-        todo = [query for query in p.queries.examples if query.id not in writer.done]
+        todo = world.shard([query for query in p.queries.examples if query.id not in writer.done])
         label = f"{p.spec.name} {shots}-shot" + (f" seed {seed}" if seed is not None else "")
-        with tqdm(total=len(order), initial=len(order) - len(todo), desc=label, unit="query", disable=not p.config.progress) as bar:
+        with tqdm(total=len(todo), desc=label, unit="query", disable=not p.config.progress or not world.is_main) as bar:
             if p.spec.request == "generate":
                 _generate(p, loaded, selector, shots, todo, writer, bar)
             else:
@@ -345,9 +350,12 @@ def _evaluate_setting(p: Prepared, loaded: LoadedModel, selector, shots: int, se
                         prediction = _ranked(p, ranker, query, context, dropped)
                     writer.write([prediction])
                     bar.update(1)
-        return writer.finish(order)
     finally:
         writer.close()
+    world.barrier()  # every shard is written
+    predictions = finish_predictions(path, order) if world.is_main else []
+    world.barrier()
+    return predictions
 
 
 def _generate(p: Prepared, loaded: LoadedModel, selector, shots: int, todo: list[Example], writer: PredictionWriter, bar) -> None:
@@ -385,13 +393,16 @@ def run(config: RunConfig, loaded: LoadedModel | None = None) -> list[Result]:
     """Evaluate one task at every requested shot count; write predictions and results.json.
 
     `loaded` evaluates an already-loaded model (sweeps, training loops) instead of loading `config.model`.
+    Under torchrun every process calls this; rank 0 writes the shared files and returns the rows.
     """
+    world = current_world()
     p = prepare(config, preloaded=loaded is not None)
     if loaded is None:
-        loaded = load_model(config.model or "demo", device=config.device, dtype=config.dtype,
-                            demo_seed=config.demo_seed if config.demo else None)
+        loaded = load_model(config.model or "demo", device=world.device(config.device), dtype=config.dtype,
+                            demo_seed=config.demo_seed if config.demo else None, device_map=config.device_map)
     identity = _identity(p, loaded)
-    manifest = Manifest(p, identity)
+    manifest = Manifest(p, identity) if world.is_main else None
+    world.barrier()
     encoder = _encoder(config, loaded) if max(config.shots) > 0 else None
     seeds = config.seeds if config.selection == "random" else (None,)
     rows: list[Result] = []
@@ -399,15 +410,23 @@ def run(config: RunConfig, loaded: LoadedModel | None = None) -> list[Result]:
         if max(config.shots) == 0:
             selector = NoShots()
         else:
+            if not world.is_main:
+                world.barrier()  # rank 0 builds and caches the index first; the others then load it
             selector = build_selector(
                 ShotSettings(config.selection, seed or 0), p.support, p.queries, max(config.shots), encoder,
                 config.cache_dir, batch_size=config.batch_size * 4,
             )
+            if world.is_main:
+                world.barrier()
         selection = selector.describe() | {"seed": seed}
         for shots in sorted(config.shots):
             shots_identity = _shots_identity(p, selection, shots)
-            manifest.claim(prediction_file(config.output_dir, p.spec.name, shots, seed), shots_identity)
-            predictions = _evaluate_setting(p, loaded, selector, shots, seed)
+            if manifest is not None:
+                manifest.claim(prediction_file(config.output_dir, p.spec.name, shots, seed), shots_identity)
+            world.barrier()
+            predictions = _evaluate_setting(p, loaded, selector, shots, seed, world)
+            if not world.is_main:
+                continue
             rows.append(
                 Result(
                     task=p.spec.name,
@@ -419,9 +438,12 @@ def run(config: RunConfig, loaded: LoadedModel | None = None) -> list[Result]:
                     num_truncated=sum(pred.dropped_shots > 0 for pred in predictions),
                     predictions=str(prediction_file(Path("."), p.spec.name, shots, seed)),
                     config=identity | {"shots": shots_identity or {"selection": config.selection, "seed": seed},
-                                       "limit": config.limit, "versions": package_versions(), "command": sys.argv},
+                                       "limit": config.limit, "processes": world.size,
+                                       "versions": package_versions(), "command": sys.argv},
                 )
             )
+    if not world.is_main:
+        return []
     if config.selection == "random" and len(seeds) > 1:
         rows += [_aggregate_seeds([r for r in rows if r.shots == k]) for k in sorted(config.shots)]
     merge_results(config.output_dir / "results.json", rows)

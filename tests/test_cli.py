@@ -86,11 +86,11 @@ def test_resume_after_a_kill_drops_the_half_line(first_run, tmp_path, capsys):
     final = copy / "predictions" / "vqav2_4shot.jsonl"
     lines = final.read_text().splitlines(keepends=True)
     final.unlink()
-    (copy / "predictions" / "vqav2_4shot.jsonl.partial").write_text("".join(lines[:3]) + lines[3][:17])
+    (copy / "predictions" / "vqav2_4shot.jsonl.partial.0").write_text("".join(lines[:3]) + lines[3][:17])
     code, _, _ = demo_run(capsys, copy, cache)
     assert code == 0
     assert predictions(copy) == predictions(out)
-    assert not (copy / "predictions" / "vqav2_4shot.jsonl.partial").exists()
+    assert not (copy / "predictions" / "vqav2_4shot.jsonl.partial.0").exists()
 
 
 def test_a_different_configuration_in_the_same_folder_is_refused(first_run, tmp_path, capsys):
@@ -213,6 +213,6 @@ def test_tasks_lists_vqav2(capsys):
 def test_internal_error_is_one_line_with_debug_hint(monkeypatch, tmp_path, capsys):
     import idefics_eval.runner as runner
 
-    monkeypatch.setattr(runner, "prepare", lambda config: (_ for _ in ()).throw(RuntimeError("boom")))
+    monkeypatch.setattr(runner, "prepare", lambda config, **kwargs: (_ for _ in ()).throw(RuntimeError("boom")))
     code, _, err = invoke(capsys, "run", "--task", "vqav2", "--demo", "--output-dir", str(tmp_path))
     assert code == 1 and "boom" in err and "--debug" in err

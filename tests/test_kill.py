@@ -20,7 +20,7 @@ def command(out: Path, cache: Path) -> list[str]:
 def test_sigkill_then_rerun_resumes_to_identical_predictions(tmp_path):
     cache = tmp_path / "cache"
     subprocess.run(command(tmp_path / "whole", cache), check=True, capture_output=True, timeout=300)
-    partial = tmp_path / "killed" / "predictions" / "vqav2_4shot.jsonl.partial"
+    partial = tmp_path / "killed" / "predictions" / "vqav2_4shot.jsonl.partial.0"
     process = subprocess.Popen(command(tmp_path / "killed", cache), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and process.poll() is None:

@@ -84,8 +84,9 @@ def _roc_auc(predictions: Sequence[Prediction], examples: Sequence[Example]) -> 
     from .classification import accuracy, roc_auc
 
     labels = [e.label for e in examples]
+    # The AUC of P(yes) equals that of the log-odds (a monotone map) and the log-odds never round to 1.0.
     return {
-        "roc_auc": roc_auc([_probability_of_second(p, e) for p, e in zip(predictions, examples)], labels),
+        "roc_auc": roc_auc([p.scores[1] - p.scores[0] for p in predictions], labels),
         "accuracy": accuracy([p.ranking[0] for p in predictions], labels),
     }
 
