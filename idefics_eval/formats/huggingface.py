@@ -14,8 +14,11 @@ from typing import Any
 from ..errors import UserError
 from ..examples import DatasetImage, Example, ExampleSet, FileImage, ImageRef
 
-REQUIRED_COLUMNS = ("id", "image", "answers")
-METADATA_NAMES = frozenset({"answer_type", "question_type", "multiple_choice_answer"})
+REQUIRED_COLUMNS = ("id", "image")
+METADATA_NAMES = frozenset({"answer_type", "question_type", "multiple_choice_answer", "domain"})
+# Harness keys with a meaning of their own; any other key in `columns` is a prompt field.
+SPECIAL_KEYS = frozenset({"id", "image", "image_id", "answers", "label", "candidates", "extra_image", "relevance"})
+IMAGE_KEYS = ("image", "extra_image")
 DATA_FILE_SUFFIXES = (".parquet", ".jsonl", ".json", ".csv", ".arrow")
 
 
@@ -32,18 +35,34 @@ def has_data_files(folder: Path) -> bool:
     return False
 
 
-def load_huggingface(location: str, split: str, columns: Mapping[str, str], name: str) -> ExampleSet:
+def load_huggingface(
+    location: str, split: str, columns: Mapping[str, str], name: str, config: str | None = None
+) -> ExampleSet:
     """Load split `split` (the dataset's own split name) of the dataset at `location`.
 
-    `columns` maps harness field -> dataset column: `id`, `image` and `answers` are required,
-    `image_id` defaults to the id, metadata names (`answer_type`, ...) go to `Example.metadata` and any
-    other name (e.g. `question`) to `Example.fields`.
+    `config` is the dataset's configuration name (hub ids only: `datasets.load_dataset(location, config)`;
+    a local folder holds one configuration already). `columns` maps harness key -> dataset column:
+
+    * `id`, `image` (required); `image_id` (defaults to the id); `extra_image` (a second image column,
+      to `Example.extra_images`). Ids may be int or str columns; images are image features or paths.
+    * `answers`: a list of strings, a list of records with an "answer" or "raw" string (VQA answers,
+      captioning references), or one string. Required unless `label` (or `extra_image`) is mapped.
+    * `label`: an int class/candidate index (`Example.label`), or a string answer (kept as `answers`).
+    * `candidates`: a list of strings, or of records with an "answer" or "text" string.
+    * `relevance`: a list of numbers (VisDial dense relevance), to `metadata["relevance"]`.
+    * metadata names (`answer_type`, `question_type`, `multiple_choice_answer`, `domain`) go to
+      `Example.metadata`; any other key (e.g. `question`, `caption`) is a prompt field (`Example.fields`).
     """
     import datasets
 
     for needed in REQUIRED_COLUMNS:
         if needed not in columns:
             raise UserError(f"{name}: the task's huggingface columns have no {needed!r} entry; add it")
+    if not {"answers", "label", "extra_image"} & set(columns):
+        raise UserError(
+            f"{name}: the task's huggingface columns have no 'answers' entry (nor 'label'); add the column "
+            "holding the ground truth"
+        )
     folder = Path(location).expanduser()
     base: Path | None = None
     if folder.is_dir():
@@ -54,23 +73,26 @@ def load_huggingface(location: str, split: str, columns: Mapping[str, str], name
             dataset = _from_files(folder, split)
         source = str(base)
     else:
+        shown = location if config is None else f"{location}' config '{config}"
         try:
-            dataset = datasets.load_dataset(location, split=split)
+            args = (location,) if config is None else (location, config)
+            dataset = datasets.load_dataset(*args, split=split)
         except Exception as error:  # hub errors come in many types: not found, offline, bad split
             raise UserError(
-                f"cannot load Hugging Face dataset {location!r} split {split!r} ({_describe(error)}); "
-                f"no local folder {location!r} exists, so it was treated as a hub id: check the id and split, "
-                "connect to the network or fill the cache, or pass a local folder with --data"
+                f"cannot load Hugging Face dataset '{shown}' split {split!r} ({_describe(error)}); "
+                f"no local folder {location!r} exists, so it was treated as a hub id: check the id, config and "
+                "split, connect to the network or fill the cache, or pass a local folder with --data"
             ) from None
         if isinstance(dataset, (datasets.DatasetDict, datasets.IterableDatasetDict)):
             dataset = _pick_split(dataset, split, location)
-        source = location
+        source = location if config is None else f"{location}:{config}"
     if not isinstance(dataset, datasets.Dataset):
         raise UserError(
             f"{location}: split {split!r} loaded as {type(dataset).__name__}, not an Arrow-backed Dataset; "
             "save it with save_to_disk and pass the folder with --data"
         )
-    return _examples(dataset, columns, name, source, base, location, split)
+    identity = location if config is None else f"{location}:{config}"  # names the data when Arrow has no fingerprint
+    return _examples(dataset, columns, name, source, base, identity, split)
 
 
 def _from_disk(folder: Path, split: str):
@@ -128,29 +150,35 @@ def _examples(
     import datasets
 
     there = list(dataset.column_names)
-    for field, column in columns.items():
+    for key, column in columns.items():
         if column not in there:
             raise UserError(
-                f"{source} split {split!r}: no column {column!r} (for {field!r}; columns there: {', '.join(there)}); "
+                f"{source} split {split!r}: no column {column!r} (for {key!r}; columns there: {', '.join(there)}); "
                 "fix the task's huggingface `columns`"
             )
-    image_column = columns["image"]
     fingerprint = getattr(dataset, "_fingerprint", None) or hashlib.sha256(
         f"{location}\x1f{split}".encode()
     ).hexdigest()[:16]
-    feature = dataset.features[image_column]
-    image_is_feature = isinstance(feature, datasets.Image)
-    if image_is_feature:
-        if feature.decode:
-            dataset = dataset.cast_column(image_column, datasets.Image(decode=False))
-    elif not (isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string")):
-        raise UserError(
-            f"{source} split {split!r}: column {image_column!r} is {feature}, neither an image nor a path string; "
-            "fix the task's huggingface `columns` (image)"
-        )
+
+    # Image columns: image features stay in Arrow (read per row on demand), path strings are read here.
+    feature_images: set[str] = set()
+    for key in IMAGE_KEYS:
+        if key not in columns:
+            continue
+        column = columns[key]
+        feature = dataset.features[column]
+        if isinstance(feature, datasets.Image):
+            feature_images.add(key)
+            if feature.decode:
+                dataset = dataset.cast_column(column, datasets.Image(decode=False))
+        elif not (isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string")):
+            raise UserError(
+                f"{source} split {split!r}: column {column!r} is {feature}, neither an image nor a path string; "
+                f"fix the task's huggingface `columns` ({key})"
+            )
 
     # Read only the small columns, column-wise, straight from Arrow: no image bytes, no row loop over them.
-    wanted = sorted({column for field, column in columns.items() if not (field == "image" and image_is_feature)})
+    wanted = sorted({column for key, column in columns.items() if key not in feature_images})
     table = dataset.select_columns(wanted).with_format("arrow")[:]
     values = {column: table.column(column).to_pylist() for column in wanted}
     del table
@@ -169,34 +197,54 @@ def _examples(
         if "image_id" in columns
         else ids
     )
-    extra = {field: column for field, column in columns.items() if field not in ("id", "image", "image_id", "answers")}
-    metadata_columns = {field: values[column] for field, column in extra.items() if field in METADATA_NAMES}
-    field_columns = {field: values[column] for field, column in extra.items() if field not in METADATA_NAMES}
-    answers_column = values[columns["answers"]]
-    paths = None if image_is_feature else values[image_column]
+    other = {key: column for key, column in columns.items() if key not in SPECIAL_KEYS}
+    metadata_columns = {key: values[column] for key, column in other.items() if key in METADATA_NAMES}
+    field_columns = {key: values[column] for key, column in other.items() if key not in METADATA_NAMES}
+    column_of = {key: values[columns[key]] for key in ("answers", "label", "candidates", "relevance") if key in columns}
+
+    def image_ref(key: str, index: int, where: str) -> ImageRef:
+        column = columns[key]
+        if key in feature_images:
+            # The extra image's key must differ from the main image's key of the same row.
+            mark = fingerprint if key == "image" else f"{fingerprint}/{column}"
+            return DatasetImage(dataset=dataset, index=index, column=column, fingerprint=mark)
+        return FileImage(_resolve(values[column][index], base, where, column))
 
     examples = []
     for index, example_id in enumerate(ids):
         where = f"{source} split {split!r} id {example_id}"
-        image: ImageRef
-        if paths is None:
-            image = DatasetImage(dataset=dataset, index=index, column=image_column, fingerprint=fingerprint)
-        else:
-            image = FileImage(_resolve(paths[index], base, where, image_column))
         fields = {}
-        for field, column_values in field_columns.items():
+        for key, column_values in field_columns.items():
             value = column_values[index]
             if value is None:
-                raise UserError(f"{where}: column {columns[field]!r} ({field}) is empty")
-            fields[field] = value if isinstance(value, str) else str(value)
+                raise UserError(f"{where}: column {columns[key]!r} ({key}) is empty")
+            fields[key] = value if isinstance(value, str) else str(value)
+        metadata = {key: column_values[index] for key, column_values in metadata_columns.items()}
+        answers: tuple[str, ...] = ()
+        if "answers" in column_of:
+            answers = _answers(column_of["answers"][index], where, columns["answers"])
+        label = None
+        if "label" in column_of:
+            label = _label(column_of["label"][index], where, columns["label"])
+            if isinstance(label, str):
+                answers = answers or (label,)
+                label = None
+        candidates: tuple[str, ...] = ()
+        if "candidates" in column_of:
+            candidates = _texts(column_of["candidates"][index], where, columns["candidates"], ("answer", "text"), "candidates")
+        if "relevance" in column_of:
+            metadata["relevance"] = _relevance(column_of["relevance"][index], where, columns["relevance"])
         examples.append(
             Example(
                 id=example_id,
                 image_id=image_ids[index],
-                image=image,
+                image=image_ref("image", index, where),
                 fields=fields,
-                answers=_answers(answers_column[index], where, columns["answers"]),
-                metadata={field: column_values[index] for field, column_values in metadata_columns.items()},
+                answers=answers,
+                metadata=metadata,
+                candidates=candidates,
+                label=label,
+                extra_images=(image_ref("extra_image", index, where),) if "extra_image" in columns else (),
             )
         )
     return ExampleSet(name=name, source=source, examples=examples)
@@ -220,23 +268,57 @@ def _resolve(value: Any, base: Path | None, where: str, column: str) -> Path:
     return path
 
 
-def _answers(value: Any, where: str, column: str) -> tuple[str, ...]:
-    """A list of strings, a list of {"answer", "answer_id"?} dicts, a dict of lists, or one string."""
-    if isinstance(value, str):
-        return (value,)
-    if isinstance(value, dict) and isinstance(value.get("answer"), list):  # Sequence({...}) columns
-        value = [dict(zip(value, row)) for row in zip(*value.values())]
+def _records(value: Any) -> Any:
+    """`Sequence({...})` columns come back as a dict of lists: turn them into a list of dicts."""
+    if isinstance(value, dict) and value and all(isinstance(v, list) for v in value.values()):
+        return [dict(zip(value, row)) for row in zip(*value.values())]
+    return value
+
+
+def _texts(value: Any, where: str, column: str, keys: tuple[str, ...], what: str) -> tuple[str, ...]:
+    """A list of strings, or of records holding the text under one of `keys` (the first found wins)."""
+    value = _records(value)
+    expected = f"a list of strings or of {{{', '.join(repr(k) for k in keys)}: ...}} records"
     if not isinstance(value, list):
-        raise UserError(
-            f"{where}: column {column!r} holds {type(value).__name__}, not answers; expected a string, a list of "
-            "strings or a list of {'answer': ...} records"
-        )
+        raise UserError(f"{where}: column {column!r} holds {type(value).__name__}, not {what}; expected {expected}")
     if all(isinstance(item, str) for item in value):
         return tuple(value)
-    if all(isinstance(item, dict) and isinstance(item.get("answer"), str) for item in value):
-        if all(item.get("answer_id") is not None for item in value):
-            value = sorted(value, key=lambda item: item["answer_id"])
-        return tuple(item["answer"] for item in value)
-    raise UserError(
-        f"{where}: column {column!r} mixes answer kinds; expected a list of strings or of {{'answer': ...}} records"
-    )
+    if all(isinstance(item, dict) for item in value):
+        for key in keys:
+            if all(isinstance(item.get(key), str) for item in value):
+                if all(item.get("answer_id") is not None for item in value):
+                    value = sorted(value, key=lambda item: item["answer_id"])
+                return tuple(item[key] for item in value)
+    raise UserError(f"{where}: column {column!r} mixes kinds of {what} or lacks their text; expected {expected}")
+
+
+def _answers(value: Any, where: str, column: str) -> tuple[str, ...]:
+    """One string, a list of strings, or a list of {"answer" | "raw", "answer_id"?} records (or a dict of lists)."""
+    if isinstance(value, str):
+        return (value,)
+    return _texts(value, where, column, ("answer", "raw"), "answers")
+
+
+def _label(value: Any, where: str, column: str) -> int | str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        if value < 0:
+            raise UserError(
+                f"{where}: column {column!r} holds label {value}, which marks an unlabelled example "
+                "(a test split?); evaluate a split with labels"
+            )
+        return value
+    raise UserError(f"{where}: column {column!r} holds {type(value).__name__} {value!r}, not an int or string label")
+
+
+def _relevance(value: Any, where: str, column: str) -> list[float]:
+    if not isinstance(value, list) or not all(
+        isinstance(item, (int, float)) and not isinstance(item, bool) for item in value
+    ):
+        raise UserError(f"{where}: column {column!r} holds {value!r}, not a list of relevance numbers")
+    return [float(item) for item in value]

@@ -247,3 +247,211 @@ def test_hub_failure_is_a_user_error(tmp_path, monkeypatch):
         load_huggingface("someone/missing", "validation", COLUMNS, "vqav2/validation")
     text = str(excinfo.value)
     assert "'someone/missing'" in text and "hub id" in text and "--data" in text and "\n" not in text
+
+
+# --- the other benchmarks' column kinds: labels, candidates, relevance, a second image, captions ---
+
+
+def save(dataset: datasets.Dataset, folder) -> str:
+    dataset.save_to_disk(str(folder))
+    return str(folder)
+
+
+def test_int_label_and_string_candidates_without_answers(tmp_path):
+    """ScienceQA-like: each question's own choices and the index of the right one; no answers column."""
+    dataset = datasets.Dataset.from_dict(
+        {
+            "qid": ["s1", "s2"],
+            "image": [Image.new("RGB", (2, 2))] * 2,
+            "question": ["Which is a mammal?", "Which is hotter?"],
+            "choices": [["frog", "cat"], ["ice", "sun", "snow"]],
+            "answer": [1, 0],
+            "domain": ["biology", "physics"],
+        },
+        features=datasets.Features(
+            {
+                "qid": datasets.Value("string"),
+                "image": datasets.Image(),
+                "question": datasets.Value("string"),
+                "choices": datasets.List(datasets.Value("string")),
+                "answer": datasets.ClassLabel(num_classes=3),
+                "domain": datasets.Value("string"),
+            }
+        ),
+    )
+    columns = {"id": "qid", "image": "image", "question": "question", "candidates": "choices", "label": "answer", "domain": "domain"}
+    first, second = load_huggingface(save(dataset, tmp_path / "sqa"), "test", columns, "scienceqa/test").examples
+    assert (first.candidates, first.label, first.answers) == (("frog", "cat"), 1, ())
+    assert (second.candidates, second.label) == (("ice", "sun", "snow"), 0)
+    assert first.fields == {"question": "Which is a mammal?"} and first.metadata == {"domain": "biology"}
+
+
+def test_bool_label_becomes_an_int(tmp_path):
+    rows = [{"id": 1, "img": "a.png", "text": "t", "label": True}, {"id": 2, "img": "a.png", "text": "u", "label": False}]
+    write_jsonl(tmp_path / "hm", "validation", rows)
+    columns = {"id": "id", "image": "img", "text": "text", "label": "label"}
+    loaded = load_huggingface(str(tmp_path / "hm"), "validation", columns, "t/v")
+    assert [(e.label, e.answers, e.fields) for e in loaded.examples] == [(1, (), {"text": "t"}), (0, (), {"text": "u"})]
+
+
+def test_string_label_is_kept_as_the_answer(tmp_path):
+    rows = [{"id": "a", "img": "a.png", "label": "positive"}, {"id": "b", "img": "b.png", "label": "negative"}]
+    write_jsonl(tmp_path / "sst", "test", rows)
+    columns = {"id": "id", "image": "img", "label": "label"}
+    loaded = load_huggingface(str(tmp_path / "sst"), "test", columns, "t/test")
+    assert [(e.answers, e.label) for e in loaded.examples] == [(("positive",), None), (("negative",), None)]
+
+
+def test_candidate_records_with_text_or_answer_keys_and_relevance(tmp_path):
+    """VisDial-like: each round's answer options as records, and the options' dense relevance."""
+    columns = {"id": "id", "image": "img", "history": "history", "candidates": "options", "label": "gt", "relevance": "relevance"}
+    loaded = []
+    for key, texts, relevance in [("text", ["yes", "no"], [0.0, 1]), ("answer", ["red", "blue"], [0.5, 0.25])]:
+        row = {"id": f"d-{key}", "img": "a.png", "history": "a dog. is it big? yes", "options": [{key: t} for t in texts],
+               "gt": 1, "relevance": relevance}
+        (example,) = load_huggingface(save(datasets.Dataset.from_list([row]), tmp_path / key), "validation", columns, "v/v").examples
+        loaded.append(example)
+    first, second = loaded
+    assert (first.candidates, first.label, first.metadata) == (("yes", "no"), 1, {"relevance": [0.0, 1.0]})
+    assert (second.candidates, second.metadata["relevance"]) == (("red", "blue"), [0.5, 0.25])
+    assert first.fields == {"history": "a dog. is it big? yes"}
+
+
+def test_caption_references_as_raw_records_and_sequences(tmp_path):
+    """Captioning: reference captions as a list of {"raw", ...} records, or a Sequence({...}) dict of lists."""
+    write_jsonl(tmp_path / "coco", "test", [
+        {"id": 1, "img": "a.png", "sentences": [{"raw": "A dog runs.", "tokens": ["a", "dog", "runs"]}, {"raw": "A dog.", "tokens": []}]},
+    ])
+    columns = {"id": "id", "image": "img", "answers": "sentences"}
+    (example,) = load_huggingface(str(tmp_path / "coco"), "test", columns, "coco/test").examples
+    assert example.answers == ("A dog runs.", "A dog.")
+
+    features = datasets.Features(
+        {"id": datasets.Value("int64"), "image": datasets.Image(),
+         "sentences": datasets.Sequence({"raw": datasets.Value("string"), "sentid": datasets.Value("int32")})}
+    )
+    dataset = datasets.Dataset.from_dict(
+        {"id": [7], "image": [Image.new("RGB", (1, 1))], "sentences": [{"raw": ["one", "two"], "sentid": [3, 4]}]},
+        features=features,
+    )
+    columns = dict(columns, image="image")
+    (example,) = load_huggingface(save(dataset, tmp_path / "flickr"), "test", columns, "flickr/test").examples
+    assert example.answers == ("one", "two")
+
+
+def winoground(tmp_path):
+    features = datasets.Features(
+        {"id": datasets.Value("int32"), "image_0": datasets.Image(), "image_1": datasets.Image(),
+         "caption_0": datasets.Value("string"), "caption_1": datasets.Value("string")}
+    )
+    dataset = datasets.Dataset.from_dict(
+        {"id": [0, 1], "image_0": [Image.new("RGB", (2, 2), (255, 0, 0)), Image.new("RGB", (2, 2), (0, 0, 255))],
+         "image_1": [Image.new("RGB", (3, 3), (0, 255, 0)), Image.new("L", (3, 3), 7)],
+         "caption_0": ["a red thing", "a blue thing"], "caption_1": ["a green thing", "a dark thing"]},
+        features=features,
+    )
+    return save(dataset, tmp_path / "wino")
+
+
+WINO_COLUMNS = {"id": "id", "image": "image_0", "extra_image": "image_1", "caption_0": "caption_0", "caption_1": "caption_1"}
+
+
+def test_extra_image_column_is_lazy_and_keyed_apart(tmp_path, monkeypatch):
+    folder = winoground(tmp_path)
+
+    def no_decode(*args, **kwargs):
+        raise AssertionError("an image was decoded while loading the split")
+
+    monkeypatch.setattr(Image, "open", no_decode)
+    monkeypatch.setattr(datasets.Image, "decode_example", no_decode)
+    loaded = load_huggingface(folder, "test", WINO_COLUMNS, "winoground/test")
+    monkeypatch.undo()
+    first, second = loaded.examples
+    assert first.answers == () and first.label is None and first.candidates == ()
+    assert first.fields == {"caption_0": "a red thing", "caption_1": "a green thing"}
+    (extra,) = first.extra_images
+    assert isinstance(extra, DatasetImage) and extra.column == "image_1" and extra.index == 0
+    assert extra.key != first.image.key and len({e.image.key for e in loaded.examples} | {e.extra_images[0].key for e in loaded.examples}) == 4
+    assert first.image.load().getpixel((0, 0)) == (255, 0, 0)
+    assert extra.load().getpixel((0, 0)) == (0, 255, 0)
+    assert second.extra_images[0].load().getpixel((1, 1)) == (7, 7, 7)
+
+
+def test_extra_image_as_paths(tmp_path):
+    folder = tmp_path / "pairs"
+    (folder / "img").mkdir(parents=True)
+    Image.new("RGB", (1, 1), (1, 2, 3)).save(folder / "img" / "b.png")
+    write_jsonl(folder, "test", [{"id": "p", "a": "img/a.png", "b": "img/b.png", "label": 0}])
+    columns = {"id": "id", "image": "a", "extra_image": "b", "label": "label"}
+    (example,) = load_huggingface(str(folder), "test", columns, "t/test").examples
+    assert example.extra_images == (FileImage(folder.resolve() / "img" / "b.png"),)
+    assert example.extra_images[0].load().getpixel((0, 0)) == (1, 2, 3)
+
+
+def test_hub_config_goes_to_load_dataset(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_load_dataset(path, *args, **kwargs):
+        calls.append((path, args, kwargs))
+        return vqa_dataset()
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    monkeypatch.chdir(tmp_path)
+    loaded = load_huggingface("facebook/textvqa", "validation", COLUMNS, "textvqa/validation", config="textvqa")
+    assert calls == [("facebook/textvqa", ("textvqa",), {"split": "validation"})]
+    assert loaded.source == "facebook/textvqa:textvqa" and len(loaded) == 2
+
+
+def test_hub_failure_names_the_config(tmp_path, monkeypatch):
+    def fake_load_dataset(*args, **kwargs):
+        raise ValueError("BuilderConfig 'nope' not found")
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match=r"'facebook/textvqa' config 'nope' split 'validation'.*BuilderConfig"):
+        load_huggingface("facebook/textvqa", "validation", COLUMNS, "textvqa/validation", config="nope")
+
+
+# --- errors of the new column kinds ---
+
+
+def test_no_answers_and_no_label_is_an_error(saved_dict):
+    columns = {k: v for k, v in COLUMNS.items() if k != "answers"}
+    with pytest.raises(UserError, match=r"vqav2/validation: the task's huggingface columns have no 'answers' entry \(nor 'label'\)"):
+        load_huggingface(str(saved_dict), "validation", columns, "vqav2/validation")
+
+
+@pytest.mark.parametrize("key", ["extra_image", "label", "candidates", "relevance"])
+def test_missing_new_column_names_it_and_lists_columns(saved_dict, key):
+    with pytest.raises(UserError) as excinfo:
+        load_huggingface(str(saved_dict), "validation", dict(COLUMNS, **{key: "nowhere"}), "vqav2/validation")
+    text = str(excinfo.value)
+    assert f"no column 'nowhere' (for '{key}'; columns there: question_id, image_id, image," in text and "\n" not in text
+
+
+def test_extra_image_column_that_is_not_an_image(saved_dict):
+    with pytest.raises(UserError, match=r"column 'answers' is .*neither an image nor a path string.*\(extra_image\)"):
+        load_huggingface(str(saved_dict), "validation", dict(COLUMNS, extra_image="answers"), "vqav2/validation")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("label", -1, r"holds label -1, which marks an unlabelled example"),
+        ("label", 1.5, r"holds float 1.5, not an int or string label"),
+        ("candidates", "cat", r"column 'c' holds str, not candidates"),
+        ("candidates", [{"label": "x"}], r"column 'c' mixes kinds of candidates or lacks their text.*'answer'.*'text'"),
+        ("candidates", ["x", None], r"mixes kinds of candidates"),
+        ("relevance", [0.5, None], r"column 'c' holds \[0.5, None\], not a list of relevance numbers"),
+        ("answers", [{"caption": "x"}], r"column 'c' mixes kinds of answers or lacks their text.*'answer'.*'raw'"),
+        ("answers", 5, r"column 'c' holds int, not answers"),
+    ],
+)
+def test_bad_values_of_the_new_column_kinds(tmp_path, key, value, message):
+    write_jsonl(tmp_path / "bad", "test", [{"id": "q9", "img": "a.png", "c": value, "label": 0}])
+    columns = {"id": "id", "image": "img", key: "c"} if key != "label" else {"id": "id", "image": "img", "label": "c"}
+    if key not in ("label", "answers"):
+        columns["label"] = "label"
+    with pytest.raises(UserError, match=message) as excinfo:
+        load_huggingface(str(tmp_path / "bad"), "test", columns, "t/test")
+    assert "id q9" in str(excinfo.value)
