@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import statistics
 import sys
 from collections.abc import Callable, Sequence
@@ -147,7 +148,7 @@ def _load_support(config: RunConfig, spec: TaskSpec, data: str | None) -> Exampl
 def _check_writable(output_dir: Path) -> None:
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
-        probe = output_dir / ".write-test"
+        probe = output_dir / f".write-test.{os.getpid()}"
         probe.write_text("")
         probe.unlink()
     except OSError as error:

@@ -124,7 +124,7 @@ def _huggingface(spec: TaskSpec, split: str, location: str, name: str) -> Exampl
     splits = spec.huggingface.splits
     if split not in splits:
         raise UserError(f"{spec.path}: sources.huggingface has no split {split!r} (it has: {', '.join(splits)})")
-    return load_huggingface(location, splits[split], spec.huggingface.columns, name)
+    return load_huggingface(location, splits[split], spec.huggingface.columns, name, config=spec.huggingface.config)
 
 
 def _supported(spec: TaskSpec) -> str:
