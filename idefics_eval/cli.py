@@ -136,6 +136,142 @@ def demo_model(directory: Path, seed: int) -> None:
     click.echo(f"wrote the tiny IDEFICS (seed {seed}) to {directory}")
 
 
+@cli.command()
+@click.option("--checkpoints", required=True, help="Glob of checkpoint folders, quoted: 'ckpts/step-*'.")
+@click.option("--tasks", "task_names", required=True, help="Comma-separated tasks, e.g. vqav2,okvqa.")
+@click.option("--shots", default="0,4", show_default=True, help="Comma-separated shot counts.")
+@click.option("--output-dir", type=click.Path(path_type=Path), required=True, help="One results folder per checkpoint goes here.")
+@click.option("--select-by", default="mean-normalised", show_default=True,
+              help="mean-normalised, a metric key (vqa_accuracy) or TASK:METRIC.")
+@click.option("--data", "data_values", multiple=True, help="TASK=PATH, or one PATH for every task: validation data for selection.")
+@click.option("--support-data", "support_values", multiple=True, help="TASK=PATH: data of the task shots come from (NoCaps: COCO).")
+@click.option("--demo-data", is_flag=True, help="Use the bundled sample data for tasks without --data.")
+@click.option("--limit", type=int, help="Evaluate only the first N queries of each task.")
+@click.option("--batch-size", default=8, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--dtype", default="auto", show_default=True, help="auto, bfloat16, float16, float32.")
+@click.option("--num-beams", type=int, help="Beam count (task default: 3; 1 = greedy).")
+@click.option("--max-new-tokens", type=int, help="Tokens to generate (task default).")
+@click.option("--cache-dir", type=click.Path(path_type=Path), help="Where retrieval indexes are kept (default: ~/.cache/idefics-eval).")
+@click.option("--tasks-dir", "tasks_dirs", multiple=True, type=click.Path(path_type=Path), help="Extra folder of task files.")
+@click.option("--overwrite", is_flag=True, help="Replace predictions made under another configuration.")
+@click.option("--no-progress", is_flag=True, help="Hide progress bars.")
+def sweep(**options) -> None:
+    """Evaluate every checkpoint on every task and shot count; name the best checkpoint."""
+    from .sweep import SweepConfig, parse_task_values, run_sweep, summary_lines
+
+    task_names = tuple(dict.fromkeys(t.strip() for t in options["task_names"].split(",") if t.strip()))
+    config = SweepConfig(
+        checkpoints=options["checkpoints"],
+        tasks=task_names,
+        shots=parse_counts(options["shots"], "--shots"),
+        output_dir=options["output_dir"],
+        limit=options["limit"],
+        data=parse_task_values(options["data_values"], task_names, "--data"),
+        support_data=parse_task_values(options["support_values"], task_names, "--support-data"),
+        demo_data=options["demo_data"],
+        select_by=options["select_by"],
+        batch_size=options["batch_size"],
+        num_beams=options["num_beams"],
+        max_new_tokens=options["max_new_tokens"],
+        device=options["device"],
+        dtype=options["dtype"],
+        cache_dir=options["cache_dir"] or default_cache_dir(),
+        tasks_dirs=tuple(options["tasks_dirs"]),
+        overwrite=options["overwrite"],
+        progress=not options["no_progress"],
+    )
+    result = run_sweep(config)
+    click.echo("\n".join(summary_lines(result, config.select_by)))
+
+
+@cli.command()
+@click.argument("results", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["csv", "markdown", "json"]), default="markdown", show_default=True)
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="File to write (default: print).")
+@click.option("--layout", type=click.Choice(["card", "long"]), default="card", show_default=True,
+              help="card: the model card's table; long: one row per metric with its 95% bootstrap interval.")
+@click.option("--selection", type=click.Choice(["rices", "random"]), default="rices", show_default=True,
+              help="Which rows the card layout reports.")
+@click.option("--decimals", default=1, show_default=True, help="Decimals in the card layout.")
+@click.option("--no-ci", is_flag=True, help="Long layout without bootstrap intervals (no data needed).")
+@click.option("--resamples", default=1000, show_default=True, help="Bootstrap resamples.")
+@click.option("--bootstrap-seed", default=0, show_default=True)
+@click.option("--tasks-dir", "tasks_dirs", multiple=True, type=click.Path(path_type=Path))
+def export(results: tuple[Path, ...], fmt: str, output: Path | None, layout: str, selection: str, decimals: int, no_ci: bool,
+           resamples: int, bootstrap_seed: int, tasks_dirs: tuple[Path, ...]) -> None:
+    """Export results folders as the model card's table or a long table with intervals."""
+    from .export import export as export_table
+
+    text = export_table(list(results), fmt, layout, selection, decimals, not no_ci, resamples, bootstrap_seed, tuple(tasks_dirs))
+    _write_or_print(text, output)
+
+
+@cli.command()
+@click.argument("results", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--output-dir", type=click.Path(path_type=Path), required=True, help="Folder for the PNG files.")
+@click.option("--reference", "references", multiple=True, type=click.Choice(["idefics-9b", "idefics-80b"]),
+              help="Also draw the model card's curve (dashed).")
+@click.option("--selection", type=click.Choice(["rices", "random"]), default="rices", show_default=True)
+@click.option("--ci", is_flag=True, help="Draw 95% bootstrap intervals (reads the predictions and the query data).")
+@click.option("--resamples", default=1000, show_default=True, help="Bootstrap resamples.")
+@click.option("--bootstrap-seed", default=0, show_default=True)
+@click.option("--tasks-dir", "tasks_dirs", multiple=True, type=click.Path(path_type=Path))
+def plot(results: tuple[Path, ...], output_dir: Path, references: tuple[str, ...], selection: str, ci: bool, resamples: int,
+         bootstrap_seed: int, tasks_dirs: tuple[Path, ...]) -> None:
+    """Plot shot-scaling curves (metric against shots, one panel per task) as PNG."""
+    from .plots import plot_results
+
+    for path in plot_results(list(results), output_dir, references, selection, ci, resamples, bootstrap_seed, tuple(tasks_dirs)):
+        click.echo(f"wrote {path}")
+
+
+@cli.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--reference", type=click.Choice(["idefics-9b", "idefics-80b"]), help="Compare one run with the model card's numbers.")
+@click.option("--all-metrics", is_flag=True, help="Every metric, not only each task's headline metric (two runs).")
+@click.option("--format", "fmt", type=click.Choice(["markdown", "csv", "json"]), default="markdown", show_default=True)
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="File to write (default: print).")
+@click.option("--no-ci", is_flag=True, help="Without the run's bootstrap intervals (--reference only).")
+@click.option("--resamples", default=1000, show_default=True, help="Bootstrap resamples.")
+@click.option("--bootstrap-seed", default=0, show_default=True)
+@click.option("--tasks-dir", "tasks_dirs", multiple=True, type=click.Path(path_type=Path))
+def compare(runs: tuple[Path, ...], reference: str | None, all_metrics: bool, fmt: str, output: Path | None, no_ci: bool,
+            resamples: int, bootstrap_seed: int, tasks_dirs: tuple[Path, ...]) -> None:
+    """RUN_A RUN_B: paired difference B - A with its 95% interval; RUN --reference: next to the model card."""
+    from .compare import PAIRED_HEADER, REFERENCE_HEADER, compare_reference, compare_runs
+    from .export import to_csv, to_json, to_markdown
+
+    if reference is not None:
+        if len(runs) != 1:
+            raise UserError(f"--reference compares one run, {len(runs)} given")
+        records, notes = compare_reference(runs[0], reference, not no_ci, resamples, bootstrap_seed, tuple(tasks_dirs))
+        header, title = REFERENCE_HEADER, f"{runs[0]} against the model card's {reference}"
+    else:
+        if len(runs) != 2:
+            raise UserError(f"give two runs to compare (RUN_A RUN_B), or one with --reference; {len(runs)} given")
+        records, notes = compare_runs(runs[0], runs[1], all_metrics, resamples, bootstrap_seed, tuple(tasks_dirs))
+        header, title = PAIRED_HEADER, f"A = {runs[0]}, B = {runs[1]}; paired bootstrap, 95% interval of B - A"
+    if fmt == "csv":
+        text = to_csv(records, header)
+    elif fmt == "json":
+        text = to_json(records)
+    else:
+        text = f"{title}\n\n" + to_markdown(records, header, left=("model", "task", "selection", "metric", "excludes 0"), decimals=2)
+    _write_or_print(text, output)
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
+
+
+def _write_or_print(text: str, output: Path | None) -> None:
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text, encoding="utf-8")
+    click.echo(f"wrote {output}")
+
+
 def default_cache_dir() -> Path:
     import os
 
