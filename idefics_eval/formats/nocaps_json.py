@@ -1,0 +1,94 @@
+"""The NoCaps validation file (`nocaps_val_4500_captions.json`, COCO-captions style) and its images.
+
+    {"images": [{"id": 0, "open_images_id": "0013ea2087020901", "file_name": "0013ea2087020901.jpg",
+                 "domain": "in-domain", "height": ..., "width": ..., "coco_url": ..., ...}, ...],
+     "annotations": [{"image_id": 0, "id": 0, "caption": "A baby is standing in front of a house."}, ...]}
+
+Task-file keys of one split: `file` (the JSON file) and `images` (the folder holding the images by
+`file_name`). One `Example` per image: `answers` are its reference captions (10 per image in the
+official file) in annotation-id order; `metadata["domain"]` is in-domain, near-domain or
+out-domain, which the CIDEr report breaks down by. The test file has no captions (its scores come
+from the evaluation server), so it cannot be scored here and is refused with that reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from ..errors import UserError
+from ..examples import Example, ExampleSet, FileImage
+from . import FileFormat, register
+from ._files import check_images_exist, data_root, image_folder, read_json, records, require, text, typed_id
+
+FORMAT = "nocaps_json"
+DOMAINS = ("in-domain", "near-domain", "out-domain")
+
+
+def load_nocaps_json(root: Path, files: Mapping[str, str], name: str) -> ExampleSet:
+    root = data_root(root)
+    path = root / files["file"]
+    data = read_json(path, root, FORMAT, "images")
+    images = records(data, "images", path)
+    if "annotations" not in data:
+        raise UserError(
+            f"{path}: no 'annotations' (reference captions); the NoCaps test file has none (its scores come from "
+            "the evaluation server): evaluate the validation file nocaps_val_4500_captions.json"
+        )
+    annotations = records(data, "annotations", path)
+    folder = image_folder(root, files["images"], FORMAT)
+
+    captions: dict[str, list[tuple[object, str]]] = {}
+    for index, annotation in enumerate(annotations):
+        where = f"{path}: annotations[{index}]"
+        require(annotation, where, ("image_id", "caption"))
+        image_id = typed_id(annotation["image_id"], f"{where}.image_id")
+        order = annotation.get("id", index)
+        if isinstance(order, bool) or not isinstance(order, int):
+            order = index
+        captions.setdefault(image_id, []).append((order, text(annotation["caption"], f"{where}.caption")))
+
+    examples: list[Example] = []
+    relative: list[str] = []
+    seen: dict[str, int] = {}
+    for index, record in enumerate(images):
+        where = f"{path}: images[{index}]"
+        require(record, where, ("id", "file_name", "domain"))
+        image_id = typed_id(record["id"], f"{where}.id")
+        where = f"{path}: image id {image_id} (images[{index}])"
+        if image_id in seen:
+            raise UserError(f"{path}: duplicate image id {image_id} (images[{seen[image_id]}] and images[{index}])")
+        seen[image_id] = index
+        file_name = text(record["file_name"], f"{where}.file_name")
+        if not file_name or "/" in file_name or "\\" in file_name or file_name.startswith("."):
+            raise UserError(f"{where}: file_name {file_name!r} is not a plain file name")
+        domain = text(record["domain"], f"{where}.domain")
+        if domain not in DOMAINS:
+            raise UserError(f"{where}: domain {domain!r} is not one of {', '.join(DOMAINS)}")
+        references = [caption.strip() for _, caption in sorted(captions.pop(image_id, []), key=lambda c: c[0])]
+        if not references:
+            raise UserError(f"{where}: no caption in 'annotations' refers to this image")
+        relative.append(file_name)
+        examples.append(
+            Example(
+                id=image_id,
+                image_id=image_id,
+                image=FileImage(folder / file_name),
+                fields={},
+                answers=tuple(references),
+                metadata={"domain": domain},
+            )
+        )
+    if not examples:
+        raise UserError(f"{path}: 'images' is empty")
+    if captions:
+        orphan = next(iter(captions))
+        raise UserError(
+            f"{path}: annotations refer to image_id {orphan}, which 'images' does not list "
+            f"({len(captions)} such image ids); the file is truncated or edited"
+        )
+    check_images_exist(folder, relative, f"listed in {path.name}")
+    return ExampleSet(name=name, source=str(root), examples=examples)
+
+
+register(FileFormat(FORMAT, keys=("file", "images"), markers=("file",), load=load_nocaps_json))
