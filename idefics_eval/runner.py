@@ -205,7 +205,7 @@ def _fit_prompt(p: Prepared, loaded: LoadedModel, shots: Sequence[Example], quer
 def _candidate_reserve(loaded: LoadedModel, candidates: Sequence[str]) -> int:
     """Tokens the longest candidate continuation needs (plus the template's closing punctuation)."""
     tokenizer = loaded.processor.tokenizer
-    return max(len(tokenizer(" " + c, add_special_tokens=False)["input_ids"]) for c in candidates) + 4
+    return max(len(ids) for ids in tokenizer([" " + c for c in candidates], add_special_tokens=False)["input_ids"]) + 4
 
 
 def _ranked(p: Prepared, ranker: Ranker, query: Example, context: Prompt, dropped: int) -> Prediction:

@@ -36,11 +36,29 @@ def reference(loaded, context, full) -> float:
     return sum(logprobs[p - 1, ids[p]].item() for p in positions)
 
 
-def test_loglikelihoods_equal_full_forward_passes(demo_loaded, prompts):
+@pytest.mark.parametrize("path", ["loglikelihoods", "loglikelihoods_full"])
+def test_loglikelihoods_equal_full_forward_passes(demo_loaded, prompts, path):
+    """Both the prefix-cached path and the plain batched path score what a full forward pass scores."""
     context, continuations = prompts
-    scores = Ranker(demo_loaded, batch_size=3).loglikelihoods(context, continuations, "sum")
+    scores = getattr(Ranker(demo_loaded, batch_size=3), path)(context, continuations, "sum")
     expected = [reference(demo_loaded, context, full) for full in continuations]
     assert scores == pytest.approx(expected, abs=1e-4)
+
+
+def test_single_token_candidates_are_read_off_the_prefix(demo_loaded, prompts):
+    """Candidates of one token each take the fast path (no batch pass) and still match."""
+    context, _ = prompts
+    template = load_template("vqa")
+    tokenizer = demo_loaded.processor.tokenizer
+    singles = [w for w in ["red", "blue", "no", "yes", "2"] if len(tokenizer(" " + w, add_special_tokens=False)["input_ids"]) == 1]
+    assert len(singles) >= 2
+    query = make_example("q", "q", "What color is the square?", ["green"] * 10, rgb=(0, 200, 0))
+    shots = [make_example("s1", "s1", "What color is the circle?", ["red"] * 10, rgb=(250, 0, 0)),
+             make_example("s2", "s2", "Is it round?", ["yes"] * 10, rgb=(0, 0, 250))]
+    continuations = [template.render(shots, query, most_common_answer, candidate=c) for c in singles]
+    ranker = Ranker(demo_loaded, batch_size=4)
+    assert ranker.loglikelihoods(context, continuations, "sum") == pytest.approx(
+        ranker.loglikelihoods_full(context, continuations, "sum"), abs=1e-4)
 
 
 def test_mean_normalisation_divides_by_the_candidate_tokens(demo_loaded, prompts):
@@ -56,9 +74,10 @@ def test_mean_normalisation_divides_by_the_candidate_tokens(demo_loaded, prompts
 
 def test_batch_size_does_not_change_scores(demo_loaded, prompts):
     context, continuations = prompts
-    one = Ranker(demo_loaded, batch_size=1).loglikelihoods(context, continuations, "sum")
-    many = Ranker(demo_loaded, batch_size=8).loglikelihoods(context, continuations, "sum")
-    assert many == pytest.approx(one, abs=1e-4)
+    for path in ("loglikelihoods", "loglikelihoods_full"):
+        one = getattr(Ranker(demo_loaded, batch_size=1), path)(context, continuations, "sum")
+        many = getattr(Ranker(demo_loaded, batch_size=8), path)(context, continuations, "sum")
+        assert many == pytest.approx(one, abs=1e-4)
 
 
 def test_continuation_is_what_follows_the_common_prefix(demo_loaded):
