@@ -1,0 +1,264 @@
+"""Leaderboard export: results folders -> the model card's table, or a long table with intervals.
+
+Two layouts:
+
+* `card`: the IDEFICS model card's evaluation table (see results/published/README.md): one row per
+  model and shot count, the card's columns in the card's order and named as the card names them,
+  "-" where a task was not run at that shot count, values with one decimal. Winoground shows
+  "group (text/image)". Rows come from RICES shots (`--selection random` takes the mean over seeds).
+* `long`: one row per model x task x shots x selection x seed x metric, with the 95% bootstrap
+  interval (idefics_eval/bootstrap.py), the number of queries and a hash of the row's configuration.
+
+The model of a row is the name its results record (`config.model.name`); two different weights under
+one name (same folder retrained) are told apart by their fingerprint.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UserError
+from .results import Result, read_results
+
+
+@dataclass(frozen=True)
+class CardColumn:
+    title: str  # exactly as the model card names the column
+    task: str  # our task name
+    metric: str  # our metric key
+
+
+CARD_COLUMNS = (
+    CardColumn("VQAv2 (OE VQA acc)", "vqav2", "vqa_accuracy"),
+    CardColumn("OKVQA (OE VQA acc)", "okvqa", "vqa_accuracy"),
+    CardColumn("TextVQA (OE VQA acc)", "textvqa", "textvqa_accuracy"),
+    CardColumn("VizWiz (OE VQA acc)", "vizwiz", "vizwiz_accuracy"),
+    CardColumn("TextCaps (CIDEr)", "textcaps", "cider"),
+    CardColumn("Coco (CIDEr)", "coco", "cider"),
+    CardColumn("NoCaps (CIDEr)", "nocaps", "cider"),
+    CardColumn("Flickr (CIDEr)", "flickr30k", "cider"),
+    CardColumn("ImageNet1k (accuracy)", "imagenet", "accuracy"),
+    CardColumn("VisDial (NDCG)", "visdial", "ndcg"),
+    CardColumn("HatefulMemes (ROC AUC)", "hatefulmemes", "roc_auc"),
+    CardColumn("ScienceQA (accuracy)", "scienceqa", "accuracy"),
+    CardColumn("RenderedSST2 (accuracy)", "renderedsst2", "accuracy"),
+    CardColumn("Winoground (group (text/image))", "winoground", "group"),
+)
+CARD_HEADER = ("Model", "Shots", *(column.title for column in CARD_COLUMNS))
+CARD_BY_TASK = {column.task: column for column in CARD_COLUMNS}
+NOT_RUN = "-"
+
+LONG_HEADER = ("model", "task", "shots", "selection", "seed", "metric", "value", "ci_low", "ci_high", "n", "std",
+               "config_hash", "results")
+
+
+def headline_metric(task: str, metrics: dict[str, float]) -> str:
+    """The metric a task is reported by: the card's for the card's tasks, else the row's first."""
+    column = CARD_BY_TASK.get(task)
+    if column is not None and column.metric in metrics:
+        return column.metric
+    return next(iter(metrics))
+
+
+def task_title(task: str) -> str:
+    """The card's name of a task and its metric ("VQAv2 (OE VQA acc)"), or the task's own name."""
+    column = CARD_BY_TASK.get(task)
+    return column.title if column else task
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One results row, with the folder it came from and the model it is reported under."""
+
+    model: str
+    folder: Path
+    row: Result
+
+
+def load_entries(folders: Sequence[Path]) -> list[Entry]:
+    """Every row of every folder's results.json, in the order given."""
+    loaded: list[tuple[Path, Result]] = []
+    for folder in folders:
+        path = Path(folder) / "results.json"
+        if not path.is_file():
+            raise UserError(f"{folder} holds no results.json; give folders written by `idefics-eval run` or `sweep`")
+        try:
+            loaded += [(Path(folder), row) for row in read_results(path)]
+        except (json.JSONDecodeError, TypeError) as error:
+            raise UserError(f"{path} is not a results file ({error})") from None
+    if not loaded:
+        raise UserError(f"no result rows in {', '.join(map(str, folders))}")
+    fingerprints: dict[str, set[str]] = {}
+    for _, row in loaded:
+        model = row.config.get("model", {})
+        fingerprints.setdefault(model.get("name", "unknown"), set()).add(model.get("fingerprint", ""))
+    entries = []
+    for folder, row in loaded:
+        model = row.config.get("model", {})
+        name = model.get("name", "unknown")
+        label = name if len(fingerprints[name]) == 1 else f"{name} @{model.get('fingerprint', '')[:8]}"
+        entries.append(Entry(label, folder, row))
+    return entries
+
+
+def config_hash(row: Result) -> str:
+    """12 hex digits of the sha256 of the row's configuration (sorted-key JSON), without the command
+    line that started it, so that the same configuration run from another folder hashes the same."""
+    config = {key: value for key, value in row.config.items() if key != "command"}
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def reported_entries(entries: Iterable[Entry], selection: str) -> dict[str, dict[tuple[str, int], Entry]]:
+    """model -> (task, shots) -> the one entry reported for it: the seed-free row (RICES, or the mean
+    over random seeds), else the only seed's row."""
+    table: dict[str, dict[tuple[str, int], Entry]] = {}
+    candidates: dict[tuple[str, str, int], list[Entry]] = {}
+    for entry in entries:
+        if entry.row.selection == selection:
+            candidates.setdefault((entry.model, entry.row.task, entry.row.shots), []).append(entry)
+    for (model, task, shots), found in candidates.items():
+        folders = {e.folder for e in found}
+        if len(folders) > 1:
+            raise UserError(f"{model} {task} {shots}-shot is in several folders ({', '.join(sorted(map(str, folders)))}); "
+                            "export one of them")
+        seedless = [e for e in found if e.row.seed is None]
+        if not seedless and len(found) > 1:
+            raise UserError(f"{model} {task} {shots}-shot has {len(found)} random seeds in {found[0].folder} but no mean over them; "
+                            "run the seeds in one command (--seeds 0,1,2) or use --layout long")
+        table.setdefault(model, {})[(task, shots)] = (seedless or found)[0]
+    return table
+
+
+def _number(value: float | None, decimals: int) -> str:
+    return NOT_RUN if value is None or math.isnan(value) else f"{value:.{decimals}f}"
+
+
+def card_records(entries: Sequence[Entry], selection: str = "rices", decimals: int = 1, numbers: bool = False) -> list[dict]:
+    """The card's rows: {column title: text} (or numbers, None where not run, with `numbers`)."""
+    records = []
+    for model, cells in reported_entries(entries, selection).items():
+        shots = sorted({k for (task, k) in cells if task in CARD_BY_TASK})
+        for k in shots:
+            record: dict = {"Model": model, "Shots": k}
+            for column in CARD_COLUMNS:
+                entry = cells.get((column.task, k))
+                metrics = entry.row.metrics if entry else {}
+                record[column.title] = _card_value(column, metrics, decimals, numbers)
+            records.append(record)
+    if not records:
+        tasks = sorted({e.row.task for e in entries})
+        raise UserError(f"none of the tasks run ({', '.join(tasks)}) with --selection {selection} is a column of the model "
+                        "card; use --layout long")
+    return records
+
+
+def _card_value(column: CardColumn, metrics: dict[str, float], decimals: int, numbers: bool):
+    if column.metric not in metrics:
+        return None if numbers else NOT_RUN
+    if column.task == "winoground":
+        parts = {key: metrics.get(key) for key in ("group", "text", "image")}
+        if numbers:
+            return parts
+        return f"{_number(parts['group'], decimals)} ({_number(parts['text'], decimals)}/{_number(parts['image'], decimals)})"
+    return metrics[column.metric] if numbers else _number(metrics[column.metric], decimals)
+
+
+def long_records(entries: Sequence[Entry], intervals: bool = True, resamples: int = 1000, seed: int = 0,
+                 tasks_dirs: tuple[Path, ...] = ()) -> list[dict]:
+    """One record per model x task x shots x selection x seed x metric, with the bootstrap interval
+    (empty for means over seeds, which have their `std` over seeds instead, and with `intervals` off)."""
+    from .bootstrap import QueryData
+
+    data = QueryData(tasks_dirs)
+    records = []
+    for entry in entries:
+        row = entry.row
+        found = data.intervals(row, entry.folder, resamples, seed) if intervals and row.predictions else {}
+        for name, value in row.metrics.items():
+            interval = found.get(name)
+            records.append({
+                "model": entry.model, "task": row.task, "shots": row.shots, "selection": row.selection,
+                "seed": row.seed, "metric": name, "value": value,
+                "ci_low": interval.low if interval else None, "ci_high": interval.high if interval else None,
+                "n": row.num_examples, "std": (row.metrics_std or {}).get(name),
+                "config_hash": config_hash(row), "results": str(entry.folder),
+            })
+    return records
+
+
+def to_csv(records: Sequence[dict], header: Sequence[str]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(header), lineterminator="\n")
+    writer.writeheader()
+    for record in records:
+        writer.writerow({key: _plain(record.get(key)) for key in header})
+    return buffer.getvalue()
+
+
+def _plain(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return str(value)
+
+
+def to_markdown(records: Sequence[dict], header: Sequence[str], left: Sequence[str] = (), blank_repeats: Sequence[str] = (),
+                decimals: int | None = None) -> str:
+    """A pipe table: columns in `left` left-aligned, the others right-aligned (as the card's); a value
+    of a `blank_repeats` column equal to the one above is left blank (the card names each model once)."""
+    def cell(value) -> str:
+        if decimals is not None and isinstance(value, float):
+            return _number(value, decimals)
+        return _plain(value).replace("|", "\\|")
+
+    rows, previous = [], {}
+    for record in records:
+        cells = []
+        for key in header:
+            text = cell(record.get(key))
+            cells.append("" if key in blank_repeats and previous.get(key) == text else text)
+            previous[key] = text
+        rows.append(cells)
+    widths = [max([len(name), 3, *(len(r[i]) for r in rows)]) for i, name in enumerate(header)]
+    rule = [":" + "-" * (w + 1) if name in left else "-" * (w + 1) + ":" for name, w in zip(header, widths)]
+    lines = ["| " + " | ".join(name.ljust(w) for name, w in zip(header, widths)) + " |", "|" + "|".join(rule) + "|"]
+    for cells in rows:
+        lines.append("| " + " | ".join(c.ljust(w) if name in left else c.rjust(w) for c, name, w in zip(cells, header, widths)) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def to_json(records: Sequence[dict]) -> str:
+    def clean(value):
+        if isinstance(value, float) and math.isnan(value):
+            return None
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        return value
+
+    return json.dumps([{k: clean(v) for k, v in record.items()} for record in records], indent=2, ensure_ascii=False) + "\n"
+
+
+def export(folders: Sequence[Path], fmt: str, layout: str = "card", selection: str = "rices", decimals: int = 1,
+           intervals: bool = True, resamples: int = 1000, seed: int = 0, tasks_dirs: tuple[Path, ...] = ()) -> str:
+    """The text of the exported table."""
+    entries = load_entries(folders)
+    if layout == "card":
+        records = card_records(entries, selection, decimals, numbers=fmt == "json")
+        if fmt == "json":
+            return to_json(records)
+        if fmt == "csv":
+            return to_csv(records, CARD_HEADER)
+        return to_markdown(records, CARD_HEADER, left=("Model",), blank_repeats=("Model",))
+    records = long_records(entries, intervals, resamples, seed, tasks_dirs)
+    if fmt == "json":
+        return to_json(records)
+    if fmt == "csv":
+        return to_csv(records, LONG_HEADER)
+    return to_markdown(records, LONG_HEADER, left=("model", "task", "selection", "metric", "config_hash", "results"),
+                       decimals=2)

@@ -1,0 +1,276 @@
+"""Checkpoint sweeps: every checkpoint x task x shot count, a table, the best checkpoint, a plot.
+
+Each checkpoint is loaded once and evaluated on every task through the runner, into its own results
+folder `OUTPUT/<checkpoint folder name>/`, so a rerun resumes cell by cell exactly as `run` does (a
+finished cell is read back, a killed one continues from its partial predictions). Checkpoints are
+ordered by the training step in their names (`step-65000`, `checkpoint-37500`, `global_step1200`,
+`65000`); those without one come after, by name.
+
+Selection: `--select-by METRIC` takes the mean of that metric key over the sweep's cells (tasks x
+shots) that report it, `--select-by TASK:METRIC` one task's; `mean-normalised` (the default) takes,
+for each task and shot count, the task's headline metric divided by the best checkpoint's value in
+that cell (so the best checkpoint there scores 1.0), averages over shot counts, then over tasks:
+every task weighs the same whatever its scale (CIDEr near 100, accuracies near 50), and a task on
+which the checkpoints barely differ cannot swing the choice (as it could after min-max scaling).
+Ties go to the earlier checkpoint. The runner evaluates each task's query split: for selection,
+point --data at validation data, not at the reporting split.
+"""
+
+from __future__ import annotations
+
+import csv
+import gc
+import glob
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import UserError
+from .export import headline_metric
+from .results import Result, write_json_atomic
+
+MEAN_NORMALISED = "mean-normalised"
+STEP = re.compile(r"(?:global_step|step|checkpoint|ckpt|iteration|iter)[-_]?(\d+)", re.IGNORECASE)
+TABLE_HEADER = ("checkpoint", "step", "task", "shots", "metric", "value", "n", "results")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    path: Path
+    name: str
+    step: int | None
+
+
+def training_step(name: str) -> int | None:
+    """The step a checkpoint folder's name carries: step-65000, checkpoint-37500, global_step1200, 65000."""
+    if name.isdigit():
+        return int(name)
+    found = STEP.findall(name)
+    return int(found[-1]) if found else None
+
+
+def find_checkpoints(pattern: str) -> list[Checkpoint]:
+    """Checkpoint folders (holding config.json) matching a glob pattern, in training order."""
+    matches = [Path(p) for p in sorted(glob.glob(str(Path(pattern).expanduser())))]
+    found = [Checkpoint(p, p.name, training_step(p.name)) for p in matches if (p / "config.json").is_file()]
+    if not found:
+        skipped = f" ({len(matches)} matches, none holding config.json)" if matches else ""
+        raise UserError(f"--checkpoints {pattern!r} matches no checkpoint folder{skipped}; quote the pattern, e.g. 'ckpts/step-*'")
+    names = [c.name for c in found]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise UserError(f"several checkpoints are named {repeated[0]}; their results folders would collide, sweep them separately")
+    return sorted(found, key=lambda c: (c.step is None, c.step or 0, c.name))
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    checkpoints: str
+    tasks: tuple[str, ...]
+    shots: tuple[int, ...]
+    output_dir: Path
+    limit: int | None = None
+    data: Mapping[str, str] = field(default_factory=dict)  # task -> --data value
+    support_data: Mapping[str, str] = field(default_factory=dict)
+    demo_data: bool = False
+    select_by: str = MEAN_NORMALISED
+    batch_size: int = 8
+    num_beams: int | None = None
+    max_new_tokens: int | None = None
+    device: str | None = None
+    dtype: str | None = None
+    cache_dir: Path | None = None
+    tasks_dirs: tuple[Path, ...] = ()
+    overwrite: bool = False
+    progress: bool = True
+
+
+@dataclass
+class SweepResult:
+    checkpoints: list[Checkpoint]
+    table: list[dict]  # one record per checkpoint x task x shots x metric
+    scores: dict[str, float]  # checkpoint name -> selection score
+    best: Checkpoint
+    files: list[Path]
+
+
+def _run_config(config: SweepConfig, checkpoint: Checkpoint, task: str):
+    from .runner import RunConfig, demo_data
+    from .tasks import load_task
+
+    spec = load_task(task, config.tasks_dirs)
+    data = config.data.get(task)
+    if data is None and config.demo_data:
+        data = demo_data(spec)
+    support = config.support_data.get(task)
+    if support is None and config.demo_data and spec.support_task:
+        support = demo_data(load_task(spec.support_task, config.tasks_dirs))
+    return RunConfig(task=task, shots=config.shots, output_dir=config.output_dir / checkpoint.name, model=str(checkpoint.path),
+                     data=data, support_data=support, limit=config.limit, batch_size=config.batch_size,
+                     device=config.device, dtype=config.dtype, num_beams=config.num_beams,
+                     max_new_tokens=config.max_new_tokens, cache_dir=config.cache_dir,
+                     tasks_dirs=config.tasks_dirs, overwrite=config.overwrite, progress=config.progress)
+
+
+def run_sweep(config: SweepConfig) -> SweepResult:
+    """Evaluate every cell (resuming finished ones), then write sweep.csv, sweep.json and sweep.png."""
+    from .models import load_model
+    from .runner import prepare, run
+
+    if not config.tasks:
+        raise UserError("--tasks is empty; give task names like vqav2,okvqa")
+    checkpoints = find_checkpoints(config.checkpoints)
+    _check_select_by(config.select_by, config.tasks)
+    for task in config.tasks:  # every task's data and settings checked before the first load
+        prepare(_run_config(config, checkpoints[0], task), preloaded=True)
+    rows: dict[str, list[Result]] = {}
+    for checkpoint in checkpoints:
+        loaded = load_model(str(checkpoint.path), device=config.device, dtype=config.dtype)
+        rows[checkpoint.name] = [row for task in config.tasks for row in run(_run_config(config, checkpoint, task), loaded=loaded)]
+        del loaded
+        _free_memory()
+    table = sweep_table(checkpoints, rows, config.output_dir)
+    table_file = write_table(table, config.output_dir / "sweep.csv")  # first: a bad --select-by loses nothing
+    scores = selection_scores(table, config.select_by)
+    best = max(checkpoints, key=lambda c: (scores[c.name], -checkpoints.index(c)))
+    return SweepResult(checkpoints, table, scores, best, [table_file, *write_selection(config, checkpoints, table, scores, best)])
+
+
+def _free_memory() -> None:
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _check_select_by(select_by: str, tasks: Sequence[str]) -> None:
+    task, _, metric = select_by.rpartition(":")
+    if select_by != MEAN_NORMALISED and task and task not in tasks:
+        raise UserError(f"--select-by {select_by}: task {task} is not among --tasks ({', '.join(tasks)})")
+    if not metric:
+        raise UserError(f"--select-by {select_by!r}: give {MEAN_NORMALISED}, a metric key (vqa_accuracy) or TASK:METRIC")
+
+
+def sweep_table(checkpoints: Sequence[Checkpoint], rows: Mapping[str, Sequence[Result]], output_dir: Path) -> list[dict]:
+    table = []
+    for checkpoint in checkpoints:
+        for row in rows[checkpoint.name]:
+            for name, value in row.metrics.items():
+                table.append({"checkpoint": checkpoint.name, "step": checkpoint.step, "task": row.task, "shots": row.shots,
+                              "metric": name, "value": value, "n": row.num_examples,
+                              "results": str(output_dir / checkpoint.name)})
+    return table
+
+
+def headline_cells(table: Sequence[dict]) -> dict[tuple[str, int], dict[str, float]]:
+    """(task, shots) -> checkpoint -> the task's headline metric."""
+    by_task: dict[str, dict[str, float]] = {}
+    for record in table:
+        by_task.setdefault(record["task"], {})[record["metric"]] = record["value"]
+    headline = {task: headline_metric(task, metrics) for task, metrics in by_task.items()}
+    cells: dict[tuple[str, int], dict[str, float]] = {}
+    for record in table:
+        if record["metric"] == headline[record["task"]]:
+            cells.setdefault((record["task"], record["shots"]), {})[record["checkpoint"]] = record["value"]
+    return cells
+
+
+def selection_scores(table: Sequence[dict], select_by: str = MEAN_NORMALISED) -> dict[str, float]:
+    """Checkpoint -> its selection score (higher is better); see the module docstring."""
+    checkpoints = list(dict.fromkeys(record["checkpoint"] for record in table))
+    if select_by == MEAN_NORMALISED:
+        per_task: dict[str, dict[str, list[float]]] = {}
+        for (task, _), values in headline_cells(table).items():
+            best = max(values.values())
+            for checkpoint, value in values.items():
+                normalised = value / best if best > 0 else 1.0  # all zero: the cell tells the checkpoints apart nowhere
+                per_task.setdefault(task, {}).setdefault(checkpoint, []).append(normalised)
+        return {c: _mean([_mean(per_task[task].get(c, [math.nan])) for task in per_task]) for c in checkpoints}
+    task, _, metric = select_by.rpartition(":")
+    chosen = [r for r in table if r["metric"] == metric and (not task or r["task"] == task)]
+    if not chosen:
+        known = sorted({f"{r['task']}:{r['metric']}" for r in table})
+        raise UserError(f"--select-by {select_by}: no such metric in the sweep (known: {', '.join(known[:12])}); the table "
+                        "is in sweep.csv, and a rerun with another --select-by reuses every finished cell")
+    return {c: _mean([r["value"] for r in chosen if r["checkpoint"] == c]) for c in checkpoints}
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values and not any(math.isnan(v) for v in values) else -math.inf
+
+
+def write_table(table: Sequence[dict], path: Path) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(TABLE_HEADER), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({key: "" if record[key] is None else record[key] for key in TABLE_HEADER} for record in table)
+    return path
+
+
+def write_selection(config: SweepConfig, checkpoints: Sequence[Checkpoint], table: Sequence[dict], scores: Mapping[str, float],
+                    best: Checkpoint) -> list[Path]:
+    """sweep.json (every checkpoint's selection score, the best one) and sweep.png."""
+    out = config.output_dir
+    summary = {
+        "select_by": config.select_by,
+        "best": {"checkpoint": best.name, "path": str(best.path), "step": best.step, "score": scores[best.name]},
+        "checkpoints": [{"checkpoint": c.name, "path": str(c.path), "step": c.step, "score": scores[c.name]} for c in checkpoints],
+        "tasks": list(config.tasks), "shots": list(config.shots), "limit": config.limit,
+    }
+    json_path = out / "sweep.json"
+    write_json_atomic(json_path, summary)
+    return [json_path, plot_sweep(checkpoints, table, scores, best, config.select_by, out / "sweep.png")]
+
+
+def plot_sweep(checkpoints: Sequence[Checkpoint], table: Sequence[dict], scores: Mapping[str, float], best: Checkpoint,
+               select_by: str, path: Path) -> Path:
+    from .plots import Series, save, sweep_figure
+
+    steps = all(c.step is not None for c in checkpoints)
+    x_of = {c.name: (c.step if steps else c.name) for c in checkpoints}
+    cells = headline_cells(table)
+    metrics = {task: headline_metric(task, {r["metric"]: 0 for r in table if r["task"] == task}) for (task, _) in cells}
+    series = []
+    for (task, shots), values in sorted(cells.items(), key=lambda item: (item[0][1], item[0][0])):
+        ordered = [c.name for c in checkpoints if c.name in values]
+        series.append(Series(f"{shots}-shot", task, [x_of[n] for n in ordered], [values[n] for n in ordered]))
+    selection = Series(select_by, "", [x_of[c.name] for c in checkpoints], [scores[c.name] for c in checkpoints])
+    return save(sweep_figure(series, metrics, x_of[best.name], best.name, steps, selection), path)
+
+
+def summary_lines(result: SweepResult, select_by: str) -> list[str]:
+    """The checkpoints' headline metrics by task and shots, their selection score, and the best one."""
+    import pandas as pd
+
+    cells = headline_cells(result.table)
+    records = []
+    for checkpoint in result.checkpoints:
+        record = {"checkpoint": checkpoint.name, "step": "" if checkpoint.step is None else checkpoint.step}
+        for (task, shots), values in sorted(cells.items()):
+            record[f"{task} {shots}-shot"] = f"{values[checkpoint.name]:.2f}" if checkpoint.name in values else "-"
+        record[select_by] = f"{result.scores[checkpoint.name]:.4f}"
+        records.append(record)
+    best = result.best
+    return [pd.DataFrame.from_records(records).to_string(index=False), "",
+            f"best checkpoint by {select_by}: {best.name}" + (f" (step {best.step})" if best.step is not None else "")
+            + f", score {result.scores[best.name]:.4f}", *(f"wrote {path}" for path in result.files)]
+
+
+def parse_task_values(values: Sequence[str], tasks: Sequence[str], flag: str) -> dict[str, str]:
+    """--data TASK=PATH (one task) or --data PATH (every task) -> task -> value."""
+    found: dict[str, str] = {}
+    every: list[str] = []
+    for value in values:
+        task, sep, rest = value.partition("=")
+        if sep and task in tasks:
+            found[task] = rest
+        elif sep and re.fullmatch(r"[a-z0-9_]+", task):
+            raise UserError(f"{flag} {value}: {task} is not among --tasks ({', '.join(tasks)})")
+        else:
+            every.append(value)
+    if len(every) > 1:
+        raise UserError(f"{flag} given {len(every)} times without TASK=; give one folder for every task or TASK=PATH each")
+    return {task: found.get(task, every[0] if every else None) for task in tasks if task in found or every}

@@ -1,0 +1,74 @@
+"""Results folders built by code for the reporting tests (export, compare, plots, bootstrap).
+
+`table_run` writes results.json rows with chosen metric values and no predictions (enough for the
+card layout and plots); `scored_run` writes real predictions files for a task's bundled demo queries,
+scored by the task's metric, with rows exactly as the runner records them (data source, query
+fingerprint, limit, model), so that intervals and paired comparisons can be computed from them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from pathlib import Path
+
+from idefics_eval import formats
+from idefics_eval.examples import Example
+from idefics_eval.metrics import get_metric
+from idefics_eval.predictions import Prediction, prediction_file
+from idefics_eval.results import Result, merge_results
+from idefics_eval.runner import demo_data
+from idefics_eval.tasks import load_task
+
+
+def _config(model: str, fingerprint: str, task: str, **extra) -> dict:
+    return {"task": {"name": task, "version": 1}, "model": {"name": model, "fingerprint": fingerprint, "dtype": "float32"},
+            "command": ["idefics-eval", "run", "--task", task]} | extra
+
+
+def table_run(folder: Path, model: str, cells: Mapping[tuple[str, int], Mapping[str, float]], fingerprint: str = "f" * 16) -> Path:
+    """A results folder whose rows carry `cells[(task, shots)]` as their metrics."""
+    rows = [Result(task=task, shots=shots, selection="rices", seed=None, metrics=dict(metrics), num_examples=100,
+                   num_truncated=0, predictions=None, config=_config(model, fingerprint, task))
+            for (task, shots), metrics in cells.items()]
+    merge_results(folder / "results.json", rows)
+    return folder
+
+
+def demo_queries(task: str) -> list[Example]:
+    spec = load_task(task)
+    return list(formats.load_split(spec, spec.query_split, demo_data(spec)).examples)
+
+
+def scored_run(folder: Path, model: str, task: str, answers: Mapping[int, Callable[[int, Example], Prediction]],
+               limit: int | None = None, fingerprint: str = "f" * 16) -> Path:
+    """Predictions for the first `limit` demo queries of `task` at each shot count of `answers`
+    (`answers[shots](i, example)` makes query i's prediction), scored, with their results rows."""
+    spec = load_task(task)
+    split = formats.load_split(spec, spec.query_split, demo_data(spec))
+    examples = list(split.examples[:limit] if limit else split.examples)
+    metric = get_metric(spec.metric)
+    rows = []
+    for shots, answer in answers.items():
+        predictions = [answer(i, example) for i, example in enumerate(examples)]
+        predictions = [replace(p, score=metric.score(p, e)) for p, e in zip(predictions, examples)]
+        path = prediction_file(folder, task, shots, None)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(p.to_json() + "\n" for p in predictions))
+        data = {"source": split.source, "query_split": split.name, "query_fingerprint": split.fingerprint}
+        rows.append(Result(task=task, shots=shots, selection="rices", seed=None, metrics=metric.aggregate(predictions, examples),
+                           num_examples=len(examples), num_truncated=0, predictions=str(prediction_file(Path("."), task, shots, None)),
+                           config=_config(model, fingerprint, task, data=data, limit=limit)))
+    merge_results(folder / "results.json", rows)
+    return folder
+
+
+def vqa_answers(correct: Callable[[int], bool]) -> Callable[[int, Example], Prediction]:
+    """Query i answered with its most common ground-truth answer when `correct(i)`, else wrongly."""
+    from idefics_eval.prompts import most_common_answer
+
+    def make(i: int, example: Example) -> Prediction:
+        text = most_common_answer(example) if correct(i) else "zzz"
+        return Prediction(id=example.id, prediction=text, shots=(), score=None)
+
+    return make

@@ -1,0 +1,117 @@
+"""Export: the model card's table (CSV header, markdown as the card renders it), the long layout."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+
+import pytest
+from reporting_runs import scored_run, table_run, vqa_answers
+
+from idefics_eval.cli import main
+from idefics_eval.export import CARD_HEADER, export
+
+# The model card's header and its IDEFIX 9B rows, as published (SEED-model-card.txt).
+CARD_COLUMNS = [
+    "Model", "Shots", "VQAv2 (OE VQA acc)", "OKVQA (OE VQA acc)", "TextVQA (OE VQA acc)", "VizWiz (OE VQA acc)",
+    "TextCaps (CIDEr)", "Coco (CIDEr)", "NoCaps (CIDEr)", "Flickr (CIDEr)", "ImageNet1k (accuracy)", "VisDial (NDCG)",
+    "HatefulMemes (ROC AUC)", "ScienceQA (accuracy)", "RenderedSST2 (accuracy)", "Winoground (group (text/image))",
+]
+CARD_9B = """
+| IDEFIX 9B | 0 | 50.9 | 38.4 | 25.9 | 35.5 | 25.4 | 46.0 | 36.8 | 27.3 | 70.7 | 48.7 | 51.7 | 44.2 | 61.8 | 5.0 (16.8/20.8)|
+| | 4 | 55.6 | 45.8 | 26.8 | 42.0 | 60.8 | 88.9 | 78.4 | 52.2 | - | 48.1 | 52.6 | 41.6 | 60.6 | - |
+| | 8 | 56.4 | 47.3 | 26.8 | 42.8 | 63.7 | 96.9 | 84.3 | 60.3 | - | 47.5 | 52.3 | - | 66.8 | - |
+| | 16 | 57.2 | 49.0 | 28.1 | 45.0 | 68.0 | 99.6 | 87.2 | 65.0 | - | - | 52.5 | - | 66.0 | - |
+| | 32 | 57.9 | 50.4 | 28.2 | 45.9 | 69.7 | 101.5 | 88.6 | 66.0 | - | - | 53.1 | - | 63.4 | - |
+"""
+METRICS = {"vqav2": "vqa_accuracy", "okvqa": "vqa_accuracy", "textvqa": "textvqa_accuracy", "vizwiz": "vizwiz_accuracy",
+           "textcaps": "cider", "coco": "cider", "nocaps": "cider", "flickr30k": "cider", "imagenet": "accuracy",
+           "visdial": "ndcg", "hatefulmemes": "roc_auc", "scienceqa": "accuracy", "renderedsst2": "accuracy"}
+
+
+def cells(line: str) -> list[str]:
+    return [cell.strip() for cell in line.strip().strip("|").split("|")]
+
+
+def card_9b_as_results(folder):
+    """The card's 9B rows as a results folder, under the model name "IDEFIX 9B"."""
+    rows = {}
+    for line in CARD_9B.strip().splitlines():
+        values = cells(line)
+        shots = int(values[1])
+        for (task, metric), value in zip(METRICS.items(), values[2:]):
+            if value != "-":
+                rows[(task, shots)] = {metric: float(value)}
+        if values[-1] != "-":
+            group, text, image = map(float, re.findall(r"[\d.]+", values[-1]))
+            rows[("winoground", shots)] = {"text": text, "image": image, "group": group}
+    return table_run(folder, "IDEFIX 9B", rows)
+
+
+def test_the_markdown_renders_as_the_cards_table(tmp_path):
+    table = export([card_9b_as_results(tmp_path / "9b")], "markdown").splitlines()
+    assert cells(table[0]) == CARD_COLUMNS
+    assert re.fullmatch(r"\|:-+\|(-+:\|){15}", table[1])  # Model left-aligned, the rest right-aligned, as the card
+    assert [cells(line) for line in table[2:]] == [cells(line) for line in CARD_9B.strip().splitlines()]
+
+
+def test_two_folders_give_a_csv_with_the_cards_columns_in_the_cards_order(tmp_path):
+    a = table_run(tmp_path / "a", "org/model-a", {("vqav2", 0): {"vqa_accuracy": 51.234, "vqa_accuracy/other": 40.0},
+                                                  ("vqav2", 4): {"vqa_accuracy": 55.0}, ("coco", 4): {"cider": 88.94}})
+    b = table_run(tmp_path / "b", "org/model-b", {("hatefulmemes", 0): {"roc_auc": 51.66, "accuracy": 50.0},
+                                                  ("winoground", 0): {"text": 16.75, "image": 20.8, "group": 5.0}})
+    text = export([a, b], "csv")
+    assert text.splitlines()[0] == ",".join(f'"{c}"' if "," in c else c for c in CARD_COLUMNS)
+    assert tuple(CARD_COLUMNS) == CARD_HEADER
+    records = list(csv.DictReader(io.StringIO(text)))
+    assert [(r["Model"], r["Shots"]) for r in records] == [("org/model-a", "0"), ("org/model-a", "4"), ("org/model-b", "0")]
+    assert records[0]["VQAv2 (OE VQA acc)"] == "51.2" and records[0]["Coco (CIDEr)"] == "-"
+    assert records[1]["Coco (CIDEr)"] == "88.9"
+    assert records[2]["HatefulMemes (ROC AUC)"] == "51.7"
+    assert records[2]["Winoground (group (text/image))"] == "5.0 (16.8/20.8)"
+    assert all(r["OKVQA (OE VQA acc)"] == "-" for r in records)
+
+
+def test_json_card_layout_keeps_numbers(tmp_path):
+    a = table_run(tmp_path / "a", "m", {("vqav2", 0): {"vqa_accuracy": 51.234}})
+    (record,) = json.loads(export([a], "json"))
+    assert record["VQAv2 (OE VQA acc)"] == 51.234 and record["Coco (CIDEr)"] is None and list(record) == CARD_COLUMNS
+
+
+def test_one_model_in_two_folders_is_one_row_and_a_cell_in_both_is_refused(tmp_path, capsys):
+    a = table_run(tmp_path / "a", "m", {("vqav2", 0): {"vqa_accuracy": 50.0}})
+    b = table_run(tmp_path / "b", "m", {("okvqa", 0): {"vqa_accuracy": 40.0}})
+    (record,) = json.loads(export([a, b], "json"))
+    assert (record["VQAv2 (OE VQA acc)"], record["OKVQA (OE VQA acc)"]) == (50.0, 40.0)
+    c = table_run(tmp_path / "c", "m", {("vqav2", 0): {"vqa_accuracy": 51.0}})
+    with pytest.raises(SystemExit) as exit_:
+        main(["export", str(a), str(c)])
+    assert exit_.value.code == 2 and "several folders" in capsys.readouterr().err
+
+
+def test_long_layout_has_intervals_sizes_and_config_hashes(tmp_path):
+    run = scored_run(tmp_path / "run", "m", "vqav2", {0: vqa_answers(lambda i: i % 2 == 0), 4: vqa_answers(lambda i: i % 3 == 0)}, limit=12)
+    records = list(csv.DictReader(io.StringIO(export([run], "csv", layout="long", resamples=200))))
+    assert list(records[0]) == ["model", "task", "shots", "selection", "seed", "metric", "value", "ci_low", "ci_high", "n", "std",
+                                "config_hash", "results"]
+    main_rows = [r for r in records if r["metric"] == "vqa_accuracy"]
+    assert [(r["shots"], r["n"]) for r in main_rows] == [("0", "12"), ("4", "12")]
+    for r in main_rows:
+        assert float(r["ci_low"]) <= float(r["value"]) <= float(r["ci_high"]) and float(r["ci_low"]) < float(r["ci_high"])
+        assert re.fullmatch(r"[0-9a-f]{12}", r["config_hash"])
+    assert {r["metric"] for r in records} >= {"vqa_accuracy", "vqa_accuracy/yes/no"}
+    no_ci = list(csv.DictReader(io.StringIO(export([run], "csv", layout="long", intervals=False))))
+    assert all(r["ci_low"] == "" for r in no_ci) and len(no_ci) == len(records)
+
+
+def test_cli_export_writes_the_file_and_refuses_a_folder_without_results(tmp_path, capsys):
+    run = table_run(tmp_path / "run", "m", {("vqav2", 0): {"vqa_accuracy": 50.0}})
+    main(["export", str(run), "--format", "csv", "-o", str(tmp_path / "card.csv")])
+    assert (tmp_path / "card.csv").read_text().splitlines()[1].startswith("m,0,50.0,-")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit) as exit_:
+        main(["export", str(run), str(tmp_path / "empty")])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "holds no results.json" in err and len(err.strip().splitlines()) == 1
