@@ -1,4 +1,4 @@
-"""A plain `pip install .` ships the task files, prompt templates and demo data inside the package."""
+"""A plain `pip install .` ships the task files, prompt templates, demo data and the published table."""
 
 from __future__ import annotations
 
@@ -22,4 +22,5 @@ def test_wheel_contains_tasks_prompts_and_demo_data(tmp_path):
     demo = ROOT / "idefics_eval" / "demo" / "data"
     shipped = {p.relative_to(ROOT).as_posix() for p in demo.rglob("*") if p.is_file()}
     assert shipped and shipped <= names
+    assert "idefics_eval/builtin_published/idefics_model_card.csv" in names
     assert any(name.endswith("entry_points.txt") for name in names)
