@@ -1,4 +1,4 @@
-"""The command line: `idefics-eval run | score | tasks | demo-model`.
+"""The command line: `idefics-eval run | score | tasks | demo-model | sweep | export | plot | compare`.
 
 User mistakes (`UserError`, bad flags) print one line and exit with status 2; anything else is an
 internal error: one line, status 1, and `--debug` shows the traceback.
