@@ -345,10 +345,11 @@ class QueryData:
                             f"{split.fingerprint}, recorded {data['query_fingerprint']}); pass --no-ci or restore the data")
         limit = row.config.get("limit")
         examples = list(split.examples[:limit] if limit else split.examples)
-        if len(examples) != row.num_examples:
+        if len(examples) != row.num_examples + row.num_skipped:
             raise UserError(f"{folder}: the {row.task} {row.shots}-shot row counts {row.num_examples} queries, but its "
                             f"split and limit give {len(examples)}; pass --no-ci")
         found = {p.id: p for p in read_predictions(folder / row.predictions)}
+        examples = [e for e in examples if e.id not in found or found[e.id].error is None]  # skipped: not scored
         missing = [e.id for e in examples if e.id not in found]
         if missing:
             raise UserError(f"{folder / row.predictions}: no prediction for query {missing[0]} ({len(missing)} missing); "

@@ -62,6 +62,9 @@ def cli(debug: bool) -> None:
 @click.option("--tasks-dir", "tasks_dirs", multiple=True, type=click.Path(path_type=Path), help="Extra folder of task files.")
 @click.option("--overwrite", is_flag=True, help="Replace predictions in --output-dir made under another configuration.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
+@click.option("--on-bad-example", type=click.Choice(["stop", "skip"]), default="stop", show_default=True,
+              help="A corrupt or missing image met during the run: stop naming it, or skip the query (counted).")
+@click.option("--allow-pickle-weights", is_flag=True, help="Allow loading .bin (pickle) weights; by default only safetensors load.")
 def run(**options) -> None:
     """Evaluate a model on a task at several shot counts."""
     from .reports import summary_table
@@ -91,6 +94,8 @@ def run(**options) -> None:
         tasks_dirs=tuple(options["tasks_dirs"]),
         overwrite=options["overwrite"],
         progress=not options["no_progress"],
+        on_bad_example=options["on_bad_example"],
+        allow_pickle_weights=options["allow_pickle_weights"],
     )
     rows = run_evaluation(config)
     if rows:  # under torchrun only rank 0 reports
@@ -103,13 +108,14 @@ def run(**options) -> None:
 @click.option("--predictions", "predictions_file", required=True, type=click.Path(path_type=Path))
 @click.option("--data", help="The task's data (as for `run`); default: the bundled sample data with --demo.")
 @click.option("--demo", is_flag=True, help="Score against the bundled sample data.")
+@click.option("--limit", type=int, help="The run evaluated only the first N queries.")
 @click.option("--tasks-dir", "tasks_dirs", multiple=True, type=click.Path(path_type=Path))
-def score(task: str, predictions_file: Path, data: str | None, demo: bool, tasks_dirs: tuple[Path, ...]) -> None:
+def score(task: str, predictions_file: Path, data: str | None, demo: bool, limit: int | None, tasks_dirs: tuple[Path, ...]) -> None:
     """Re-score a predictions file without a model."""
     from .reports import format_metrics
     from .scoring import score_file
 
-    metrics, count = score_file(task, predictions_file, data, demo, tuple(tasks_dirs))
+    metrics, count = score_file(task, predictions_file, data, demo, tuple(tasks_dirs), limit=limit)
     click.echo(f"{task}: {count} predictions")
     click.echo(format_metrics(metrics))
 

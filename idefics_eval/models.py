@@ -88,6 +88,12 @@ def check_processor(processor, name: str) -> None:
         raise UserError(f"the tokenizer of {name} does not know {missing[0]}; it is not an IDEFICS tokenizer")
 
 
+def _check_processor_type(processor, name: str) -> None:
+    if not isinstance(processor, IdeficsProcessor):
+        raise UserError(f"{name} has a {type(processor).__name__}, not an IdeficsProcessor; is it an IDEFICS checkpoint?")
+    check_processor(processor, name)
+
+
 def load_model(
     name: str,
     *,
@@ -95,11 +101,14 @@ def load_model(
     dtype: str | None = None,
     demo_seed: int | None = None,
     device_map: str | None = None,
+    allow_pickle: bool = False,
 ) -> LoadedModel:
     """Load IdeficsForVisionText2Text and its processor; `demo_seed` builds the embedded tiny model.
 
     `device_map` ("auto", "balanced", ...) lets accelerate split a model too large for one GPU over
     all visible GPUs (and CPU memory); inputs then go to the device of the first layers.
+    Only safetensors weights load unless `allow_pickle` (a .bin file is a pickle that can run code),
+    and remote code is never trusted: IDEFICS is part of transformers.
     """
     resolved_device = resolve_device(device)
     resolved_dtype = resolve_dtype(dtype, resolved_device)
@@ -112,16 +121,21 @@ def load_model(
         name = model.config.name_or_path
     else:
         check_checkpoint(name)
+        folder = Path(name).expanduser()
+        if not allow_pickle and folder.is_dir() and not any(folder.glob("*.safetensors")) and any(folder.glob("*.bin")):
+            raise UserError(f"{name} holds pickle (.bin) weights only; convert them to safetensors, or pass --allow-pickle-weights if you trust the file")
         try:
-            processor = AutoProcessor.from_pretrained(name)
-            model = IdeficsForVisionText2Text.from_pretrained(name, dtype=resolved_dtype, device_map=device_map)
+            processor = AutoProcessor.from_pretrained(name, trust_remote_code=False)
+            _check_processor_type(processor, name)  # before the (long) weight loading
+            model = IdeficsForVisionText2Text.from_pretrained(
+                name, dtype=resolved_dtype, device_map=device_map, use_safetensors=None if allow_pickle else True,
+                trust_remote_code=False,
+            )
         except (OSError, ValueError) as error:
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             hint = "" if Path(name).expanduser().is_dir() else " (offline? download the checkpoint and pass its folder)"
             raise UserError(f"cannot load model {name!r}: {first}{hint}") from None
-    if not isinstance(processor, IdeficsProcessor):
-        raise UserError(f"{name} has a {type(processor).__name__}, not an IdeficsProcessor; is it an IDEFICS checkpoint?")
-    check_processor(processor, name)
+    _check_processor_type(processor, name)
     processor.tokenizer.padding_side = "left"
     if device_map is None:
         model = model.to(device=resolved_device, dtype=resolved_dtype)

@@ -34,6 +34,7 @@ class Prediction:
     dropped_shots: int = 0  # shots removed to fit the model's context (0: not truncated)
     scores: tuple[float, ...] = ()
     ranking: tuple[int, ...] = ()
+    error: str | None = None  # why the query was skipped (--on-bad-example skip); it is then not scored
 
     def to_json(self) -> str:
         record = asdict(self)
@@ -41,6 +42,8 @@ class Prediction:
             record[key] = list(record[key])
         if not self.scores and not self.ranking:
             del record["scores"], record["ranking"]
+        if self.error is None:
+            del record["error"]
         return json.dumps(record, ensure_ascii=False)
 
 
@@ -62,6 +65,7 @@ def _parse(line: str, where: str) -> Prediction:
         dropped_shots=int(record.get("dropped_shots", 0)),
         scores=tuple(float(value) for value in record.get("scores", ())),
         ranking=tuple(int(value) for value in record.get("ranking", ())),
+        error=record.get("error"),
     )
 
 

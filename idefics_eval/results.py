@@ -41,6 +41,7 @@ class Result:
     predictions: str | None  # path of the predictions file, relative to the output folder
     config: dict[str, Any] = field(default_factory=dict)  # task/prompt versions, model, shots, data, versions
     metrics_std: dict[str, float] | None = None  # over seeds, on aggregate rows only
+    num_skipped: int = 0  # queries skipped for a bad example (--on-bad-example skip), not in the metrics
 
     @property
     def key(self) -> tuple:

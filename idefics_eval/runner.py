@@ -13,6 +13,7 @@ import os
 import statistics
 import sys
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -60,6 +61,8 @@ class RunConfig:
     tasks_dirs: tuple[Path, ...] = ()
     overwrite: bool = False
     progress: bool = True
+    on_bad_example: str = "stop"  # a corrupt or missing image met during the run: "stop" or "skip" (counted)
+    allow_pickle_weights: bool = False  # .bin checkpoints unpickle code; only safetensors load unless allowed
 
 
 @dataclass
@@ -92,6 +95,8 @@ def prepare(config: RunConfig, preloaded: bool = False) -> Prepared:
         raise UserError(f"--limit {config.limit}: give a positive number of queries")
     if config.batch_size < 1:
         raise UserError(f"--batch-size {config.batch_size}: give a positive batch size")
+    if config.on_bad_example not in ("stop", "skip"):
+        raise UserError(f"--on-bad-example {config.on_bad_example!r}: use stop or skip")
     if config.selection not in ("rices", "random"):
         raise UserError(f"--selection {config.selection!r}: use rices or random")
     if config.selection == "rices" and tuple(config.seeds) != (0,):
@@ -343,12 +348,15 @@ def _evaluate_setting(p: Prepared, loaded: LoadedModel, selector, shots: int, se
             else:
                 ranker = Ranker(loaded, p.config.batch_size)
                 for query in todo:
-                    if p.spec.request == "match":
-                        prediction = _matched(p, ranker, query)
-                    else:
-                        reserve = _candidate_reserve(loaded, candidates_of(p.spec, query))
-                        context, dropped, _ = _fit_prompt(p, loaded, selector.select(query, shots), query, reserve)
-                        prediction = _ranked(p, ranker, query, context, dropped)
+                    try:
+                        if p.spec.request == "match":
+                            prediction = _matched(p, ranker, query)
+                        else:
+                            reserve = _candidate_reserve(loaded, candidates_of(p.spec, query))
+                            context, dropped, _ = _fit_prompt(p, loaded, selector.select(query, shots), query, reserve)
+                            prediction = _ranked(p, ranker, query, context, dropped)
+                    except UserError as error:
+                        prediction = _bad_example(p, query, error)
                     writer.write([prediction])
                     bar.update(1)
     finally:
@@ -359,13 +367,44 @@ def _evaluate_setting(p: Prepared, loaded: LoadedModel, selector, shots: int, se
     return predictions
 
 
+def _bad_example(p: Prepared, query: Example, error: UserError) -> Prediction:
+    """A query whose image (or a shot's) cannot be read: stop the run naming it, or skip it, counted."""
+    if p.config.on_bad_example == "stop":
+        raise UserError(f"query {query.id}: {error}; fix the data, or pass --on-bad-example skip to skip such queries") from None
+    return Prediction(id=query.id, prediction="", shots=(), score=None, error=str(error))
+
+
+class _Tolerant:
+    """Generation that finds the bad example of a failed batch by retrying its prompts one by one."""
+
+    def __init__(self, generator: Generator):
+        self.generator = generator
+        self.errors: dict[int, UserError] = {}
+
+    def generate(self, prompts: list[Prompt]) -> list[str | None]:
+        try:
+            return self.generator.generate(prompts)
+        except UserError:
+            answers: list[str | None] = []
+            for prompt in prompts:
+                try:
+                    answers.extend(self.generator.generate([prompt]))
+                except UserError as error:
+                    self.errors[id(prompt)] = error
+                    answers.append(None)
+            return answers
+
+
 def _generate(p: Prepared, loaded: LoadedModel, selector, shots: int, todo: list[Example], writer: PredictionWriter, bar) -> None:
-    generator = Generator(loaded, p.generation)
+    generator = _Tolerant(Generator(loaded, p.generation))
     requests = [_fit_prompt(p, loaded, selector.select(query, shots), query, p.generation.max_new_tokens) for query in todo]
 
-    def record(indices: list[int], answers: list[str]) -> None:
+    def record(indices: list[int], answers: list[str | None]) -> None:
         predictions = []
         for i, answer in zip(indices, answers):
+            if answer is None:
+                predictions.append(_bad_example(p, todo[i], generator.errors[id(requests[i][0])]))
+                continue
             prediction = Prediction(id=todo[i].id, prediction=answer, shots=requests[i][0].shot_ids, score=None,
                                     dropped_shots=requests[i][1])
             predictions.append(replace(prediction, score=p.metric.score(prediction, todo[i])))
@@ -390,6 +429,31 @@ def _shots_identity(p: Prepared, selection: dict, shots: int) -> dict:
     return selection | {"support_split": p.support.name, "support_source": p.support.source}
 
 
+@contextmanager
+def folder_lock(output_dir: Path, enabled: bool = True):
+    """Hold `output_dir/.lock` for the run: a second run into the same folder is refused, not interleaved."""
+    if not enabled:
+        yield
+        return
+    import fcntl
+
+    handle = open(output_dir / ".lock", "a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise UserError(f"another idefics-eval run ({holder}) is writing to {output_dir}; wait for it to finish or use another --output-dir") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        yield
+    finally:
+        handle.close()
+
+
 def run(config: RunConfig, loaded: LoadedModel | None = None) -> list[Result]:
     """Evaluate one task at every requested shot count; write predictions and results.json.
 
@@ -398,9 +462,15 @@ def run(config: RunConfig, loaded: LoadedModel | None = None) -> list[Result]:
     """
     world = current_world()
     p = prepare(config, preloaded=loaded is not None)
+    with folder_lock(config.output_dir, enabled=world.is_main):
+        return _run(config, p, world, loaded)
+
+
+def _run(config: RunConfig, p: Prepared, world: World, loaded: LoadedModel | None) -> list[Result]:
     if loaded is None:
         loaded = load_model(config.model or "demo", device=world.device(config.device), dtype=config.dtype,
-                            demo_seed=config.demo_seed if config.demo else None, device_map=config.device_map)
+                            demo_seed=config.demo_seed if config.demo else None, device_map=config.device_map,
+                            allow_pickle=config.allow_pickle_weights)
     identity = _identity(p, loaded)
     manifest = Manifest(p, identity) if world.is_main else None
     world.barrier()
@@ -428,14 +498,16 @@ def run(config: RunConfig, loaded: LoadedModel | None = None) -> list[Result]:
             predictions = _evaluate_setting(p, loaded, selector, shots, seed, world)
             if not world.is_main:
                 continue
+            scored = [(pred, query) for pred, query in zip(predictions, p.queries.examples) if pred.error is None]
             rows.append(
                 Result(
                     task=p.spec.name,
                     shots=shots,
                     selection=config.selection,
                     seed=seed,
-                    metrics=p.metric.aggregate(predictions, p.queries.examples),
-                    num_examples=len(predictions),
+                    metrics=p.metric.aggregate([s[0] for s in scored], [s[1] for s in scored]),
+                    num_examples=len(scored),
+                    num_skipped=len(predictions) - len(scored),
                     num_truncated=sum(pred.dropped_shots > 0 for pred in predictions),
                     predictions=str(prediction_file(Path("."), p.spec.name, shots, seed)),
                     config=identity | {"shots": shots_identity or {"selection": config.selection, "seed": seed},

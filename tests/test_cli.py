@@ -106,7 +106,8 @@ def test_a_different_configuration_in_the_same_folder_is_refused(first_run, tmp_
 def test_score_recomputes_the_run(first_run, capsys):
     out, _ = first_run
     rows = json.loads((out / "results.json").read_text())
-    code, stdout, _ = invoke(capsys, "score", "--task", "vqav2", "--demo", "--predictions", str(out / "predictions" / "vqav2_4shot.jsonl"))
+    code, stdout, _ = invoke(capsys, "score", "--task", "vqav2", "--demo", "--limit", "6",
+                             "--predictions", str(out / "predictions" / "vqav2_4shot.jsonl"))
     assert code == 0
     assert f"vqa_accuracy: {rows[1]['metrics']['vqa_accuracy']:.2f}" in stdout
 

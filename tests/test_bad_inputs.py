@@ -1,0 +1,251 @@
+"""The table of bad inputs: each gets exit status 2, one line on stderr without a traceback, and
+leaves the results already in the output folder byte for byte as they were."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from idefics_eval.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "idefics_eval" / "demo" / "data" / "vqav2"
+VAL_Q = "v2_OpenEnded_mscoco_val2014_questions.json"
+VAL_A = "v2_mscoco_val2014_annotations.json"
+
+
+def invoke(capsys, *args: str) -> tuple[int, str]:
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code
+    return code, capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def previous(tmp_path_factory):
+    """An output folder holding an earlier run's results."""
+    out = tmp_path_factory.mktemp("previous")
+    main(["run", "--task", "vqav2", "--demo", "--shots", "0", "--limit", "2", "--num-beams", "1", "--max-new-tokens", "3",
+          "--output-dir", str(out), "--no-progress"])
+    return out
+
+
+def data_copy(tmp_path: Path, edit=None) -> Path:
+    data = tmp_path / "data"
+    shutil.copytree(DEMO, data)
+    if edit:
+        edit(data)
+    return data
+
+
+def edit_json(path: Path, change) -> None:
+    record = json.loads(path.read_text())
+    change(record)
+    path.write_text(json.dumps(record))
+
+
+def drop_answers(data: Path) -> None:
+    edit_json(data / VAL_A, lambda r: r["annotations"][3].pop("answers"))
+
+
+def duplicate_question(data: Path) -> None:
+    edit_json(data / VAL_Q, lambda r: r["questions"].append(dict(r["questions"][0])))
+
+
+def empty_split(data: Path) -> None:
+    edit_json(data / VAL_Q, lambda r: r.update(questions=[]))
+    edit_json(data / VAL_A, lambda r: r.update(annotations=[]))
+
+
+def tasks_dir(tmp_path: Path, old: str, new: str) -> Path:
+    folder = tmp_path / "tasks"
+    folder.mkdir()
+    (folder / "vqav2.yaml").write_text((ROOT / "tasks" / "vqav2.yaml").read_text().replace(old, new, 1))
+    return folder
+
+
+def checkpoint_without_image_tokens(tmp_path: Path) -> Path:
+    from transformers import IdeficsProcessor
+    from transformers.models.idefics.image_processing_pil_idefics import IdeficsImageProcessorPil
+
+    from idefics_eval.demo import model as demo
+
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    folder = tmp_path / "plain-tokenizer"
+    demo.build_model(0).save_pretrained(folder)
+    bare = Tokenizer(models.BPE(vocab={"<unk>": 0, "<s>": 1, "</s>": 2, "a": 3}, merges=[]))
+    bare.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    plain = PreTrainedTokenizerFast(tokenizer_object=bare, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<unk>")
+    IdeficsProcessor(image_processor=IdeficsImageProcessorPil(image_size=32), tokenizer=plain).save_pretrained(folder)
+    return folder
+
+
+def pickle_checkpoint(tmp_path: Path) -> Path:
+    folder = tmp_path / "pickled"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "pytorch_model.bin").write_bytes(b"not really a pickle")
+    return folder
+
+
+RUN_CASES = {
+    "unknown task": (lambda t: ["--task", "vqa3"], "unknown task 'vqa3'"),
+    "shots not a number": (lambda t: ["--shots", "4,x"], "'x' is not a whole number"),
+    "negative shots": (lambda t: ["--shots", "-1"], "negative"),
+    "empty shots": (lambda t: ["--shots", ""], "empty"),
+    "more shots than support": (lambda t: ["--shots", "200"], "fewer than the 200 shots"),
+    "limit 0": (lambda t: ["--limit", "0"], "--limit 0"),
+    "task file unknown key": (lambda t: ["--tasks-dir", str(tasks_dir(t, "metric: vqa_accuracy", "metric: vqa_accuracy\nmetrik: x"))], "unknown key 'metrik'"),
+    "task file wrong type": (lambda t: ["--tasks-dir", str(tasks_dir(t, "version: 1", "version: one"))], "version: expected int"),
+    "task file invalid YAML": (lambda t: ["--tasks-dir", str(tasks_dir(t, "request: generate", "request: [generate"))], "not valid YAML"),
+    "missing annotation file": (lambda t: ["--data", str(data_copy(t, lambda d: (d / VAL_A).unlink()))], VAL_A),
+    "annotations with the wrong schema": (lambda t: ["--data", str(data_copy(t, drop_answers))], "answers"),
+    "duplicate query ids": (lambda t: ["--data", str(data_copy(t, duplicate_question))], "duplicate"),
+    "annotation pointing at a missing image": (lambda t: ["--data", str(data_copy(t, lambda d: sorted((d / "val2014").iterdir())[0].unlink()))], "COCO_val2014_"),
+    "empty query split": (lambda t: ["--data", str(data_copy(t, empty_split))], "empty"),
+    "data folder that does not exist": (lambda t: ["--data", str(t / "nowhere" / "data")], "data folder not found"),
+    "winoground with shots": (lambda t: ["--task", "winoground", "--shots", "0,4"], "zero-shot only"),
+    "seeds with rices": (lambda t: ["--seeds", "1,2"], "--seeds applies to --selection random"),
+    "unknown dtype": (lambda t: ["--dtype", "float8"], "--dtype 'float8'"),
+    "no model": (lambda t: ["--no-demo"], "no model"),
+}
+MODEL_CASES = {
+    "checkpoint folder that does not exist": (lambda t: str(t / "no" / "such" / "checkpoint"), "model folder not found"),
+    "checkpoint folder without a model": (lambda t: str((t / "empty").mkdir() or t / "empty"), "holds no model"),
+    "tokenizer without the image tokens": (checkpoint_without_image_tokens, "does not know <image>"),
+    "pickle weights": (pickle_checkpoint, "--allow-pickle-weights"),
+    "demo and model together": (lambda t: str(DEMO), "--demo and --model both given"),
+}
+
+
+def assert_clean_refusal(code: int, err: str, message: str, previous: Path, before: bytes) -> None:
+    assert code == 2, err
+    assert message in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert (previous / "results.json").read_bytes() == before
+
+
+@pytest.mark.parametrize("case", sorted(RUN_CASES))
+def test_bad_run_input(case, previous, tmp_path, capsys):
+    make_args, message = RUN_CASES[case]
+    before = (previous / "results.json").read_bytes()
+    args = make_args(tmp_path)
+    base = {"--task": "vqav2", "--shots": "0,4", "--limit": "2"}
+    extra = []
+    demo = ["--demo"]
+    if args == ["--no-demo"]:
+        args, demo = [], []
+    for key, value in zip(args[::2], args[1::2]):
+        if key in base:
+            base[key] = value
+        else:
+            extra += [key, value]
+    command = ["run", *demo, "--output-dir", str(previous), "--no-progress", "--num-beams", "1", *extra]
+    for key, value in base.items():
+        command += [key, value]
+    assert_clean_refusal(*invoke(capsys, *command), message, previous, before)
+
+
+@pytest.mark.parametrize("case", sorted(MODEL_CASES))
+def test_bad_model(case, previous, tmp_path, capsys):
+    make_model, message = MODEL_CASES[case]
+    before = (previous / "results.json").read_bytes()
+    demo = ["--demo"] if case == "demo and model together" else ["--data", str(DEMO)]
+    model = make_model(tmp_path)
+    capsys.readouterr()  # what building the fixture printed
+    code, err = invoke(capsys, "run", "--task", "vqav2", "--shots", "0", "--limit", "2", "--model", model,
+                       *demo, "--output-dir", str(previous), "--no-progress")
+    assert_clean_refusal(code, err, message, previous, before)
+
+
+def test_output_folder_that_cannot_be_written(previous, tmp_path, capsys):
+    before = (previous / "results.json").read_bytes()
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, err = invoke(capsys, "run", "--task", "vqav2", "--demo", "--shots", "0", "--output-dir", str(blocker / "out"))
+    assert_clean_refusal(code, err, "cannot write to the output folder", previous, before)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda lines: lines + [lines[0]], "appears twice"),
+        (lambda lines: lines + [json.dumps({"id": "999", "prediction": "x"})], "query id 999 is not in"),
+        (lambda lines: lines[:-1], "no prediction for query"),
+        (lambda lines: lines[:1] + ["{not json"], "is not a JSON prediction line"),
+    ],
+)
+def test_bad_predictions_for_score(previous, tmp_path, capsys, edit, message):
+    before = (previous / "results.json").read_bytes()
+    lines = (previous / "predictions" / "vqav2_0shot.jsonl").read_text().splitlines()
+    path = tmp_path / "bad.jsonl"
+    path.write_text("\n".join(edit(lines)) + "\n")
+    code, err = invoke(capsys, "score", "--task", "vqav2", "--demo", "--limit", "2", "--predictions", str(path))
+    assert_clean_refusal(code, err, message, previous, before)
+
+
+def test_export_of_a_folder_without_results(previous, tmp_path, capsys):
+    before = (previous / "results.json").read_bytes()
+    code, err = invoke(capsys, "export", str(tmp_path), "--format", "csv", "-o", str(tmp_path / "x.csv"))
+    assert_clean_refusal(code, err, "results.json", previous, before)
+
+
+def test_corrupt_image_stops_naming_query_and_path_or_is_skipped_and_counted(tmp_path, capsys):
+    data = data_copy(tmp_path)
+    victim = sorted((data / "val2014").iterdir())[0]
+    victim.write_bytes(victim.read_bytes()[:200])  # a truncated JPEG
+    common = ["run", "--task", "vqav2", "--shots", "0", "--num-beams", "1", "--max-new-tokens", "3", "--demo",
+              "--data", str(data), "--no-progress"]
+    code, err = invoke(capsys, *common, "--output-dir", str(tmp_path / "stop"))
+    assert code == 2 and victim.name in err and "query " in err and "--on-bad-example skip" in err
+    assert len(err.strip().splitlines()) == 1
+    code, _ = invoke(capsys, *common, "--output-dir", str(tmp_path / "skip"), "--on-bad-example", "skip")
+    assert code == 0
+    (row,) = json.loads((tmp_path / "skip" / "results.json").read_text())
+    questions = json.loads((data / VAL_Q).read_text())["questions"]
+    hit = sum(victim.name.endswith(f"{q['image_id']:012d}.jpg") for q in questions)
+    assert row["num_skipped"] == hit > 0 and row["num_examples"] == len(questions) - hit
+    lines = [json.loads(l) for l in (tmp_path / "skip" / "predictions" / "vqav2_0shot.jsonl").read_text().splitlines()]
+    assert sum("error" in line for line in lines) == hit
+
+
+def test_interrupted_results_write_leaves_the_old_file(previous, monkeypatch):
+    from idefics_eval import results
+
+    before = (previous / "results.json").read_bytes()
+
+    def failing_dump(data, handle, **kwargs):
+        handle.write('[{"task": "half')
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(results.json, "dump", failing_dump)
+    with pytest.raises(OSError):
+        results.write_json_atomic(previous / "results.json", [{"x": 1}])
+    assert (previous / "results.json").read_bytes() == before
+
+
+def test_a_second_run_into_a_busy_folder_is_refused(tmp_path, capsys):
+    out = tmp_path / "busy"
+    first = subprocess.Popen([sys.executable, "-m", "idefics_eval", "run", "--task", "vqav2", "--demo", "--shots", "0,4",
+                              "--limit", "12", "--batch-size", "1", "--num-beams", "1", "--output-dir", str(out), "--no-progress"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / ".lock").exists() or "pid" not in (out / ".lock").read_text():
+        assert time.monotonic() < deadline and first.poll() is None
+        time.sleep(0.05)
+    code, err = invoke(capsys, "run", "--task", "vqav2", "--demo", "--shots", "0", "--limit", "2", "--output-dir", str(out),
+                       "--no-progress")
+    assert code == 2 and "is writing to" in err
+    assert first.wait(timeout=300) == 0, first.stderr.read()[-1000:]
+    rows = json.loads((out / "results.json").read_text())
+    assert [r["shots"] for r in rows] == [0, 4] and all(r["num_examples"] == 12 for r in rows)
