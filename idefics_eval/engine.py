@@ -1,6 +1,15 @@
 """Model requests: open-ended generation over batches of interleaved prompts.
 
-This is the plain path: `model.generate` on pixel inputs, which every faster path must match.
+Two paths give the same token ids (tested: greedy and 3-beam search, batch sizes 1 and 8, 0 to 8
+images a prompt):
+
+* the plain path (`Generator.generate_plain`): `model.generate` on the processor's pixel inputs, the
+  reference. In transformers 5.x it runs the perceiver resampler over every image at every
+  decoding step, and `generate` cannot take precomputed image features at all.
+* the fast path (`Generator.generate_fast`, the default): every image through the vision tower and
+  perceiver resampler once per run (`image_cache`), the prompt run once with the key/value cache
+  (once per prompt, not once per beam), then our own greedy or beam-search loop over the model's
+  forward pass, mirroring GenerationMixin's `_sample` and `_beam_search` tensor for tensor.
 Requests are sorted by (number of images, prompt length) before batching, so padding stays small
 and the largest batch runs first (an out-of-memory error shows up at once, not after an hour);
 answers come back in request order. Batches are padded on the left.
@@ -16,6 +25,7 @@ import torch
 from PIL import Image
 
 from .examples import ImageRef
+from .image_cache import ImageFeatureCache, encode_images, feature_kind, shared_cache
 from .models import LoadedModel
 from .prompts import Prompt
 
@@ -72,10 +82,21 @@ def count_tokens(loaded: LoadedModel, prompt: Prompt) -> int:
 
 
 class Generator:
-    def __init__(self, loaded: LoadedModel, settings: GenerationSettings):
+    """Open-ended generation for batches of prompts.
+
+    `generate` takes the fast path (`generate_fast`) whenever the model's generation config holds
+    nothing the fast loop does not implement, else the plain path (`generate_plain`, `model.generate`
+    on pixels, the reference). Both give the same token ids (tests: greedy and beam search, batch
+    sizes 1 and 8, prompts with 0 to 8 images).
+    """
+
+    def __init__(self, loaded: LoadedModel, settings: GenerationSettings, image_cache: ImageFeatureCache | None = None,
+                 fast: bool = True):
         self.loaded = loaded
         self.settings = settings
         self.bad_words_ids = banned_token_ids(loaded.processor.tokenizer)
+        self.image_cache = shared_cache(loaded) if image_cache is None else image_cache
+        self.fast = fast and fast_path_supported(loaded.model.generation_config)
 
     def encode(self, prompts: Sequence[Prompt]) -> dict[str, torch.Tensor]:
         batch = [[item if isinstance(item, str) else load_image(item) for item in p.items] for p in prompts]
@@ -84,8 +105,22 @@ class Generator:
         inputs["pixel_values"] = inputs["pixel_values"].to(self.loaded.dtype)
         return inputs
 
-    @torch.no_grad()
     def generate(self, prompts: Sequence[Prompt]) -> list[str]:
+        return self.generate_fast(prompts) if self.fast else self.generate_plain(prompts)
+
+    def generate_plain(self, prompts: Sequence[Prompt]) -> list[str]:
+        return self.decode(self.generate_ids_plain(prompts))
+
+    def generate_fast(self, prompts: Sequence[Prompt]) -> list[str]:
+        return self.decode(self.generate_ids_fast(prompts))
+
+    def decode(self, new_tokens: torch.Tensor) -> list[str]:
+        texts = self.loaded.processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        return [postprocess(text, self.settings) for text in texts]
+
+    @torch.no_grad()
+    def generate_ids_plain(self, prompts: Sequence[Prompt]) -> torch.Tensor:
+        """The new tokens of `model.generate` on the processor's pixel inputs (the reference)."""
         inputs = self.encode(prompts)
         tokenizer = self.loaded.processor.tokenizer
         output = self.loaded.model.generate(
@@ -98,9 +133,280 @@ class Generator:
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=tokenizer.eos_token_id,
         )
-        new_tokens = output[:, inputs["input_ids"].shape[1] :]
-        texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-        return [postprocess(text, self.settings) for text in texts]
+        return output[:, inputs["input_ids"].shape[1] :]
+
+    # -- the fast path ------------------------------------------------------------------------
+
+    def text_inputs(self, prompts: Sequence[Prompt]) -> dict[str, torch.Tensor]:
+        """input_ids, attention_mask and image_attention_mask as IdeficsProcessor builds them
+        (left-padded; tested equal), without touching any pixels."""
+        tokenizer = self.loaded.processor.tokenizer
+        texts = [p.processor_text(tokenizer.bos_token) for p in prompts]
+        encoded = tokenizer(texts, add_special_tokens=False, padding="longest", return_tensors="pt")
+        input_ids, attention_mask = encoded["input_ids"], encoded["attention_mask"]
+        max_images = max(1, max(len(p.images) for p in prompts))
+        if any(p.images for p in prompts):
+            image_mask = image_attention_mask(input_ids, tokenizer, max_images)
+        else:
+            image_mask = torch.zeros(input_ids.shape[0], input_ids.shape[1], 1, dtype=torch.bool)
+        device = self.loaded.device
+        return {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device),
+                "image_attention_mask": image_mask.to(device)}
+
+    def image_features(self, prompts: Sequence[Prompt]) -> torch.Tensor:
+        """(batch x max images, tokens, dim): each prompt's cached image features, zero-padded to the
+        batch's most images (padded images are masked out, so their values never reach a logit)."""
+        max_images = max(1, max(len(p.images) for p in prompts))
+        refs = [ref for p in prompts for ref in p.images]
+        if refs:
+            features = encode_images(self.loaded, refs, self.image_cache)
+        else:
+            features = self.zero_feature().unsqueeze(0)
+        out = features.new_zeros(len(prompts), max_images, *features.shape[1:])
+        row = 0
+        for index, prompt in enumerate(prompts):
+            count = len(prompt.images)
+            out[index, :count] = features[row : row + count]
+            row += count
+        return out.flatten(0, 1)
+
+    def zero_feature(self) -> torch.Tensor:
+        config = self.loaded.model.config
+        if config.use_resampler:
+            shape = (config.perceiver_config.resampler_n_latents, config.vision_config.embed_dim)
+        else:
+            vision = config.vision_config
+            shape = ((vision.image_size // vision.patch_size) ** 2 + 1, vision.embed_dim)
+        return torch.zeros(shape, dtype=self.loaded.dtype, device=self.loaded.device)
+
+    @torch.no_grad()
+    def generate_ids_fast(self, prompts: Sequence[Prompt], *, features: torch.Tensor | None = None) -> torch.Tensor:
+        """The same new tokens as `generate_ids_plain`, from cached image features and our own loop."""
+        inputs = self.text_inputs(prompts)
+        if features is None:
+            features = self.image_features(prompts)
+        decode = greedy_decode if self.settings.num_beams == 1 else beam_decode
+        return decode(self, inputs, features)
+
+    def forward(self, input_ids, attention_mask, features, image_mask, cache=None):
+        """One forward pass on cached image features; logits of the last position only."""
+        return self.loaded.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            cache=cache,
+            **{feature_kind(self.loaded): features},
+            image_attention_mask=image_mask,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+
+    def token_bias(self, vocab_size: int) -> torch.Tensor:
+        """What `bad_words_ids` adds to every score (NoBadWordsLogitsProcessor: -inf at the banned
+        single tokens, eos never banned)."""
+        eos = self.loaded.processor.tokenizer.eos_token_id
+        bias = torch.zeros(vocab_size, dtype=torch.float, device=self.loaded.device)
+        banned = [ids[0] for ids in self.bad_words_ids if ids != [eos]]
+        bias[banned] = float("-inf")
+        return bias
+
+
+# Generation settings the fast loop implements: anything else falls back to `model.generate`.
+_SUPPORTED_DEFAULTS = {
+    "repetition_penalty": (None, 1.0),
+    "min_length": (None, 0),
+    "min_new_tokens": (None, 0),
+    "num_beam_groups": (None, 1),
+    "diversity_penalty": (None, 0.0),
+    "forced_bos_token_id": (None,),
+    "forced_eos_token_id": (None,),
+    "suppress_tokens": (None, []),
+    "begin_suppress_tokens": (None, []),
+    "exponential_decay_length_penalty": (None,),
+    "sequence_bias": (None,),
+    "renormalize_logits": (None, False),
+    "encoder_repetition_penalty": (None, 1.0),
+    "max_time": (None,),
+    "stop_strings": (None,),
+    "prefill_chunk_size": (None,),
+    "num_return_sequences": (None, 1),
+    "constraints": (None,),
+    "force_words_ids": (None,),
+    "epsilon_cutoff": (None, 0.0),
+    "eta_cutoff": (None, 0.0),
+    "watermarking_config": (None,),
+    "cache_implementation": (None, "dynamic"),
+}
+
+
+def fast_path_supported(generation_config) -> bool:
+    """Whether the model's own generation config adds nothing our loop leaves out."""
+    for name, allowed in _SUPPORTED_DEFAULTS.items():
+        if getattr(generation_config, name, None) not in allowed:
+            return False
+    return True
+
+
+def image_attention_mask(input_ids: torch.Tensor, tokenizer, num_images: int) -> torch.Tensor:
+    """IdeficsProcessor's (batch, tokens, num_images) mask, vectorised: a token sees the latest
+    image at or before it, none before the first image or after an end-of-document token (until
+    the next image), and none numbered `num_images` or more."""
+    image_id = tokenizer.convert_tokens_to_ids("<image>")
+    eod_id = tokenizer.eos_token_id
+    is_image = input_ids == image_id
+    count = is_image.long().cumsum(-1) - 1
+    positions = torch.arange(input_ids.shape[1]).expand_as(input_ids)
+    last_image = torch.where(is_image, positions, -1).cummax(-1).values
+    eod_at = torch.where(input_ids == eod_id, positions, -1).cummax(-1).values
+    eod_before = torch.cat([torch.full_like(eod_at[:, :1], -1), eod_at[:, :-1]], dim=1)  # seen_eod applies after
+    incremental = torch.where(eod_before > last_image, -1, count)
+    incremental = torch.where(incremental >= num_images, -1, incremental)
+    valid = incremental >= 0
+    mask = torch.nn.functional.one_hot(incremental.clamp(min=0), num_classes=num_images)
+    return mask * valid.unsqueeze(-1)
+
+
+def greedy_decode(generator: Generator, inputs: dict, features: torch.Tensor) -> torch.Tensor:
+    """GenerationMixin._sample without sampling: argmax of the biased logits; a finished row gets
+    the pad token; stop at eos in every row or after max_new_tokens."""
+    tokenizer = generator.loaded.processor.tokenizer
+    pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
+    attention_mask = inputs["attention_mask"]
+    out = generator.forward(inputs["input_ids"], attention_mask, features, inputs["image_attention_mask"])
+    cache = out.cache
+    last_mask = inputs["image_attention_mask"][:, -1:]
+    bias = None
+    unfinished = torch.ones(attention_mask.shape[0], dtype=torch.long, device=attention_mask.device)
+    tokens = []
+    for step in range(generator.settings.max_new_tokens):
+        logits = out.logits[:, -1].to(dtype=torch.float32, copy=True)
+        del out
+        if bias is None:
+            bias = generator.token_bias(logits.shape[-1])
+        next_tokens = torch.argmax(logits + bias, dim=-1)
+        next_tokens = next_tokens * unfinished + pad * (1 - unfinished)
+        tokens.append(next_tokens)
+        unfinished = unfinished & ~(next_tokens == eos)
+        if step + 1 == generator.settings.max_new_tokens or unfinished.max() == 0:
+            break
+        attention_mask = torch.cat([attention_mask, attention_mask.new_ones(attention_mask.shape[0], 1)], dim=-1)
+        out = generator.forward(next_tokens[:, None], attention_mask, features, last_mask, cache)
+    return torch.stack(tokens, dim=1)
+
+
+def beam_decode(generator: Generator, inputs: dict, features: torch.Tensor) -> torch.Tensor:
+    """GenerationMixin._beam_search, step for step and tensor for tensor (same scores, length
+    penalty, early-stopping heuristic and top-k tie-breaking), from a prefix run once per prompt
+    whose key/value cache is then copied to the beams."""
+    config = generator.loaded.model.generation_config
+    tokenizer = generator.loaded.processor.tokenizer
+    pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
+    length_penalty = 1.0 if config.length_penalty is None else config.length_penalty
+    early_stopping = False if config.early_stopping is None else config.early_stopping
+    num_beams = generator.settings.num_beams
+    max_new = generator.settings.max_new_tokens
+    batch, prompt_len = inputs["input_ids"].shape
+    max_length = prompt_len + max_new
+    device = inputs["input_ids"].device
+    beams_to_keep = 2 * num_beams  # max(2, 1 + one eos token) * num_beams
+    top_num_beam_mask = torch.cat([torch.ones(num_beams, dtype=torch.bool), torch.zeros(beams_to_keep - num_beams, dtype=torch.bool)]).to(device)
+
+    out = generator.forward(inputs["input_ids"], inputs["attention_mask"], features, inputs["image_attention_mask"])
+    cache = out.cache
+    for layer in cache.layers:  # every beam starts from its prompt's prefix
+        layer.keys = layer.keys.repeat_interleave(num_beams, dim=0)
+        layer.values = layer.values.repeat_interleave(num_beams, dim=0)
+    logits = out.logits[:, -1].to(dtype=torch.float32, copy=True).repeat_interleave(num_beams, dim=0)
+    del out
+    attention_mask = inputs["attention_mask"].repeat_interleave(num_beams, dim=0)
+    last_mask = inputs["image_attention_mask"][:, -1:].repeat_interleave(num_beams, dim=0)
+    features = features.view(batch, -1, *features.shape[1:]).repeat_interleave(num_beams, dim=0).flatten(0, 1)
+
+    fill = pad if pad else eos  # `pad_token_id or eos_token_id[0]`, as generate fills unused slots
+    running_sequences = torch.full((batch, num_beams, max_new), fill, dtype=torch.int64, device=device)
+    sequences = running_sequences.clone()
+    running_beam_scores = torch.zeros((batch, num_beams), dtype=torch.float, device=device)
+    running_beam_scores[:, 1:] = -1e9
+    beam_scores = torch.full((batch, num_beams), -1e9, dtype=torch.float, device=device)
+    is_sent_finished = torch.zeros((batch, num_beams), dtype=torch.bool, device=device)
+    unsatisfied = torch.ones((batch, 1), dtype=torch.bool, device=device)
+    running_beam_indices = torch.full((batch, num_beams, max_new), -1, dtype=torch.int32, device=device)
+    beam_indices = running_beam_indices.clone()
+    bias = generator.token_bias(logits.shape[-1])
+    batch_offset = torch.arange(batch, device=device).view(-1, 1) * num_beams
+
+    cur_len = prompt_len
+    while True:
+        step = cur_len - prompt_len
+        log_probs = torch.nn.functional.log_softmax(logits, dim=-1) + bias
+        vocab_size = log_probs.shape[-1]
+        log_probs = log_probs.view(batch, num_beams, vocab_size) + running_beam_scores[:, :, None]
+        log_probs = log_probs.reshape(batch, -1)
+
+        # top-k continuations over all beams
+        topk_log_probs, topk_indices = torch.topk(log_probs, k=beams_to_keep)
+        topk_beams = topk_indices // vocab_size
+        topk_running_beam_indices = _gather(running_beam_indices, topk_beams)
+        topk_running_sequences = _gather(running_sequences, topk_beams)
+        topk_ids = topk_indices % vocab_size
+        topk_running_sequences[:, :, step] = topk_ids
+        topk_running_beam_indices[:, :, step] = (topk_beams + batch_offset).to(torch.int32)
+
+        # which continuations stop: eos, or the length limit
+        hits = topk_ids == eos
+        if cur_len + 1 >= max_length:
+            hits = torch.ones_like(hits)
+
+        # the best num_beams unfinished continuations run on
+        topk_running_log_probs = topk_log_probs + hits.to(torch.float32) * -1.0e9
+        next_topk = torch.topk(topk_running_log_probs, k=num_beams)[1]
+        running_sequences = _gather(topk_running_sequences, next_topk)
+        running_beam_scores = _gather(topk_running_log_probs, next_topk)
+        running_beam_indices = _gather(topk_running_beam_indices, next_topk)
+
+        # finished continuations among the top num_beams join the finished set if good enough
+        just_finished = hits & top_num_beam_mask[None, :]
+        finished_scores = topk_log_probs / ((cur_len + 1 - prompt_len) ** length_penalty)
+        full = torch.all(is_sent_finished, axis=-1, keepdims=True) & (early_stopping is True)
+        finished_scores += full.to(torch.float32) * -1.0e9
+        finished_scores += (~unsatisfied).to(torch.float32) * -1.0e9
+        finished_scores += (~just_finished) * -1.0e9
+        merged_scores = torch.cat((beam_scores, finished_scores), dim=1)
+        keep = torch.topk(merged_scores, k=num_beams)[1]
+        sequences = _gather(torch.cat((sequences, topk_running_sequences), dim=1), keep)
+        beam_scores = _gather(merged_scores, keep)
+        beam_indices = _gather(torch.cat((beam_indices, topk_running_beam_indices), dim=1), keep)
+        is_sent_finished = _gather(torch.cat((is_sent_finished, just_finished), dim=1), keep)
+
+        beam_idx = running_beam_indices[..., step].reshape(-1)
+        cur_len += 1
+        if early_stopping == "never" and length_penalty > 0.0:
+            best_length = max_length - prompt_len
+        else:
+            best_length = cur_len - prompt_len
+        best_running = running_beam_scores[:, :1] / (best_length**length_penalty)
+        worst_finished = torch.where(is_sent_finished, torch.min(beam_scores, dim=1, keepdim=True)[0], -1.0e9)
+        unsatisfied = unsatisfied & torch.any(best_running > worst_finished, dim=-1, keepdim=True)
+        go_on = (bool(torch.any(unsatisfied)) and not (bool(torch.all(is_sent_finished)) and early_stopping is True)
+                 and not bool(torch.all(hits)))
+        if not go_on:
+            break
+        cache.reorder_cache(beam_idx.long())
+        attention_mask = torch.cat([attention_mask, attention_mask.new_ones(attention_mask.shape[0], 1)], dim=-1)
+        last_tokens = running_sequences[:, :, step].reshape(-1, 1)
+        out = generator.forward(last_tokens, attention_mask, features, last_mask, cache)
+        logits = out.logits[:, -1].to(dtype=torch.float32, copy=True)
+        del out
+
+    best = sequences[:, 0]
+    best_indices = beam_indices[:, 0]
+    generated = int((best_indices + 1).bool().sum(dim=1).max())
+    return best[:, :generated]
+
+
+def _gather(tensor: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    while indices.dim() < tensor.dim():
+        indices = indices.unsqueeze(-1)
+    return torch.take_along_dim(tensor, indices, dim=1)
 
 
 def batches_by_length(lengths: Sequence[tuple[int, int]], batch_size: int) -> list[list[int]]:

@@ -6,8 +6,8 @@ Two paths give the same numbers (tested to 1e-4 in float32):
   candidate. The images of a query are preprocessed once and shared by all its candidates; the
   token and image-attention inputs are built exactly as IdeficsProcessor builds them (tested).
 * `loglikelihoods` (the default): the images go through the vision tower and perceiver resampler
-  once; the shared token prefix (shots + query) runs once with the key/value cache; then only the
-  candidates' own tokens run, in batches, on top of that cache. When every candidate is a single
+  once per run (shared with generation through `image_cache`); the shared token prefix (shots +
+  query) runs once with the key/value cache; then only the candidates' own tokens run, in batches, on top of that cache. When every candidate is a single
   token, the next-token distribution after the prefix is read directly and nothing more runs.
   ImageNet's 1,000 class names cost one prefix pass plus a few short batches instead of 1,000
   full passes.
@@ -26,6 +26,7 @@ from transformers.models.idefics.processing_idefics import (
 )
 
 from .engine import load_image
+from .image_cache import ImageFeatureCache, encode_images, shared_cache
 from .models import LoadedModel
 from .prompts import Prompt
 
@@ -55,9 +56,12 @@ def continuations_ids(tokenizer, context: str, fulls: Sequence[str]) -> list[tup
 
 
 class Ranker:
-    def __init__(self, loaded: LoadedModel, batch_size: int):
+    def __init__(self, loaded: LoadedModel, batch_size: int, image_cache: ImageFeatureCache | None = None):
         self.loaded = loaded
         self.batch_size = batch_size
+        # Shared with the run's generator: a shot shown to many queries is encoded once.
+        # ImageFeatureCache(max_bytes=0) turns caching off.
+        self.image_cache = shared_cache(loaded) if image_cache is None else image_cache
 
     def pixel_values(self, prompt: Prompt) -> torch.Tensor:
         images = [load_image(ref) for ref in prompt.images]
@@ -146,10 +150,9 @@ class Ranker:
         return [total / count if normalize == "mean" else total for total, (_, count) in zip(results, requests)]
 
     def perceiver_embeddings(self, context: Prompt) -> torch.Tensor:
-        """The context's images through the vision tower and perceiver resampler, once: (images, latents, dim)."""
-        model = self.loaded.model.model
-        hidden = model.vision_model(pixel_values=self.pixel_values(context)).last_hidden_state
-        return model.perceiver_resampler(hidden) if model.config.use_resampler else hidden
+        """The context's images through the vision tower and perceiver resampler, once per run (the
+        image cache): (images, latents, dim)."""
+        return encode_images(self.loaded, context.images, self.image_cache)
 
     @torch.no_grad()
     def loglikelihoods_full(self, context: Prompt, continuations: Sequence[Prompt], normalize: str) -> list[float]:
