@@ -273,8 +273,12 @@ def _write_or_print(text: str, output: Path | None) -> None:
     if output is None:
         click.echo(text, nl=False)
         return
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(text, encoding="utf-8")
+    from .results import write_text_atomic
+
+    try:
+        write_text_atomic(output, text)
+    except OSError as error:
+        raise UserError(f"cannot write {output}: {error.strerror}; choose another -o") from None
     click.echo(f"wrote {output}")
 
 

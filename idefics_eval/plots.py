@@ -182,8 +182,10 @@ def sweep_figure(series: Sequence[Series], metrics: dict[str, str], best_x, best
 
 def save(figure, path: Path) -> Path:
     """Write `figure` as PNG at its own size (no tight cropping, so the size is `figure_size`'s)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, format="png", dpi=DPI)
+    from .results import atomic_file
+
+    with atomic_file(path, "wb") as handle:
+        figure.savefig(handle, format="png", dpi=DPI)
     return path
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -48,15 +49,31 @@ class Result:
         return (self.task, self.shots, self.selection, self.seed)
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
+@contextmanager
+def atomic_file(path: Path, mode: str = "w", **open_args):
+    """Write to a temporary file beside `path` and rename it into place only when the writing
+    finished: an interrupted or failed write leaves the previous file as it was."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temporary, "w", encoding="utf-8") as handle:
+    try:
+        with open(temporary, mode, **open_args) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    with atomic_file(path, encoding="utf-8") as handle:
         json.dump(data, handle, indent=2, ensure_ascii=False)
         handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    with atomic_file(path, encoding="utf-8") as handle:
+        handle.write(text)
 
 
 def read_results(path: Path) -> list[Result]:

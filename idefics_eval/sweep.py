@@ -29,7 +29,7 @@ from pathlib import Path
 
 from .errors import UserError
 from .export import headline_metric
-from .results import Result, write_json_atomic
+from .results import Result, atomic_file, write_json_atomic
 
 MEAN_NORMALISED = "mean-normalised"
 STEP = re.compile(r"(?:global_step|step|checkpoint|ckpt|iteration|iter)[-_]?(\d+)", re.IGNORECASE)
@@ -203,7 +203,7 @@ def _mean(values: Sequence[float]) -> float:
 
 
 def write_table(table: Sequence[dict], path: Path) -> Path:
-    with open(path, "w", newline="", encoding="utf-8") as handle:
+    with atomic_file(path, newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(TABLE_HEADER), lineterminator="\n")
         writer.writeheader()
         writer.writerows({key: "" if record[key] is None else record[key] for key in TABLE_HEADER} for record in table)

@@ -249,3 +249,21 @@ def test_a_second_run_into_a_busy_folder_is_refused(tmp_path, capsys):
     assert first.wait(timeout=300) == 0, first.stderr.read()[-1000:]
     rows = json.loads((out / "results.json").read_text())
     assert [r["shots"] for r in rows] == [0, 4] and all(r["num_examples"] == 12 for r in rows)
+
+
+def test_an_image_path_leaving_the_data_folder_is_refused(previous, tmp_path, capsys):
+    outside = "../" * 40 + "etc/hostname"  # a file that exists, far above the data folder
+
+    def file_names(records: list[dict]) -> None:
+        for number, record in enumerate(records):
+            record["image_id"] = outside if number == 0 else f"COCO_val2014_{record['image_id']:012d}.jpg"
+
+    def escape(data: Path) -> None:
+        edit_json(data / VAL_Q, lambda r: file_names(r["questions"]))
+        edit_json(data / VAL_A, lambda r: file_names(r["annotations"]))
+
+    tasks = tasks_dir(tmp_path, 'image_file: "COCO_val2014_{image_id:012d}.jpg"', 'image_file: "{image_id}"')
+    before = (previous / "results.json").read_bytes()
+    code, err = invoke(capsys, "run", "--task", "vqav2", "--demo", "--shots", "0", "--tasks-dir", str(tasks),
+                       "--data", str(data_copy(tmp_path, escape)), "--output-dir", str(previous), "--no-progress")
+    assert_clean_refusal(code, err, "leaves the data folder", previous, before)

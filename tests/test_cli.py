@@ -64,6 +64,8 @@ def test_rerun_in_a_new_folder_gives_identical_predictions(first_run, tmp_path, 
     code, stdout, _ = demo_run(capsys, tmp_path / "again", cache)
     assert code == 0 and "vqa_accuracy" in stdout
     assert predictions(tmp_path / "again") == predictions(out)
+    for name in ("vqav2_0shot.jsonl", "vqav2_4shot.jsonl"):  # byte for byte, not only equal JSON
+        assert (tmp_path / "again" / "predictions" / name).read_bytes() == (out / "predictions" / name).read_bytes()
 
 
 def test_rerun_in_the_same_folder_reuses_and_extends(first_run, tmp_path, capsys):

@@ -10,6 +10,7 @@ with no --data the task's hub id is used. Third-party formats register through t
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from importlib import metadata
 from pathlib import Path
 
 from ..errors import UserError
-from ..examples import ExampleSet
+from ..examples import ExampleSet, FileImage
 from ..tasks import TaskSpec, VqaJsonSplit
 from .huggingface import has_data_files, is_save_to_disk_folder, load_huggingface
 from .vqa_json import load_vqa_json
@@ -89,7 +90,7 @@ def load_split(spec: TaskSpec, split: str, data: str | None) -> ExampleSet:
             if missing or unknown:
                 problem = f"missing required key {missing[0]!r}" if missing else f"unknown key {unknown[0]!r}"
                 raise UserError(f"{spec.path}: sources.{format_name}.{split}: {problem} (keys: {', '.join(file_format.keys + file_format.optional)})")
-            return file_format.load(folder, splits[split], name)
+            return _contained(file_format.load(folder, splits[split], name), folder, spec)
         kind = "save_to_disk" if is_save_to_disk_folder(folder) else "files" if has_data_files(folder) else None
         if kind is None:
             raise UserError(
@@ -112,6 +113,20 @@ def load_split(spec: TaskSpec, split: str, data: str | None) -> ExampleSet:
             f"must be a folder holding its {_supported(spec)} files"
         )
     return _huggingface(spec, split, data, name)
+
+
+def _contained(examples: ExampleSet, folder: Path, spec: TaskSpec) -> ExampleSet:
+    """Refuse image paths from annotation files that leave the data folder ("../../etc/passwd" as an
+    image id). Checked lexically, so a data folder may still hold symbolic links to image folders."""
+    root = os.path.normpath(os.path.abspath(folder))
+    for example in examples.examples:
+        for image in (example.image, *example.extra_images):
+            if isinstance(image, FileImage):
+                path = os.path.normpath(os.path.abspath(image.path))
+                if os.path.commonpath([root, path]) != root:
+                    raise UserError(f"example {example.id}: its image path {image.path} leaves the data folder {folder}; "
+                                    f"fix the annotation or the task's file pattern ({spec.path})")
+    return examples
 
 
 def _holds(file_format: FileFormat, splits: Mapping[str, Mapping[str, str]], folder: Path) -> bool:
