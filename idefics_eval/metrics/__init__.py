@@ -126,6 +126,14 @@ def _winoground(predictions: Sequence[Prediction], examples: Sequence[Example]) 
     return winoground_scores([_matrix(p) for p in predictions])
 
 
+def _fairface(predictions: Sequence[Prediction], examples: Sequence[Example]) -> dict[str, float]:
+    from .fairness import FAIRFACE_ATTRIBUTES, fairness_report, group_value
+
+    correct = [p.ranking[0] == e.label for p, e in zip(predictions, examples)]
+    groups = {a: [group_value(e.metadata, e.fields, a) for e in examples] for a in FAIRFACE_ATTRIBUTES}
+    return fairness_report(correct, {a: values for a, values in groups.items() if any(v is not None for v in values)})
+
+
 METRICS = {
     "vqa_accuracy": _vqa("vqa_accuracy", "vqa"),
     "textvqa_accuracy": _vqa("textvqa_accuracy", "always"),
@@ -135,6 +143,7 @@ METRICS = {
     "roc_auc": Metric("roc_auc", _probability_of_second, _roc_auc),
     "visdial_ndcg": Metric("visdial_ndcg", _ndcg, _visdial),
     "winoground": Metric("winoground", _winoground_group, _winoground),
+    "fairface_accuracy": Metric("fairface_accuracy", lambda p, e: float(p.ranking[0] == e.label), _fairface),
 }
 
 
