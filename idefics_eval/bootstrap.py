@@ -53,6 +53,7 @@ MEAN_KEYS: dict[str, tuple[str, str | None]] = {
     "accuracy": ("accuracy", None),
     "visdial_ndcg": ("ndcg", None),
     "winoground": ("group", None),
+    "fairface_accuracy": ("accuracy", None),
 }
 _ELEMENTS_PER_CHUNK = 2_000_000  # resampled indices held in memory at once
 
