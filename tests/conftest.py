@@ -5,9 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
+import torch
 from PIL import Image
 
 from idefics_eval.examples import Example
+
+
+# The tiny models run as fast on one thread, and several threads thrash when other processes share
+# the two cores (10-30x slower then). Subprocess tests (torchrun, kill) keep torch's default.
+torch.set_num_threads(1)
 
 
 @dataclass(frozen=True)
