@@ -34,7 +34,7 @@ from pathlib import Path
 from ..errors import UserError
 from ..examples import Example, ExampleSet, FileImage
 from . import FileFormat, register
-from ._files import check_images_exist, data_root, image_folder
+from ._files import IMAGES_HINT, check_files_exist, data_file, data_root, image_folder
 
 FORMAT = "fairface_csv"
 ATTRIBUTES = ("gender", "race", "age")
@@ -47,12 +47,7 @@ def load_fairface_csv(root: Path, files: Mapping[str, str], name: str) -> Exampl
     if attribute not in ATTRIBUTES:
         raise UserError(f"sources.{FORMAT} attribute {files['attribute']!r}: use one of {', '.join(ATTRIBUTES)}")
     classes = _classes(files["classes"], attribute)
-    path = root / files["labels"]
-    if not path.is_file():
-        raise UserError(
-            f"{files['labels']} not found in the data folder {root} (--data); download FairFace's label CSVs "
-            f"into that folder or fix the task's sources.{FORMAT} `labels` key"
-        )
+    path = data_file(root, files["labels"], FORMAT, what="FairFace's label CSVs")
     folder = image_folder(root, files.get("images") or ".", FORMAT)
 
     examples: list[Example] = []
@@ -113,7 +108,7 @@ def load_fairface_csv(root: Path, files: Mapping[str, str], name: str) -> Exampl
         raise UserError(f"{path}: not a readable CSV file ({error})") from None
     if not examples:
         raise UserError(f"{path}: no rows under the header; is it the right file?")
-    check_images_exist(folder, [e.image.path.relative_to(folder).as_posix() for e in examples], f"listed in {path.name}")
+    check_files_exist((e.image.path for e in examples), f"images listed in {path.name}", IMAGES_HINT)
     return ExampleSet(name=name, source=str(root), examples=examples)
 
 

@@ -19,15 +19,15 @@ from pathlib import Path
 from ..errors import UserError
 from ..examples import Example, ExampleSet, FileImage
 from . import FileFormat, register
-from ._reading import check_files_exist, data_file, identifier, read_jsonl, require, typed
+from ._files import check_files_exist, data_file, data_root, identifier, read_jsonl, require, typed
 
 CLASSES = ("no", "yes")  # label 0 (not hateful) and 1 (hateful), named as the IDEFICS prompt asks
-SOURCE = "sources.hatefulmemes_jsonl"
+FORMAT = "hatefulmemes_jsonl"
 
 
 def load_hatefulmemes_jsonl(root: Path, files: Mapping[str, str], name: str) -> ExampleSet:
-    root = Path(root).expanduser().resolve()  # image keys (and so fingerprints) must not depend on the cwd
-    path = data_file(root, files["annotations"], SOURCE)
+    root = data_root(root)
+    path = data_file(root, files["annotations"], FORMAT)
     examples: list[Example] = []
     seen: dict[str, int] = {}
     for number, record in read_jsonl(path):
@@ -67,4 +67,4 @@ def load_hatefulmemes_jsonl(root: Path, files: Mapping[str, str], name: str) -> 
     return ExampleSet(name=name, source=str(root), examples=examples)
 
 
-register(FileFormat("hatefulmemes_jsonl", ("annotations",), ("annotations",), load_hatefulmemes_jsonl))
+register(FileFormat(FORMAT, ("annotations",), ("annotations",), load_hatefulmemes_jsonl))

@@ -22,15 +22,15 @@ from pathlib import Path
 from ..errors import UserError
 from ..examples import Example, ExampleSet, FileImage
 from . import FileFormat, register
-from ._files import data_root, image_files, image_folder, read_json
+from ._files import data_file, data_root, image_files, image_folder, read_object
 
 FORMAT = "imagenet_folder"
 
 
 def load_imagenet_folder(root: Path, files: Mapping[str, str], name: str) -> ExampleSet:
     root = data_root(root)
-    index_path = root / files["class_index"]
-    classes = _class_index(index_path, root)
+    index_path = data_file(root, files["class_index"], FORMAT)
+    classes = _class_index(index_path)
     folder = image_folder(root, files["images"], FORMAT)
 
     found: list[tuple[str, str, int]] = []  # (file name, class folder, label)
@@ -77,9 +77,9 @@ def load_imagenet_folder(root: Path, files: Mapping[str, str], name: str) -> Exa
     return ExampleSet(name=name, source=str(root), examples=examples)
 
 
-def _class_index(path: Path, root: Path) -> dict[str, tuple[int, str]]:
+def _class_index(path: Path) -> dict[str, tuple[int, str]]:
     """WordNet id -> (class index, class name with "_" read as a space)."""
-    data = read_json(path, root, FORMAT, None)
+    data = read_object(path)
     if not data:
         raise UserError(f"{path}: the class index is empty; is this imagenet_class_index.json?")
     classes: dict[str, tuple[int, str]] = {}

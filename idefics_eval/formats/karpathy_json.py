@@ -28,7 +28,10 @@ from pathlib import Path
 from ..errors import UserError
 from ..examples import Example, ExampleSet, FileImage
 from . import FileFormat, register
-from ._files import check_images_exist, data_root, image_folder, read_json, records, require, text, typed_id
+from ._files import (
+    IMAGES_HINT, check_files_exist, data_file, data_root, identifier, image_folder, read_object, records, require,
+    typed,
+)
 
 FORMAT = "karpathy_json"
 KARPATHY_SPLITS = ("train", "restval", "val", "test")
@@ -36,10 +39,9 @@ KARPATHY_SPLITS = ("train", "restval", "val", "test")
 
 def load_karpathy_json(root: Path, files: Mapping[str, str], name: str) -> ExampleSet:
     root = data_root(root)
-    path = root / files["file"]
-    wanted = _splits(files["split"], path)
-    data = read_json(path, root, FORMAT, "images")
-    images = records(data, "images", path)
+    wanted = _splits(files["split"], Path(files["file"]))
+    path = data_file(root, files["file"], FORMAT)
+    images = records(read_object(path, "images"), "images", path)
     folder = image_folder(root, files["images"], FORMAT)
 
     examples: list[Example] = []
@@ -49,22 +51,25 @@ def load_karpathy_json(root: Path, files: Mapping[str, str], name: str) -> Examp
     for index, record in enumerate(images):
         where = f"{path}: images[{index}]"
         require(record, where, ("filename", "split", "sentences"))
-        split = text(record["split"], f"{where}.split")
+        split = typed(record["split"], str, f"{where}.split")
         found_splits.add(split)
         if split not in wanted:
             continue
-        filename = text(record["filename"], f"{where}.filename")
+        filename = typed(record["filename"], str, f"{where}.filename")
         if not filename or "/" in filename or "\\" in filename or filename.startswith("."):
             raise UserError(f"{where}: filename {filename!r} is not a plain file name")
         where = f"{path}: image {filename} (images[{index}])"
-        example_id = typed_id(record["cocoid"], f"{where}.cocoid") if "cocoid" in record else Path(filename).stem
+        if "cocoid" in record:
+            example_id = identifier(record["cocoid"], f"{where}.cocoid", nonempty=True)
+        else:
+            example_id = Path(filename).stem
         if example_id in seen:
             raise UserError(
                 f"{path}: duplicate image id {example_id} (images[{seen[example_id]}] and images[{index}]); "
                 "each image must appear once"
             )
         seen[example_id] = index
-        subfolder = text(record.get("filepath", ""), f"{where}.filepath")
+        subfolder = typed(record.get("filepath", ""), str, f"{where}.filepath")
         if "/" in subfolder.strip("/") or ".." in subfolder:
             raise UserError(f"{where}: filepath {subfolder!r} is not a plain folder name")
         file_name = f"{subfolder.strip('/')}/{filename}" if subfolder.strip("/") else filename
@@ -84,7 +89,7 @@ def load_karpathy_json(root: Path, files: Mapping[str, str], name: str) -> Examp
             f"{path}: no image has split {files['split']!r} (the file has: {', '.join(sorted(found_splits)) or 'no images'}); "
             "fix the task's sources.karpathy_json `split` key"
         )
-    check_images_exist(folder, relative, f"of split {files['split']!r}")
+    check_files_exist((folder / name for name in relative), f"images of split {files['split']!r}", IMAGES_HINT)
     return ExampleSet(name=name, source=str(root), examples=examples)
 
 

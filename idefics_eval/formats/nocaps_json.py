@@ -19,7 +19,10 @@ from pathlib import Path
 from ..errors import UserError
 from ..examples import Example, ExampleSet, FileImage
 from . import FileFormat, register
-from ._files import check_images_exist, data_root, image_folder, read_json, records, require, text, typed_id
+from ._files import (
+    IMAGES_HINT, check_files_exist, data_file, data_root, identifier, image_folder, read_object, records, require,
+    typed,
+)
 
 FORMAT = "nocaps_json"
 DOMAINS = ("in-domain", "near-domain", "out-domain")
@@ -27,8 +30,8 @@ DOMAINS = ("in-domain", "near-domain", "out-domain")
 
 def load_nocaps_json(root: Path, files: Mapping[str, str], name: str) -> ExampleSet:
     root = data_root(root)
-    path = root / files["file"]
-    data = read_json(path, root, FORMAT, "images")
+    path = data_file(root, files["file"], FORMAT)
+    data = read_object(path, "images")
     images = records(data, "images", path)
     if "annotations" not in data:
         raise UserError(
@@ -42,11 +45,11 @@ def load_nocaps_json(root: Path, files: Mapping[str, str], name: str) -> Example
     for index, annotation in enumerate(annotations):
         where = f"{path}: annotations[{index}]"
         require(annotation, where, ("image_id", "caption"))
-        image_id = typed_id(annotation["image_id"], f"{where}.image_id")
+        image_id = identifier(annotation["image_id"], f"{where}.image_id", nonempty=True)
         order = annotation.get("id", index)
         if isinstance(order, bool) or not isinstance(order, int):
             order = index
-        captions.setdefault(image_id, []).append((order, text(annotation["caption"], f"{where}.caption")))
+        captions.setdefault(image_id, []).append((order, typed(annotation["caption"], str, f"{where}.caption")))
 
     examples: list[Example] = []
     relative: list[str] = []
@@ -54,15 +57,15 @@ def load_nocaps_json(root: Path, files: Mapping[str, str], name: str) -> Example
     for index, record in enumerate(images):
         where = f"{path}: images[{index}]"
         require(record, where, ("id", "file_name", "domain"))
-        image_id = typed_id(record["id"], f"{where}.id")
+        image_id = identifier(record["id"], f"{where}.id", nonempty=True)
         where = f"{path}: image id {image_id} (images[{index}])"
         if image_id in seen:
             raise UserError(f"{path}: duplicate image id {image_id} (images[{seen[image_id]}] and images[{index}])")
         seen[image_id] = index
-        file_name = text(record["file_name"], f"{where}.file_name")
+        file_name = typed(record["file_name"], str, f"{where}.file_name")
         if not file_name or "/" in file_name or "\\" in file_name or file_name.startswith("."):
             raise UserError(f"{where}: file_name {file_name!r} is not a plain file name")
-        domain = text(record["domain"], f"{where}.domain")
+        domain = typed(record["domain"], str, f"{where}.domain")
         if domain not in DOMAINS:
             raise UserError(f"{where}: domain {domain!r} is not one of {', '.join(DOMAINS)}")
         references = [caption.strip() for _, caption in sorted(captions.pop(image_id, []), key=lambda c: c[0])]
@@ -87,7 +90,7 @@ def load_nocaps_json(root: Path, files: Mapping[str, str], name: str) -> Example
             f"{path}: annotations refer to image_id {orphan}, which 'images' does not list "
             f"({len(captions)} such image ids); the file is truncated or edited"
         )
-    check_images_exist(folder, relative, f"listed in {path.name}")
+    check_files_exist((folder / name for name in relative), f"images listed in {path.name}", IMAGES_HINT)
     return ExampleSet(name=name, source=str(root), examples=examples)
 
 

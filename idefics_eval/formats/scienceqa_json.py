@@ -31,9 +31,9 @@ from typing import Any
 from ..errors import UserError
 from ..examples import Example, ExampleSet, FileImage
 from . import FileFormat, register
-from ._reading import check_files_exist, data_file, read_json, require, typed
+from ._files import check_files_exist, data_file, data_root, image_folder, read_json, require, typed
 
-SOURCE = "sources.scienceqa_json"
+FORMAT = "scienceqa_json"
 METADATA_KEYS = ("subject", "topic", "category", "grade")
 
 
@@ -44,9 +44,9 @@ def qcm_context(question: str, hint: str, choices: list[str] | tuple[str, ...]) 
 
 
 def load_scienceqa_json(root: Path, files: Mapping[str, str], name: str) -> ExampleSet:
-    root = Path(root).expanduser().resolve()  # image keys (and so fingerprints) must not depend on the cwd
-    problems_path = data_file(root, files["problems"], SOURCE)
-    splits_path = data_file(root, files["pid_splits"], SOURCE)
+    root = data_root(root)
+    problems_path = data_file(root, files["problems"], FORMAT)
+    splits_path = data_file(root, files["pid_splits"], FORMAT)
     problems = read_json(problems_path)
     if not isinstance(problems, dict):
         raise UserError(f"{problems_path}: expected an object of problems by pid, found {type(problems).__name__}")
@@ -56,12 +56,9 @@ def load_scienceqa_json(root: Path, files: Mapping[str, str], name: str) -> Exam
         found = ", ".join(map(repr, splits)) if isinstance(splits, dict) else type(splits).__name__
         raise UserError(f"{splits_path}: no split {split!r} (found: {found}); fix the task's split key")
     pids = typed(splits[split], list, str(splits_path), split)
-    images_dir = root / files["images"]
-    if not images_dir.is_dir():
-        raise UserError(
-            f"image folder {files['images']!r} not found in the data folder {root} (--data); unzip the release's "
-            "train/val/test image archives there or fix the task's `images` key"
-        )
+    images_dir = image_folder(
+        root, files["images"], FORMAT, fix="unzip the release's train/val/test image archives there"
+    )
 
     examples: list[Example] = []
     seen: set[str] = set()
@@ -115,6 +112,6 @@ def _metadata(problem: dict[str, Any]) -> dict[str, Any]:
 
 register(
     FileFormat(
-        "scienceqa_json", ("problems", "pid_splits", "split", "images"), ("problems", "pid_splits"), load_scienceqa_json
+        FORMAT, ("problems", "pid_splits", "split", "images"), ("problems", "pid_splits"), load_scienceqa_json
     )
 )

@@ -40,16 +40,18 @@ from typing import Any
 from ..errors import UserError
 from ..examples import Example, ExampleSet, FileImage
 from . import FileFormat, register
-from ._files import check_images_exist, data_root, image_folder, read_json, records, require, text, typed_id
+from ._files import (
+    IMAGES_HINT, check_files_exist, data_file, data_root, identifier, image_folder, read_object, records, require,
+    typed,
+)
 
 FORMAT = "textcaps_json"
 
 
 def load_textcaps_json(root: Path, files: Mapping[str, str], name: str) -> ExampleSet:
     root = data_root(root)
-    path = root / files["file"]
-    data = read_json(path, root, FORMAT, "data")
-    entries = records(data, "data", path)
+    path = data_file(root, files["file"], FORMAT)
+    entries = records(read_object(path, "data"), "data", path)
     folder = image_folder(root, files["images"], FORMAT)
 
     file_names: dict[str, str] = {}
@@ -59,7 +61,7 @@ def load_textcaps_json(root: Path, files: Mapping[str, str], name: str) -> Examp
     for index, record in enumerate(entries):
         where = f"{path}: data[{index}]"
         require(record, where, ("image_id",))
-        image_id = typed_id(record["image_id"], f"{where}.image_id")
+        image_id = identifier(record["image_id"], f"{where}.image_id", nonempty=True)
         where = f"{path}: image {image_id} (data[{index}])"
         if "caption_str" not in record and "reference_strs" not in record:
             raise UserError(
@@ -100,7 +102,9 @@ def load_textcaps_json(root: Path, files: Mapping[str, str], name: str) -> Examp
         )
         for image_id, captions in references.items()
     ]
-    check_images_exist(folder, [file_names[e.image_id] for e in examples], f"listed in {path.name}")
+    check_files_exist(
+        (folder / file_names[e.image_id] for e in examples), f"images listed in {path.name}", IMAGES_HINT
+    )
     return ExampleSet(name=name, source=str(root), examples=examples)
 
 
@@ -108,14 +112,14 @@ def _file_name(record: dict, image_id: str, where: str) -> str:
     if "image_path" not in record:
         file_name = f"{image_id}.jpg"
     else:
-        file_name = Path(text(record["image_path"], f"{where}.image_path")).name
+        file_name = Path(typed(record["image_path"], str, f"{where}.image_path")).name
     if not file_name or file_name.startswith(".") or "\\" in file_name:
         raise UserError(f"{where}: image file name {file_name!r} is not a plain file name")
     return file_name
 
 
 def _caption(value: Any, where: str) -> str:
-    caption = text(value, where).strip()
+    caption = typed(value, str, where).strip()
     if not caption:
         raise UserError(f"{where}: empty caption")
     return caption
@@ -135,12 +139,12 @@ def _tokens(value: Any, where: str) -> str:
 
 def _read_ocr(path: Path, root: Path, wanted: set[str]) -> dict[str, str]:
     """image id -> its OCR tokens joined by spaces, for the images in `wanted` (the file lists a whole split)."""
-    entries = records(read_json(path, root, FORMAT, "data"), "data", path)
+    entries = records(read_object(path, "data"), "data", path)
     found: dict[str, str] = {}
     for index, entry in enumerate(entries):
         where = f"{path}: data[{index}]"
         require(entry, where, ("image_id", "ocr_tokens"))
-        image_id = typed_id(entry["image_id"], f"{where}.image_id")
+        image_id = identifier(entry["image_id"], f"{where}.image_id", nonempty=True)
         if image_id in wanted:
             found[image_id] = _tokens(entry["ocr_tokens"], f"{path}: image {image_id} (data[{index}]).ocr_tokens")
     missing = sorted(wanted - set(found))

@@ -31,7 +31,6 @@ code appends one); one is added unless the question already ends with it.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -39,16 +38,16 @@ from typing import Any
 from ..errors import UserError
 from ..examples import Example, ExampleSet, FileImage
 from . import FileFormat, register
-from ._reading import data_file, identifier, read_json, require, typed
+from ._files import FileListing, check_files_exist, data_file, data_root, identifier, read_json, require, typed
 
-SOURCE = "sources.visdial_json"
+FORMAT = "visdial_json"
 
 
 def load_visdial_json(root: Path, files: Mapping[str, str], name: str) -> ExampleSet:
-    root = Path(root).expanduser().resolve()  # image keys (and so fingerprints) must not depend on the cwd
-    path = data_file(root, files["dialogs"], SOURCE)
+    root = data_root(root)
+    path = data_file(root, files["dialogs"], FORMAT)
     dialogs, questions, answers = _read_dialogs(path)
-    dense_path = data_file(root, files["dense_annotations"], SOURCE) if "dense_annotations" in files else None
+    dense_path = data_file(root, files["dense_annotations"], FORMAT) if "dense_annotations" in files else None
     dense = _read_dense(dense_path) if dense_path else None
     finder = _ImageFinder(root, files["image_file"])
 
@@ -126,7 +125,10 @@ def load_visdial_json(root: Path, files: Mapping[str, str], name: str) -> Exampl
             f"{dense_path}: dense annotation for image_id {extra} has no dialog in {path} ({len(dense)} such); "
             "the dialogs and dense annotations files must be of the same split"
         )
-    finder.check()
+    check_files_exist(
+        (example.image.path for example in examples), "images",
+        f"check the data folder {root} (--data) and the task's image_file {files['image_file']!r}", finder.listing,
+    )
     return ExampleSet(name=name, source=str(root), examples=examples)
 
 
@@ -194,40 +196,17 @@ def _read_dense(path: Path) -> dict[str, tuple[int, list[float]]]:
 
 
 class _ImageFinder:
-    """Resolves a dialog's image through the task's pattern(s), one directory listing per folder."""
+    """Resolves a dialog's image through the task's pattern(s): the first that exists, else the first pattern's
+    (which the final `check_files_exist` over the same `listing` reports)."""
 
     def __init__(self, root: Path, image_file: str):
         self.root = root
-        self.spec = image_file
         self.patterns = [pattern.strip() for pattern in image_file.split("|") if pattern.strip()]
-        self.listings: dict[Path, set[str]] = {}
-        self.missing: list[Path] = []
-        self.total = 0
-
-    def _exists(self, path: Path) -> bool:
-        names = self.listings.get(path.parent)
-        if names is None:
-            try:
-                names = self.listings[path.parent] = set(os.listdir(path.parent))
-            except OSError:
-                names = self.listings[path.parent] = set()
-        return path.name in names
+        self.listing = FileListing()
 
     def find(self, record: dict[str, Any], where: str) -> FileImage:
-        self.total += 1
         paths = [self.root / _format(pattern, record, where) for pattern in self.patterns]
-        for path in paths:
-            if self._exists(path):
-                return FileImage(path)
-        self.missing.append(paths[0])
-        return FileImage(paths[0])
-
-    def check(self) -> None:
-        if self.missing:
-            raise UserError(
-                f"image not found: {self.missing[0]} ({len(self.missing)} of {self.total} images missing); check the "
-                f"data folder {self.root} (--data) and the task's image_file {self.spec!r}"
-            )
+        return FileImage(next((path for path in paths if self.listing.exists(path)), paths[0]))
 
 
 def _format(pattern: str, record: dict[str, Any], where: str) -> str:
@@ -247,6 +226,6 @@ def _format(pattern: str, record: dict[str, Any], where: str) -> str:
 
 register(
     FileFormat(
-        "visdial_json", ("dialogs", "image_file"), ("dialogs",), load_visdial_json, optional=("dense_annotations",)
+        FORMAT, ("dialogs", "image_file"), ("dialogs",), load_visdial_json, optional=("dense_annotations",)
     )
 )

@@ -21,22 +21,17 @@ from pathlib import Path
 from ..errors import UserError
 from ..examples import Example, ExampleSet, FileImage
 from . import FileFormat, register
-from ._reading import check_files_exist, data_file, identifier, read_jsonl, require, typed
+from ._files import check_files_exist, data_file, data_root, identifier, image_folder, read_jsonl, require, typed
 
-SOURCE = "sources.winoground_jsonl"
+FORMAT = "winoground_jsonl"
 KEYS = ("id", "image_0", "image_1", "caption_0", "caption_1")
 TAGS = {"tag": str, "secondary_tag": str, "num_main_preds": int, "collapsed_tag": str}
 
 
 def load_winoground_jsonl(root: Path, files: Mapping[str, str], name: str) -> ExampleSet:
-    root = Path(root).expanduser().resolve()  # image keys (and so fingerprints) must not depend on the cwd
-    path = data_file(root, files["examples"], SOURCE)
-    images_dir = root / files["images"]
-    if not images_dir.is_dir():
-        raise UserError(
-            f"image folder {files['images']!r} not found in the data folder {root} (--data); unzip images.zip "
-            "there or fix the task's `images` key"
-        )
+    root = data_root(root)
+    path = data_file(root, files["examples"], FORMAT)
+    images_dir = image_folder(root, files["images"], FORMAT, fix="unzip images.zip there")
     examples: list[Example] = []
     seen: dict[str, int] = {}
     for number, record in read_jsonl(path):
@@ -71,4 +66,4 @@ def load_winoground_jsonl(root: Path, files: Mapping[str, str], name: str) -> Ex
     return ExampleSet(name=name, source=str(root), examples=examples)
 
 
-register(FileFormat("winoground_jsonl", ("examples", "images"), ("examples",), load_winoground_jsonl))
+register(FileFormat(FORMAT, ("examples", "images"), ("examples",), load_winoground_jsonl))
