@@ -2,6 +2,11 @@
 
 Only the small columns (ids, questions, answers, ...) are read into Python when the split is loaded;
 the image column stays in the Arrow table and each `Example.image` reads its own row on demand.
+
+A dataset without an id column (e.g. HuggingFaceM4/FairFace) can use its row numbers: `columns.id`
+(or `columns.image_id`) may be the special value `"@row"`, which gives the ids "0", "1", ... in the
+split's row order. Metadata columns holding ClassLabel integers (e.g. FairFace's gender, race, age)
+are stored by class name, as the dataset's ClassLabel feature names them.
 """
 
 from __future__ import annotations
@@ -15,7 +20,10 @@ from ..errors import UserError
 from ..examples import DatasetImage, Example, ExampleSet, FileImage, ImageRef
 
 REQUIRED_COLUMNS = ("id", "image")
-METADATA_NAMES = frozenset({"answer_type", "question_type", "multiple_choice_answer", "domain"})
+METADATA_NAMES = frozenset(
+    {"answer_type", "question_type", "multiple_choice_answer", "domain", "gender", "race", "age"}
+)
+ROW = "@row"  # `columns.id` / `columns.image_id` value: the row number is the id
 # Harness keys with a meaning of their own; any other key in `columns` is a prompt field.
 SPECIAL_KEYS = frozenset({"id", "image", "image_id", "answers", "label", "candidates", "extra_image", "relevance"})
 IMAGE_KEYS = ("image", "extra_image")
@@ -43,15 +51,17 @@ def load_huggingface(
     `config` is the dataset's configuration name (hub ids only: `datasets.load_dataset(location, config)`;
     a local folder holds one configuration already). `columns` maps harness key -> dataset column:
 
-    * `id`, `image` (required); `image_id` (defaults to the id); `extra_image` (a second image column,
+    * `id`, `image` (required); `image_id` (defaults to the id); `id` and `image_id` may be `"@row"`,
+      the row number ("0", "1", ...) where the dataset has no id column; `extra_image` (a second image column,
       to `Example.extra_images`). Ids may be int or str columns; images are image features or paths.
     * `answers`: a list of strings, a list of records with an "answer" or "raw" string (VQA answers,
       captioning references), or one string. Required unless `label` (or `extra_image`) is mapped.
     * `label`: an int class/candidate index (`Example.label`), or a string answer (kept as `answers`).
     * `candidates`: a list of strings, or of records with an "answer" or "text" string.
     * `relevance`: a list of numbers (VisDial dense relevance), to `metadata["relevance"]`.
-    * metadata names (`answer_type`, `question_type`, `multiple_choice_answer`, `domain`) go to
-      `Example.metadata`; any other key (e.g. `question`, `caption`) is a prompt field (`Example.fields`).
+    * metadata names (`answer_type`, `question_type`, `multiple_choice_answer`, `domain`, and FairFace's
+      `gender`, `race`, `age`) go to `Example.metadata`, a ClassLabel integer as its class name; any
+      other key (e.g. `question`, `caption`) is a prompt field (`Example.fields`).
     """
     import datasets
 
@@ -151,6 +161,8 @@ def _examples(
 
     there = list(dataset.column_names)
     for key, column in columns.items():
+        if column == ROW and key in ("id", "image_id"):
+            continue
         if column not in there:
             raise UserError(
                 f"{source} split {split!r}: no column {column!r} (for {key!r}; columns there: {', '.join(there)}); "
@@ -178,12 +190,16 @@ def _examples(
             )
 
     # Read only the small columns, column-wise, straight from Arrow: no image bytes, no row loop over them.
-    wanted = sorted({column for key, column in columns.items() if key not in feature_images})
+    wanted = sorted({column for key, column in columns.items() if key not in feature_images and column != ROW})
     table = dataset.select_columns(wanted).with_format("arrow")[:]
     values = {column: table.column(column).to_pylist() for column in wanted}
     del table
 
-    ids = [_id(value, i, columns["id"], source) for i, value in enumerate(values[columns["id"]])]
+    rows = [str(index) for index in range(len(dataset))]
+    if columns["id"] == ROW:
+        ids = rows
+    else:
+        ids = [_id(v, i, columns["id"], source) for i, v in enumerate(values[columns["id"]])]
     seen: dict[str, int] = {}
     for index, example_id in enumerate(ids):
         if example_id in seen:
@@ -192,13 +208,18 @@ def _examples(
                 f"(rows {seen[example_id]} and {index}); map `id` to a column that is unique per example"
             )
         seen[example_id] = index
-    image_ids = (
-        [_id(value, i, columns["image_id"], source) for i, value in enumerate(values[columns["image_id"]])]
-        if "image_id" in columns
-        else ids
-    )
+    if "image_id" not in columns:
+        image_ids = ids
+    elif columns["image_id"] == ROW:
+        image_ids = rows
+    else:
+        image_ids = [_id(v, i, columns["image_id"], source) for i, v in enumerate(values[columns["image_id"]])]
     other = {key: column for key, column in columns.items() if key not in SPECIAL_KEYS}
-    metadata_columns = {key: values[column] for key, column in other.items() if key in METADATA_NAMES}
+    metadata_columns = {
+        key: _class_names(values[column], dataset.features[column])
+        for key, column in other.items()
+        if key in METADATA_NAMES
+    }
     field_columns = {key: values[column] for key, column in other.items() if key not in METADATA_NAMES}
     column_of = {key: values[columns[key]] for key in ("answers", "label", "candidates", "relevance") if key in columns}
 
@@ -257,6 +278,15 @@ def _id(value: Any, index: int, column: str, source: str) -> str:
             "map `id`/`image_id` in the task's columns to an int or string column"
         )
     return str(value)
+
+
+def _class_names(values: list[Any], feature: Any) -> list[Any]:
+    """A ClassLabel column's integers as their class names (None, or -1 for "no label", as None); others as they are."""
+    import datasets
+
+    if not isinstance(feature, datasets.ClassLabel):
+        return values
+    return [None if value is None or value < 0 else feature.int2str(value) for value in values]
 
 
 def _resolve(value: Any, base: Path | None, where: str, column: str) -> Path:

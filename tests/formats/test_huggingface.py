@@ -11,6 +11,7 @@ from PIL import Image
 from idefics_eval.errors import UserError
 from idefics_eval.examples import DatasetImage, FileImage
 from idefics_eval.formats.huggingface import load_huggingface
+from idefics_eval.metrics.fairness import HF_CLASS_NAMES, group_value
 
 COLUMNS = {
     "id": "question_id",
@@ -455,3 +456,64 @@ def test_bad_values_of_the_new_column_kinds(tmp_path, key, value, message):
     with pytest.raises(UserError, match=message) as excinfo:
         load_huggingface(str(tmp_path / "bad"), "test", columns, "t/test")
     assert "id q9" in str(excinfo.value)
+
+
+def fairface_dataset() -> datasets.Dataset:
+    """HuggingFaceM4/FairFace's shape: no id column, gender/race/age as ClassLabel integers."""
+    return datasets.Dataset.from_dict(
+        {
+            "image": [Image.new("RGB", (2, 2))] * 3,
+            "age": [1, 6, 8],
+            "gender": [0, 1, 1],
+            "race": [0, 5, 3],
+            "service_test": [False, True, True],
+        },
+        features=datasets.Features(
+            {
+                "image": datasets.Image(),
+                "age": datasets.ClassLabel(names=list(HF_CLASS_NAMES["age"])),
+                "gender": datasets.ClassLabel(names=list(HF_CLASS_NAMES["gender"])),
+                "race": datasets.ClassLabel(names=list(HF_CLASS_NAMES["race"])),
+                "service_test": datasets.Value("bool"),
+            }
+        ),
+    )
+
+
+FAIRFACE_COLUMNS = {"id": "@row", "image": "image", "label": "gender", "gender": "gender", "race": "race", "age": "age"}
+
+
+def test_row_number_ids_where_there_is_no_id_column(tmp_path):
+    examples = load_huggingface(save(fairface_dataset(), tmp_path / "ff"), "validation", FAIRFACE_COLUMNS, "f/v").examples
+    assert [(e.id, e.image_id) for e in examples] == [("0", "0"), ("1", "1"), ("2", "2")]
+    assert [e.image.index for e in examples] == [0, 1, 2]
+
+
+def test_row_number_image_ids(tmp_path):
+    columns = {**FAIRFACE_COLUMNS, "id": "@row", "image_id": "@row"}
+    examples = load_huggingface(save(fairface_dataset(), tmp_path / "ff"), "validation", columns, "f/v").examples
+    assert [e.image_id for e in examples] == ["0", "1", "2"]
+
+
+def test_fairface_class_label_attributes_are_metadata_names(tmp_path):
+    examples = load_huggingface(save(fairface_dataset(), tmp_path / "ff"), "validation", FAIRFACE_COLUMNS, "f/v").examples
+    assert [e.label for e in examples] == [0, 1, 1]  # the label column stays the ClassLabel index
+    assert [e.metadata for e in examples] == [
+        {"gender": "Male", "race": "East Asian", "age": "3-9"},
+        {"gender": "Female", "race": "Latino_Hispanic", "age": "50-59"},
+        {"gender": "Female", "race": "White", "age": "more than 70"},
+    ]
+    assert all(e.fields == {} for e in examples)
+    # fairface_accuracy's groups come from the metadata; the older fields route (ints by HF order) still works
+    assert [group_value(e.metadata, e.fields, "race") for e in examples] == ["East Asian", "Latino_Hispanic", "White"]
+    assert group_value({}, {"race": "5"}, "race") == "Latino_Hispanic"
+
+
+def test_string_metadata_attributes_are_kept(tmp_path):
+    rows = [{"file": "a.png", "gender": "Male"}, {"file": "b.png", "gender": "Female"}]
+    write_jsonl(tmp_path / "ff", "validation", rows)
+    columns = {"id": "@row", "image": "file", "label": "gender", "gender": "gender"}
+    examples = load_huggingface(str(tmp_path / "ff"), "validation", columns, "f/v").examples
+    assert [(e.id, e.answers, e.metadata) for e in examples] == [
+        ("0", ("Male",), {"gender": "Male"}), ("1", ("Female",), {"gender": "Female"})
+    ]
