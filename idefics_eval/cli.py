@@ -37,7 +37,7 @@ def cli(debug: bool) -> None:
 
 
 @cli.command()
-@click.option("--task", required=True, help="Task name (see `idefics-eval tasks`).")
+@click.option("--task", required=True, help="Task name, comma-separated names, or a group such as fairface (see `idefics-eval tasks`).")
 @click.option("--shots", default="0,4,8,16,32", show_default=True, help="Comma-separated shot counts.")
 @click.option("--model", help="Hub name (e.g. HuggingFaceM4/idefics-9b) or local checkpoint folder.")
 @click.option("--demo", is_flag=True, help="Use the embedded tiny model and, without --data, the bundled sample data.")
@@ -66,12 +66,16 @@ def cli(debug: bool) -> None:
               help="A corrupt or missing image met during the run: stop naming it, or skip the query (counted).")
 @click.option("--allow-pickle-weights", is_flag=True, help="Allow loading .bin (pickle) weights; by default only safetensors load.")
 def run(**options) -> None:
-    """Evaluate a model on a task at several shot counts."""
-    from .reports import summary_table
-    from .runner import RunConfig, run as run_evaluation
+    """Evaluate a model on one or more tasks (comma-separated, or a group) at several shot counts."""
+    from dataclasses import replace
 
+    from .reports import summary_table
+    from .runner import RunConfig, run_tasks
+    from .tasks import expand_task_names
+
+    names = expand_task_names(options["task"], tuple(options["tasks_dirs"]))
     config = RunConfig(
-        task=options["task"],
+        task=names[0],
         shots=parse_counts(options["shots"], "--shots"),
         output_dir=options["output_dir"],
         model=options["model"],
@@ -97,7 +101,7 @@ def run(**options) -> None:
         on_bad_example=options["on_bad_example"],
         allow_pickle_weights=options["allow_pickle_weights"],
     )
-    rows = run_evaluation(config)
+    rows = run_tasks([replace(config, task=name) for name in names])
     if rows:  # under torchrun only rank 0 reports
         click.echo(summary_table(rows))
         click.echo(f"results: {config.output_dir / 'results.json'}")

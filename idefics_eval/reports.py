@@ -40,4 +40,7 @@ def task_table(tasks_dirs: tuple[Path, ...] = ()) -> str:
             f"{spec.support_task}/{spec.support_split}" if spec.support_task else spec.support_split)
         records.append({"task": name, "request": spec.request, "metric": spec.metric, "support": support,
                         "query": spec.query_split, "sources": ", ".join(sources), "title": spec.title})
-    return pd.DataFrame.from_records(records).to_string(index=False)
+    from .tasks import task_groups
+
+    groups = "\n".join(f"group {name}: {', '.join(members)}" for name, members in task_groups(tasks_dirs).items())
+    return pd.DataFrame.from_records(records).to_string(index=False) + ("\n\n" + groups if groups else "")

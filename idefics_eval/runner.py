@@ -521,3 +521,16 @@ def _run(config: RunConfig, p: Prepared, world: World, loaded: LoadedModel | Non
         rows += [_aggregate_seeds([r for r in rows if r.shots == k]) for k in sorted(config.shots)]
     merge_results(config.output_dir / "results.json", rows)
     return rows
+
+
+def run_tasks(configs: Sequence[RunConfig]) -> list[Result]:
+    """Several tasks with one model: every task is validated before the model loads, once."""
+    if len(configs) == 1:
+        return run(configs[0])
+    for config in configs:
+        prepare(config)
+    first = configs[0]
+    loaded = load_model(first.model or "demo", device=current_world().device(first.device), dtype=first.dtype,
+                        demo_seed=first.demo_seed if first.demo else None, device_map=first.device_map,
+                        allow_pickle=first.allow_pickle_weights)
+    return [row for config in configs for row in run(config, loaded=loaded)]

@@ -242,6 +242,9 @@ def builtin_dir(name: str) -> Path:
     return installed if installed.is_dir() else package.parent / name
 
 
+GROUPS_FILE = "groups.yaml"
+
+
 def task_files(tasks_dirs: tuple[Path, ...] = ()) -> dict[str, Path]:
     """Task name -> file, built-in tasks first; a file in a later folder overrides an earlier one."""
     found: dict[str, Path] = {}
@@ -249,8 +252,44 @@ def task_files(tasks_dirs: tuple[Path, ...] = ()) -> dict[str, Path]:
         if not folder.is_dir():
             raise UserError(f"tasks folder not found: {folder}")
         for path in sorted(folder.glob("*.yaml")):
-            found[path.stem] = path
+            if path.name != GROUPS_FILE:
+                found[path.stem] = path
     return found
+
+
+def task_groups(tasks_dirs: tuple[Path, ...] = ()) -> dict[str, tuple[str, ...]]:
+    """Group name -> member task names, from each tasks folder's groups.yaml (later folders override)."""
+    groups: dict[str, tuple[str, ...]] = {}
+    for folder in (builtin_dir("tasks"), *tasks_dirs):
+        path = folder / GROUPS_FILE
+        if not path.is_file():
+            continue
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise UserError(f"{path}: is not valid YAML ({getattr(error, 'problem', error)})") from None
+        if not isinstance(data, dict):
+            raise UserError(f"{path}: expected a mapping of group names to lists of task names")
+        for name, members in data.items():
+            groups[str(name)] = _str_list(f"{path}: {name}", members)
+    return groups
+
+
+def expand_task_names(value: str, tasks_dirs: tuple[Path, ...] = ()) -> list[str]:
+    """'vqav2,fairface' -> ['vqav2', 'fairface_gender', 'fairface_race', 'fairface_age']."""
+    names = [part.strip() for part in value.split(",") if part.strip()]
+    if not names:
+        raise UserError("--task is empty; give a task name (see `idefics-eval tasks`)")
+    files, groups = task_files(tasks_dirs), task_groups(tasks_dirs)
+    expanded: list[str] = []
+    for name in names:
+        members = [name] if name in files else list(groups.get(name, [name]))
+        expanded += [member for member in members if member not in expanded]
+    for name in expanded:
+        if name not in files:
+            known = ", ".join(sorted(files) + [f"{g} (group)" for g in sorted(groups)])
+            raise UserError(f"unknown task {name!r}; available: {known} (see `idefics-eval tasks`)")
+    return expanded
 
 
 def load_task(name: str, tasks_dirs: tuple[Path, ...] = ()) -> TaskSpec:
