@@ -86,3 +86,19 @@ def test_a_task_file_cannot_name_python_code(tmp_path):
     path.write_text("name: !!python/object/apply:os.system ['echo owned']\nversion: 1\n")
     with pytest.raises(UserError, match="not valid YAML"):
         parse_task(path)
+
+
+@pytest.mark.parametrize("line, message", [("module: mypackage.tasks", "unknown key 'module'"),
+                                           ("metric: os.system", "unknown metric 'os.system'")])
+def test_a_task_file_that_names_python_code_is_refused(tmp_path, line, message):
+    """Code reaches the harness only through installed entry points, never through a task file."""
+    from idefics_eval.metrics import get_metric
+    from idefics_eval.tasks import parse_task
+
+    text = (Path(__file__).resolve().parents[1] / "tasks" / "vqav2.yaml").read_text()
+    key = line.split(":")[0]
+    text = text.replace("metric: vqa_accuracy", line) if key == "metric" else text + line + "\n"
+    path = tmp_path / "vqav2.yaml"
+    path.write_text(text)
+    with pytest.raises(UserError, match=message):
+        get_metric(parse_task(path).metric)
