@@ -213,12 +213,12 @@ def _candidate_reserve(loaded: LoadedModel, candidates: Sequence[str]) -> int:
     return max(len(ids) for ids in tokenizer([" " + c for c in candidates], add_special_tokens=False)["input_ids"]) + 4
 
 
-def _ranked(p: Prepared, ranker: Ranker, query: Example, context: Prompt, dropped: int) -> Prediction:
+def _ranked(p: Prepared, ranker: Ranker, query: Example, shots: Sequence[Example], reserve: int, loaded: LoadedModel) -> Prediction:
     candidates = candidates_of(p.spec, query)
     answer = shot_answer(p.spec)
-    shots = [s for s in p.support.examples if s.id in set(context.shot_ids)]
-    ordered = sorted(shots, key=lambda s: context.shot_ids.index(s.id))
-    continuations = [p.template.render(ordered, query, answer, candidate=c) for c in candidates]
+    context, dropped, _ = _fit_prompt(p, loaded, shots, query, reserve)
+    kept = shots[dropped:]  # the shots the fitted context shows
+    continuations = [p.template.render(kept, query, answer, candidate=c) for c in candidates]
     scores = ranker.loglikelihoods(context, continuations, p.spec.candidates.normalize)
     ranking = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
     prediction = Prediction(
@@ -353,8 +353,7 @@ def _evaluate_setting(p: Prepared, loaded: LoadedModel, selector, shots: int, se
                             prediction = _matched(p, ranker, query)
                         else:
                             reserve = _candidate_reserve(loaded, candidates_of(p.spec, query))
-                            context, dropped, _ = _fit_prompt(p, loaded, selector.select(query, shots), query, reserve)
-                            prediction = _ranked(p, ranker, query, context, dropped)
+                            prediction = _ranked(p, ranker, query, selector.select(query, shots), reserve, loaded)
                     except UserError as error:
                         prediction = _bad_example(p, query, error)
                     writer.write([prediction])
