@@ -29,6 +29,20 @@ def parse_counts(value: str, flag: str) -> tuple[int, ...]:
     return tuple(dict.fromkeys(counts))
 
 
+class BatchSize(click.ParamType):
+    """A positive whole number, or `auto` (the largest batch that fits on the GPU; 8 off GPU)."""
+
+    name = "N|auto"
+
+    def convert(self, value, param, ctx):
+        if value == "auto" or (isinstance(value, int) and value > 0):
+            return value
+        text = str(value).strip()
+        if text.isdigit() and int(text) > 0:
+            return int(text)
+        self.fail(f"{value!r}: give a positive whole number or auto", param, ctx)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show the full traceback of internal errors.")
 @click.version_option(package_name="idefics-eval")
@@ -51,7 +65,8 @@ def cli(debug: bool) -> None:
 @click.option("--rices-encoder", default="model", show_default=True,
               help="Image encoder for RICES: 'model' (the evaluated model's vision tower) or a CLIP hub id / folder.")
 @click.option("--limit", type=int, help="Evaluate only the first N queries.")
-@click.option("--batch-size", default=8, show_default=True)
+@click.option("--batch-size", type=BatchSize(), default=8, show_default=True,
+              help="Requests per forward pass; auto: the largest that fits on the GPU (probed on the longest requests), 8 off GPU.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--device-map", help="accelerate device_map (e.g. auto): split one large model over the visible GPUs.")
 @click.option("--dtype", default="auto", show_default=True, help="auto (bfloat16 on GPU, float32 on CPU), bfloat16, float16, float32.")
@@ -157,7 +172,8 @@ def demo_model(directory: Path, seed: int) -> None:
 @click.option("--support-data", "support_values", multiple=True, help="TASK=PATH: data of the task shots come from (NoCaps: COCO).")
 @click.option("--demo-data", is_flag=True, help="Use the bundled sample data for tasks without --data.")
 @click.option("--limit", type=int, help="Evaluate only the first N queries of each task.")
-@click.option("--batch-size", default=8, show_default=True)
+@click.option("--batch-size", type=BatchSize(), default=8, show_default=True,
+              help="Requests per forward pass; auto: the largest that fits on the GPU, 8 off GPU.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--dtype", default="auto", show_default=True, help="auto, bfloat16, float16, float32.")
 @click.option("--num-beams", type=int, help="Beam count (task default: 3; 1 = greedy).")

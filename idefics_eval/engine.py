@@ -12,7 +12,9 @@ images a prompt):
   forward pass, mirroring GenerationMixin's `_sample` and `_beam_search` tensor for tensor.
 Requests are sorted by (number of images, prompt length) before batching, so padding stays small
 and the largest batch runs first (an out-of-memory error shows up at once, not after an hour);
-answers come back in request order. Batches are padded on the left.
+answers come back in request order. Batches are padded on the left. `--batch-size auto` runs the
+longest requests at batch sizes 1, 2, 4, ... until one runs out of GPU memory and keeps the last that
+fit (`find_batch_size`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from functools import lru_cache
 import torch
 from PIL import Image
 
+from .errors import UserError
 from .examples import ImageRef
 from .image_cache import ImageFeatureCache, encode_images, feature_kind, shared_cache
 from .models import LoadedModel
@@ -409,10 +412,63 @@ def _gather(tensor: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
     return torch.take_along_dim(tensor, indices, dim=1)
 
 
+def longest_first(lengths: Sequence[tuple[int, int]]) -> list[int]:
+    """Request indices, longest (most images, then most tokens) first."""
+    return sorted(range(len(lengths)), key=lambda i: (-lengths[i][0], -lengths[i][1], i))
+
+
 def batches_by_length(lengths: Sequence[tuple[int, int]], batch_size: int) -> list[list[int]]:
     """Request indices grouped into batches, longest (most images, then most tokens) first."""
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i][0], -lengths[i][1], i))
+    order = longest_first(lengths)
     return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+AUTO_BATCH_LIMIT = 64  # the largest batch `--batch-size auto` tries
+AUTO_BATCH_OFF_GPU = 8  # `--batch-size auto` without a CUDA device: no probing
+
+
+def find_batch_size(try_batch: Callable[[int], object], limit: int) -> int:
+    """The largest of 1, 2, 4, 8, ... (and `limit` itself) up to `limit` for which `try_batch(size)`
+    does not run out of GPU memory.
+
+    `try_batch` should run the run's worst case at that size (its longest requests), so the batches
+    the run then makes fit too. Sizes grow until one runs out of memory; the cache allocator's
+    free blocks are released after that failure, before the run goes on at the last size that fit.
+    """
+    fits, size = 0, 1
+    while True:
+        out_of_memory = False
+        try:
+            try_batch(size)
+        except torch.cuda.OutOfMemoryError:
+            out_of_memory = True
+        if out_of_memory:  # outside the except block: the failed batch's tensors are released by now
+            torch.cuda.empty_cache()
+            break
+        fits = size
+        if size >= limit:
+            break
+        size = min(2 * size, limit)
+    if fits == 0:
+        raise UserError(
+            "the model does not fit in GPU memory with one example at a time; "
+            "load it in a smaller --dtype (bfloat16, float16) or split it over GPUs with --device-map auto"
+        )
+    return fits
+
+
+def resolve_batch_size(batch_size: int | str, device: torch.device,
+                       worst_case: Callable[[], tuple[Callable[[int], object], int]]) -> int:
+    """`batch_size`, or for "auto": AUTO_BATCH_OFF_GPU off a CUDA device, else the largest size that
+    fits (`find_batch_size`). `worst_case()` gives the function that runs the run's longest requests
+    at a given batch size, and how many rows those requests can fill (the largest size tried, at
+    most AUTO_BATCH_LIMIT); it is called only when probing."""
+    if batch_size != "auto":
+        return int(batch_size)
+    if device.type != "cuda":
+        return AUTO_BATCH_OFF_GPU
+    try_batch, rows = worst_case()
+    return find_batch_size(try_batch, max(1, min(AUTO_BATCH_LIMIT, rows)))
 
 
 def generate_all(

@@ -21,7 +21,8 @@ from tqdm import tqdm
 
 from . import formats
 from .distributed import World, world as current_world
-from .engine import STOP_WORDS, GenerationSettings, Generator, count_tokens, generate_all
+from .engine import (AUTO_BATCH_OFF_GPU, STOP_WORDS, GenerationSettings, Generator, count_tokens, generate_all,
+                     longest_first, resolve_batch_size)
 from .errors import UserError
 from .examples import Example, ExampleSet
 from .metrics import Metric, get_metric
@@ -29,7 +30,7 @@ from .models import ClipEncoder, LoadedModel, VisionTowerEncoder, check_checkpoi
 from .predictions import FULL_SCORES, Prediction, PredictionWriter, finish_predictions, prediction_file, read_predictions
 from .prompts import Prompt, PromptTemplate, load_template, most_common_answer
 from .ranking import Ranker
-from .results import Result, merge_results, package_versions, write_json_atomic
+from .results import Result, merge_results, package_versions, read_results, write_json_atomic
 from .shots import ShotSettings, build_selector
 from .tasks import TaskSpec, load_task
 
@@ -50,7 +51,7 @@ class RunConfig:
     seeds: tuple[int, ...] = (0,)
     rices_encoder: str = "model"  # "model" (the evaluated model's vision tower) or a CLIP hub id / folder
     limit: int | None = None
-    batch_size: int = 8
+    batch_size: int | str = 8  # a positive number, or "auto": the largest that fits on the GPU (8 off GPU)
     device: str | None = None
     device_map: str | None = None  # accelerate's device_map ("auto"): one model split over the visible GPUs
     dtype: str | None = None
@@ -93,8 +94,8 @@ def prepare(config: RunConfig, preloaded: bool = False) -> Prepared:
         raise UserError("--shots is empty; give shot counts like 0,4,8")
     if config.limit is not None and config.limit < 1:
         raise UserError(f"--limit {config.limit}: give a positive number of queries")
-    if config.batch_size < 1:
-        raise UserError(f"--batch-size {config.batch_size}: give a positive batch size")
+    if config.batch_size != "auto" and (type(config.batch_size) is not int or config.batch_size < 1):
+        raise UserError(f"--batch-size {config.batch_size!r}: give a positive whole number or auto")
     if config.on_bad_example not in ("stop", "skip"):
         raise UserError(f"--on-bad-example {config.on_bad_example!r}: use stop or skip")
     if config.selection not in ("rices", "random"):
@@ -213,13 +214,28 @@ def _candidate_reserve(loaded: LoadedModel, candidates: Sequence[str]) -> int:
     return max(len(ids) for ids in tokenizer([" " + c for c in candidates], add_special_tokens=False)["input_ids"]) + 4
 
 
-def _ranked(p: Prepared, ranker: Ranker, query: Example, shots: Sequence[Example], reserve: int, loaded: LoadedModel) -> Prediction:
-    candidates = candidates_of(p.spec, query)
+# Ranker.loglikelihoods or Ranker.loglikelihoods_full: (context, continuations, normalize) -> scores
+Scorer = Callable[[Prompt, Sequence[Prompt], str], list[float]]
+
+
+def _ranked_context(p: Prepared, loaded: LoadedModel, query: Example, shots: Sequence[Example]) -> tuple[Prompt, int, int]:
+    """The fitted context of a ranked query, how many shots it dropped, and its length in tokens
+    with the longest candidate."""
+    reserve = _candidate_reserve(loaded, candidates_of(p.spec, query))
+    context, dropped, length = _fit_prompt(p, loaded, shots, query, reserve)
+    return context, dropped, length + reserve
+
+
+def _continuations(p: Prepared, query: Example, kept: Sequence[Example]) -> list[Prompt]:
     answer = shot_answer(p.spec)
-    context, dropped, _ = _fit_prompt(p, loaded, shots, query, reserve)
-    kept = shots[dropped:]  # the shots the fitted context shows
-    continuations = [p.template.render(kept, query, answer, candidate=c) for c in candidates]
-    scores = ranker.loglikelihoods(context, continuations, p.spec.candidates.normalize)
+    return [p.template.render(kept, query, answer, candidate=c) for c in candidates_of(p.spec, query)]
+
+
+def _ranked(p: Prepared, score: Scorer, query: Example, shots: Sequence[Example], loaded: LoadedModel) -> Prediction:
+    candidates = candidates_of(p.spec, query)
+    context, dropped, _ = _ranked_context(p, loaded, query, shots)
+    continuations = _continuations(p, query, shots[dropped:])  # the shots the fitted context shows
+    scores = score(context, continuations, p.spec.candidates.normalize)
     ranking = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
     prediction = Prediction(
         id=query.id,
@@ -233,16 +249,21 @@ def _ranked(p: Prepared, ranker: Ranker, query: Example, shots: Sequence[Example
     return replace(prediction, score=p.metric.score(prediction, query))
 
 
-def _matched(p: Prepared, ranker: Ranker, query: Example) -> Prediction:
-    """Winoground: every caption scored with every image; scores are [c0i0, c0i1, c1i0, c1i1]."""
+def _matched_requests(p: Prepared, query: Example) -> list[tuple[Prompt, list[Prompt]]]:
+    """Winoground: per image, the zero-shot context and its two captions as continuations."""
     captions = [query.fields[f"caption_{c}"] for c in (0, 1)]
-    images = (query.image, *query.extra_images)
-    normalize = p.spec.candidates.normalize if p.spec.candidates else "mean"
-    by_image = []
-    for image in images:
+    requests = []
+    for image in (query.image, *query.extra_images):
         shown = replace(query, image=image)
         context = p.template.render([], shown, most_common_answer)
-        by_image.append(ranker.loglikelihoods(context, [p.template.render([], shown, most_common_answer, candidate=c) for c in captions], normalize))
+        requests.append((context, [p.template.render([], shown, most_common_answer, candidate=c) for c in captions]))
+    return requests
+
+
+def _matched(p: Prepared, score: Scorer, query: Example) -> Prediction:
+    """Winoground: every caption scored with every image; scores are [c0i0, c0i1, c1i0, c1i1]."""
+    normalize = p.spec.candidates.normalize if p.spec.candidates else "mean"
+    by_image = [score(context, continuations, normalize) for context, continuations in _matched_requests(p, query)]
     scores = tuple(by_image[i][c] for c in (0, 1) for i in (0, 1))
     prediction = Prediction(id=query.id, prediction="", shots=(), score=None, scores=scores)
     return replace(prediction, score=p.metric.score(prediction, query))
@@ -328,42 +349,81 @@ class NoShots:
         return {}
 
 
-def _evaluate_setting(p: Prepared, loaded: LoadedModel, selector, shots: int, seed: int | None, world: World) -> list[Prediction]:
+def _evaluate_setting(p: Prepared, loaded: LoadedModel, selector, shots: int, seed: int | None,
+                      world: World) -> tuple[list[Prediction], int | None]:
     """Predictions for every query at one shot count (on rank 0; other ranks return [] once their
-    shard is written). Each rank scores every world.size-th query not already answered."""
+    shard is written), and the batch size this process used (None when it had nothing to do).
+    Each rank scores every world.size-th query not already answered."""
     path = prediction_file(p.config.output_dir, p.spec.name, shots, seed)
     order = [query.id for query in p.queries.examples]
     if path.exists():
         finished = {pred.id: pred for pred in read_predictions(path)}
         if all(query_id in finished for query_id in order):
-            return [finished[query_id] for query_id in order] if world.is_main else []
+            return ([finished[query_id] for query_id in order] if world.is_main else []), None
     writer = PredictionWriter(path, world.rank)
     world.barrier()  # every rank has read what is done before any appends
+    batch_size = None
     try:
         todo = world.shard([query for query in p.queries.examples if query.id not in writer.done])
         label = f"{p.spec.name} {shots}-shot" + (f" seed {seed}" if seed is not None else "")
         with tqdm(total=len(todo), desc=label, unit="query", disable=not p.config.progress or not world.is_main) as bar:
-            if p.spec.request == "generate":
-                _generate(p, loaded, selector, shots, todo, writer, bar)
-            else:
-                ranker = Ranker(loaded, p.config.batch_size)
-                for query in todo:
-                    try:
-                        if p.spec.request == "match":
-                            prediction = _matched(p, ranker, query)
-                        else:
-                            reserve = _candidate_reserve(loaded, candidates_of(p.spec, query))
-                            prediction = _ranked(p, ranker, query, selector.select(query, shots), reserve, loaded)
-                    except UserError as error:
-                        prediction = _bad_example(p, query, error)
-                    writer.write([prediction])
-                    bar.update(1)
+            if todo:
+                evaluate = _generate if p.spec.request == "generate" else _rank
+                batch_size = evaluate(p, loaded, selector, shots, todo, writer, bar)
     finally:
         writer.close()
     world.barrier()  # every shard is written
     predictions = finish_predictions(path, order) if world.is_main else []
     world.barrier()
-    return predictions
+    return predictions, batch_size
+
+
+def _rank(p: Prepared, loaded: LoadedModel, selector, shots: int, todo: list[Example], writer: PredictionWriter, bar) -> int:
+    """Ranked and matched requests, one query at a time (a query's candidates are the batch); returns the batch size."""
+    ranker = Ranker(loaded, 1)
+    score = ranker.loglikelihoods
+
+    def worst_case() -> tuple[Callable[[int], object], int]:
+        requests = _longest_ranking_requests(p, loaded, selector, shots, todo)
+
+        def try_batch(size: int) -> None:
+            ranker.batch_size = size
+            for context, continuations in requests:  # a query whose images cannot be read is met later
+                try:
+                    score(context, continuations, "sum")
+                    return
+                except UserError:
+                    continue
+
+        return try_batch, len(requests[0][1])
+
+    ranker.batch_size = resolve_batch_size(p.config.batch_size, loaded.device, worst_case)
+    for query in todo:
+        try:
+            if p.spec.request == "match":
+                prediction = _matched(p, score, query)
+            else:
+                prediction = _ranked(p, score, query, selector.select(query, shots), loaded)
+        except UserError as error:
+            prediction = _bad_example(p, query, error)
+        writer.write([prediction])
+        bar.update(1)
+    return ranker.batch_size
+
+
+def _longest_ranking_requests(p: Prepared, loaded: LoadedModel, selector, shots: int,
+                              todo: list[Example]) -> list[tuple[Prompt, list[Prompt]]]:
+    """The queries' (context, continuations), the one needing the most memory first: the most
+    images, then the most tokens (context and longest candidate)."""
+    if p.spec.request == "match":  # zero shots, one image and two captions a request: all alike
+        return [request for query in todo for request in _matched_requests(p, query)]
+    contexts = []
+    for query in todo:
+        kept = selector.select(query, shots)
+        context, dropped, length = _ranked_context(p, loaded, query, kept)
+        contexts.append((query, kept[dropped:], context, length))
+    order = longest_first([(len(context.images), length) for _, _, context, length in contexts])
+    return [(contexts[i][2], _continuations(p, contexts[i][0], contexts[i][1])) for i in order]
 
 
 def _bad_example(p: Prepared, query: Example, error: UserError) -> Prediction:
@@ -394,9 +454,17 @@ class _Tolerant:
             return answers
 
 
-def _generate(p: Prepared, loaded: LoadedModel, selector, shots: int, todo: list[Example], writer: PredictionWriter, bar) -> None:
+def _generate(p: Prepared, loaded: LoadedModel, selector, shots: int, todo: list[Example], writer: PredictionWriter, bar) -> int:
+    """Generation requests in length-sorted batches; returns the batch size."""
     generator = _Tolerant(Generator(loaded, p.generation))
     requests = [_fit_prompt(p, loaded, selector.select(query, shots), query, p.generation.max_new_tokens) for query in todo]
+    prompts, lengths = [r[0] for r in requests], [r[2] for r in requests]
+
+    def worst_case() -> tuple[Callable[[int], object], int]:
+        worst = [prompts[i] for i in longest_first([(len(prompt.images), n) for prompt, n in zip(prompts, lengths)])]
+        return (lambda size: generator.generate(worst[:size])), len(worst)
+
+    batch_size = resolve_batch_size(p.config.batch_size, loaded.device, worst_case)
 
     def record(indices: list[int], answers: list[str | None]) -> None:
         predictions = []
@@ -410,7 +478,8 @@ def _generate(p: Prepared, loaded: LoadedModel, selector, shots: int, todo: list
         writer.write(predictions)
         bar.update(len(indices))
 
-    generate_all(generator, [r[0] for r in requests], [r[2] for r in requests], p.config.batch_size, record)
+    generate_all(generator, prompts, lengths, batch_size, record)
+    return batch_size
 
 
 def _aggregate_seeds(rows: list[Result]) -> Result:
@@ -476,6 +545,7 @@ def _run(config: RunConfig, p: Prepared, world: World, loaded: LoadedModel | Non
     encoder = _encoder(config, loaded) if max(config.shots) > 0 else None
     seeds = config.seeds if config.selection == "random" else (None,)
     rows: list[Result] = []
+    earlier_batch_sizes = _recorded_batch_sizes(config.output_dir) if world.is_main else {}
     for seed in seeds:
         if max(config.shots) == 0:
             selector = NoShots()
@@ -484,7 +554,7 @@ def _run(config: RunConfig, p: Prepared, world: World, loaded: LoadedModel | Non
                 world.barrier()  # rank 0 builds and caches the index first; the others then load it
             selector = build_selector(
                 ShotSettings(config.selection, seed or 0), p.support, p.queries, max(config.shots), encoder,
-                config.cache_dir, batch_size=config.batch_size * 4,
+                config.cache_dir, batch_size=4 * (AUTO_BATCH_OFF_GPU if config.batch_size == "auto" else config.batch_size),
             )
             if world.is_main:
                 world.barrier()
@@ -494,9 +564,11 @@ def _run(config: RunConfig, p: Prepared, world: World, loaded: LoadedModel | Non
             if manifest is not None:
                 manifest.claim(prediction_file(config.output_dir, p.spec.name, shots, seed), shots_identity)
             world.barrier()
-            predictions = _evaluate_setting(p, loaded, selector, shots, seed, world)
+            predictions, batch_size = _evaluate_setting(p, loaded, selector, shots, seed, world)
             if not world.is_main:
                 continue
+            if batch_size is None:  # every prediction was there already: what the run that made them used
+                batch_size = earlier_batch_sizes.get((p.spec.name, shots, config.selection, seed), config.batch_size)
             scored = [(pred, query) for pred, query in zip(predictions, p.queries.examples) if pred.error is None]
             rows.append(
                 Result(
@@ -510,7 +582,7 @@ def _run(config: RunConfig, p: Prepared, world: World, loaded: LoadedModel | Non
                     num_truncated=sum(pred.dropped_shots > 0 for pred in predictions),
                     predictions=str(prediction_file(Path("."), p.spec.name, shots, seed)),
                     config=identity | {"shots": shots_identity or {"selection": config.selection, "seed": seed},
-                                       "limit": config.limit, "processes": world.size,
+                                       "limit": config.limit, "processes": world.size, "batch_size": batch_size,
                                        "versions": package_versions(), "command": sys.argv},
                 )
             )
@@ -520,6 +592,13 @@ def _run(config: RunConfig, p: Prepared, world: World, loaded: LoadedModel | Non
         rows += [_aggregate_seeds([r for r in rows if r.shots == k]) for k in sorted(config.shots)]
     merge_results(config.output_dir / "results.json", rows)
     return rows
+
+
+def _recorded_batch_sizes(output_dir: Path) -> dict[tuple, int | str]:
+    """The batch size each row of an earlier results.json in `output_dir` records, by row key."""
+    path = output_dir / "results.json"
+    rows = read_results(path) if path.exists() else []
+    return {row.key: row.config["batch_size"] for row in rows if "batch_size" in row.config}
 
 
 def run_tasks(configs: Sequence[RunConfig]) -> list[Result]:

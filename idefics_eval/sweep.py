@@ -76,7 +76,7 @@ class SweepConfig:
     support_data: Mapping[str, str] = field(default_factory=dict)
     demo_data: bool = False
     select_by: str = MEAN_NORMALISED
-    batch_size: int = 8
+    batch_size: int | str = 8  # or "auto"
     num_beams: int | None = None
     max_new_tokens: int | None = None
     device: str | None = None
