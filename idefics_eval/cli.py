@@ -74,6 +74,10 @@ def cli(debug: bool) -> None:
 @click.option("--max-new-tokens", type=int, help="Tokens to generate (task default: 15).")
 @click.option("--max-length", type=int, help="Context limit in tokens (default: the model's); longer prompts lose their least similar shots.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), help="Where retrieval indexes and embeddings are kept (default: ~/.cache/idefics-eval).")
+@click.option("--image-cache-mb", type=click.IntRange(min=0), default=1024, show_default=True,
+              help="Memory for image features (each image through the vision tower once); least recently used go beyond it.")
+@click.option("--image-cache-dir", type=click.Path(path_type=Path),
+              help="Write image features evicted from memory to files here and read them back instead of recomputing (default: no spill).")
 @click.option("--tasks-dir", "tasks_dirs", multiple=True, type=click.Path(path_type=Path), help="Extra folder of task files.")
 @click.option("--overwrite", is_flag=True, help="Replace predictions in --output-dir made under another configuration.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
@@ -110,6 +114,8 @@ def run(**options) -> None:
         max_new_tokens=options["max_new_tokens"],
         max_length=options["max_length"],
         cache_dir=options["cache_dir"] or default_cache_dir(),
+        image_cache_mb=options["image_cache_mb"],
+        image_cache_dir=options["image_cache_dir"],
         tasks_dirs=tuple(options["tasks_dirs"]),
         overwrite=options["overwrite"],
         progress=not options["no_progress"],

@@ -25,6 +25,7 @@ from .engine import (AUTO_BATCH_OFF_GPU, STOP_WORDS, GenerationSettings, Generat
                      longest_first, resolve_batch_size)
 from .errors import UserError
 from .examples import Example, ExampleSet
+from .image_cache import DEFAULT_MAX_BYTES, configure_shared_cache
 from .metrics import Metric, get_metric
 from .models import ClipEncoder, LoadedModel, VisionTowerEncoder, check_checkpoint, load_model
 from .predictions import FULL_SCORES, Prediction, PredictionWriter, finish_predictions, prediction_file, read_predictions
@@ -59,6 +60,8 @@ class RunConfig:
     max_new_tokens: int | None = None
     max_length: int | None = None
     cache_dir: Path | None = None
+    image_cache_mb: int = DEFAULT_MAX_BYTES >> 20  # memory for image features (MiB), LRU beyond it
+    image_cache_dir: Path | None = None  # where features evicted from memory go (and come back from); None: nowhere
     tasks_dirs: tuple[Path, ...] = ()
     overwrite: bool = False
     progress: bool = True
@@ -96,6 +99,8 @@ def prepare(config: RunConfig, preloaded: bool = False) -> Prepared:
         raise UserError(f"--limit {config.limit}: give a positive number of queries")
     if config.batch_size != "auto" and (type(config.batch_size) is not int or config.batch_size < 1):
         raise UserError(f"--batch-size {config.batch_size!r}: give a positive whole number or auto")
+    if type(config.image_cache_mb) is not int or config.image_cache_mb < 0:
+        raise UserError(f"--image-cache-mb {config.image_cache_mb!r}: give a whole number of MiB, 0 or more")
     if config.on_bad_example not in ("stop", "skip"):
         raise UserError(f"--on-bad-example {config.on_bad_example!r}: use stop or skip")
     if config.selection not in ("rices", "random"):
@@ -109,6 +114,8 @@ def prepare(config: RunConfig, preloaded: bool = False) -> Prepared:
     elif not config.demo and not preloaded:
         raise UserError("no model: give --model (a hub name or checkpoint folder) or --demo")
     _check_writable(config.output_dir)
+    if config.image_cache_dir is not None:
+        _check_writable(config.image_cache_dir, "--image-cache-dir")
 
     spec = load_task(config.task, config.tasks_dirs)
     if spec.zero_shot_only and max(config.shots) > 0:
@@ -151,14 +158,15 @@ def _load_support(config: RunConfig, spec: TaskSpec, data: str | None) -> Exampl
     return formats.load_split(support_spec, support_spec.support_split, support_data)
 
 
-def _check_writable(output_dir: Path) -> None:
+def _check_writable(folder: Path, flag: str = "--output-dir") -> None:
     try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        probe = output_dir / f".write-test.{os.getpid()}"
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test.{os.getpid()}"
         probe.write_text("")
         probe.unlink()
     except OSError as error:
-        raise UserError(f"cannot write to the output folder {output_dir}: {error.strerror}; choose another --output-dir") from None
+        what = "the output folder" if flag == "--output-dir" else f"the {flag} folder"
+        raise UserError(f"cannot write to {what} {folder}: {error.strerror}; choose another {flag}") from None
 
 
 def _encoder(config: RunConfig, loaded: LoadedModel):
@@ -539,6 +547,7 @@ def _run(config: RunConfig, p: Prepared, world: World, loaded: LoadedModel | Non
         loaded = load_model(config.model or "demo", device=world.device(config.device), dtype=config.dtype,
                             demo_seed=config.demo_seed if config.demo else None, device_map=config.device_map,
                             allow_pickle=config.allow_pickle_weights)
+    configure_shared_cache(loaded, config.image_cache_mb << 20, config.image_cache_dir)
     identity = _identity(p, loaded)
     manifest = Manifest(p, identity) if world.is_main else None
     world.barrier()
