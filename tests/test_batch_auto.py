@@ -93,7 +93,7 @@ def simulated_gpu(monkeypatch):
 
 
 def config(tmp_path: Path, name: str, **overrides) -> RunConfig:
-    base = dict(task="vqav2", shots=(0, 2), output_dir=tmp_path / name, demo=True, limit=6, num_beams=1,
+    base = dict(task="vqav2", shots=(0, 2), output_dir=tmp_path / name, demo=True, demo_seed=0, limit=6, num_beams=1,
                 max_new_tokens=5, cache_dir=tmp_path / "cache", progress=False)
     return RunConfig(**(base | overrides))
 
@@ -161,7 +161,7 @@ def invoke(capsys, *args: str) -> tuple[int, str, str]:
 
 
 def cli_run(capsys, out: Path, *extra: str) -> tuple[int, str, str]:
-    return invoke(capsys, "run", "--task", "vqav2", "--demo", "--shots", "0,2", "--limit", "6", "--output-dir", str(out),
+    return invoke(capsys, "run", "--task", "vqav2", "--demo", "--demo-seed", "0", "--shots", "0,2", "--limit", "6", "--output-dir", str(out),
                   "--cache-dir", str(out.parent / "cache"), "--no-progress", *extra)
 
 
