@@ -83,6 +83,8 @@ def cli(debug: bool) -> None:
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 @click.option("--on-bad-example", type=click.Choice(["stop", "skip"]), default="stop", show_default=True,
               help="A corrupt or missing image met during the run: stop naming it, or skip the query (counted).")
+@click.option("--plain-generation", is_flag=True,
+              help="Use the reference paths (transformers generate on pixels; one full forward pass per ranked candidate): slower, same predictions.")
 @click.option("--allow-pickle-weights", is_flag=True, help="Allow loading .bin (pickle) weights; by default only safetensors load.")
 def run(**options) -> None:
     """Evaluate a model on one or more tasks (comma-separated, or a group) at several shot counts."""
@@ -120,6 +122,7 @@ def run(**options) -> None:
         overwrite=options["overwrite"],
         progress=not options["no_progress"],
         on_bad_example=options["on_bad_example"],
+        plain_generation=options["plain_generation"],
         allow_pickle_weights=options["allow_pickle_weights"],
     )
     rows = run_tasks([replace(config, task=name) for name in names])

@@ -66,6 +66,7 @@ class RunConfig:
     overwrite: bool = False
     progress: bool = True
     on_bad_example: str = "stop"  # a corrupt or missing image met during the run: "stop" or "skip" (counted)
+    plain_generation: bool = False  # the reference paths: model.generate on pixels, one full forward per candidate
     allow_pickle_weights: bool = False  # .bin checkpoints unpickle code; only safetensors load unless allowed
 
 
@@ -389,7 +390,7 @@ def _evaluate_setting(p: Prepared, loaded: LoadedModel, selector, shots: int, se
 def _rank(p: Prepared, loaded: LoadedModel, selector, shots: int, todo: list[Example], writer: PredictionWriter, bar) -> int:
     """Ranked and matched requests, one query at a time (a query's candidates are the batch); returns the batch size."""
     ranker = Ranker(loaded, 1)
-    score = ranker.loglikelihoods
+    score = ranker.loglikelihoods_full if p.config.plain_generation else ranker.loglikelihoods
 
     def worst_case() -> tuple[Callable[[int], object], int]:
         requests = _longest_ranking_requests(p, loaded, selector, shots, todo)
@@ -464,7 +465,7 @@ class _Tolerant:
 
 def _generate(p: Prepared, loaded: LoadedModel, selector, shots: int, todo: list[Example], writer: PredictionWriter, bar) -> int:
     """Generation requests in length-sorted batches; returns the batch size."""
-    generator = _Tolerant(Generator(loaded, p.generation))
+    generator = _Tolerant(Generator(loaded, p.generation, fast=not p.config.plain_generation))
     requests = [_fit_prompt(p, loaded, selector.select(query, shots), query, p.generation.max_new_tokens) for query in todo]
     prompts, lengths = [r[0] for r in requests], [r[2] for r in requests]
 
@@ -592,6 +593,7 @@ def _run(config: RunConfig, p: Prepared, world: World, loaded: LoadedModel | Non
                     predictions=str(prediction_file(Path("."), p.spec.name, shots, seed)),
                     config=identity | {"shots": shots_identity or {"selection": config.selection, "seed": seed},
                                        "limit": config.limit, "processes": world.size, "batch_size": batch_size,
+                                       "plain_generation": config.plain_generation,
                                        "versions": package_versions(), "command": sys.argv},
                 )
             )
