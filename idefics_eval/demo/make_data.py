@@ -124,20 +124,23 @@ def make_scene(image_id: int) -> Scene:
     return Scene(image_id, background, shapes)
 
 
-def draw(scene: Scene) -> Image.Image:
-    """Render a scene as a 64x64 RGB image with PIL.ImageDraw."""
-    image = Image.new("RGB", (SIZE, SIZE), COLORS[scene.background])
+def draw(scene: Scene, background_rgb: tuple[int, int, int] | None = None, offset: tuple[int, int] = (0, 0),
+         half: int = HALF) -> Image.Image:
+    """Render a scene as a 64x64 RGB image with PIL.ImageDraw (the canary's world also draws on
+    other backgrounds, moves shapes by `offset` pixels and draws them `half` pixels from centre to side)."""
+    image = Image.new("RGB", (SIZE, SIZE), background_rgb or COLORS[scene.background])
     pen = ImageDraw.Draw(image)
     for shape in scene.shapes:
         x, y = POSITIONS[shape.position]
+        x, y = x + offset[0], y + offset[1]
         fill = COLORS[shape.color]
-        box = (x - HALF, y - HALF, x + HALF, y + HALF)
+        box = (x - half, y - half, x + half, y + half)
         if shape.kind == "circle":
             pen.ellipse(box, fill=fill)
         elif shape.kind == "square":
             pen.rectangle(box, fill=fill)
         else:
-            pen.polygon([(x, y - HALF), (x - HALF, y + HALF - 1), (x + HALF, y + HALF - 1)], fill=fill)
+            pen.polygon([(x, y - half), (x - half, y + half - 1), (x + half, y + half - 1)], fill=fill)
     return image
 
 
