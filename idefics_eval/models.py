@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,6 +95,30 @@ def _check_processor_type(processor, name: str) -> None:
     check_processor(processor, name)
 
 
+CANARY_NAME = "idefics-eval/canary"
+CANARY_DIR = Path(__file__).resolve().parent / "canary" / "weights"
+
+
+@contextmanager
+def _quiet_loading(quiet: bool):
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    if quiet:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if quiet and was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+def demo_model_name(demo_seed: int | None) -> str:
+    """What `--demo` loads: the trained canary (a checkpoint folder shipped in the package, loaded
+    like any other), or with a seed the random tiny model."""
+    return "demo" if demo_seed is not None else str(CANARY_DIR)
+
+
 def load_model(
     name: str,
     *,
@@ -127,10 +152,11 @@ def load_model(
         try:
             processor = AutoProcessor.from_pretrained(name, trust_remote_code=False)
             _check_processor_type(processor, name)  # before the (long) weight loading
-            model = IdeficsForVisionText2Text.from_pretrained(
-                name, dtype=resolved_dtype, device_map=device_map, use_safetensors=None if allow_pickle else True,
-                trust_remote_code=False,
-            )
+            with _quiet_loading(folder.resolve() == CANARY_DIR):  # the canary loads in an instant: no bar
+                model = IdeficsForVisionText2Text.from_pretrained(
+                    name, dtype=resolved_dtype, device_map=device_map, use_safetensors=None if allow_pickle else True,
+                    trust_remote_code=False,
+                )
         except (OSError, ValueError) as error:
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             hint = "" if Path(name).expanduser().is_dir() else " (offline? download the checkpoint and pass its folder)"
@@ -142,6 +168,8 @@ def load_model(
     else:
         resolved_device = next(model.parameters()).device
     model = model.eval()
+    if demo_seed is None and Path(name).expanduser().resolve() == CANARY_DIR:
+        name = CANARY_NAME  # the same name wherever the package is installed
     return LoadedModel(model, processor, name, weights_fingerprint(model), resolved_device, resolved_dtype)
 
 

@@ -27,7 +27,7 @@ from .errors import UserError
 from .examples import Example, ExampleSet
 from .image_cache import DEFAULT_MAX_BYTES, configure_shared_cache
 from .metrics import Metric, get_metric
-from .models import ClipEncoder, LoadedModel, VisionTowerEncoder, check_checkpoint, load_model
+from .models import ClipEncoder, LoadedModel, VisionTowerEncoder, check_checkpoint, demo_model_name, load_model
 from .predictions import FULL_SCORES, Prediction, PredictionWriter, finish_predictions, prediction_file, read_predictions
 from .prompts import Prompt, PromptTemplate, load_template, most_common_answer
 from .ranking import Ranker
@@ -45,7 +45,7 @@ class RunConfig:
     output_dir: Path
     model: str | None = None
     demo: bool = False
-    demo_seed: int = 0
+    demo_seed: int | None = None  # with demo: None = the trained canary, a number = the random tiny model
     data: str | None = None
     support_data: str | None = None  # data of the support task, where shots come from another task (NoCaps: COCO)
     selection: str = "rices"
@@ -545,7 +545,7 @@ def run(config: RunConfig, loaded: LoadedModel | None = None) -> list[Result]:
 
 def _run(config: RunConfig, p: Prepared, world: World, loaded: LoadedModel | None) -> list[Result]:
     if loaded is None:
-        loaded = load_model(config.model or "demo", device=world.device(config.device), dtype=config.dtype,
+        loaded = load_model(config.model or demo_model_name(config.demo_seed), device=world.device(config.device), dtype=config.dtype,
                             demo_seed=config.demo_seed if config.demo else None, device_map=config.device_map,
                             allow_pickle=config.allow_pickle_weights)
     configure_shared_cache(loaded, config.image_cache_mb << 20, config.image_cache_dir)
@@ -619,7 +619,7 @@ def run_tasks(configs: Sequence[RunConfig]) -> list[Result]:
     for config in configs:
         prepare(config)
     first = configs[0]
-    loaded = load_model(first.model or "demo", device=current_world().device(first.device), dtype=first.dtype,
+    loaded = load_model(first.model or demo_model_name(first.demo_seed), device=current_world().device(first.device), dtype=first.dtype,
                         demo_seed=first.demo_seed if first.demo else None, device_map=first.device_map,
                         allow_pickle=first.allow_pickle_weights)
     return [row for config in configs for row in run(config, loaded=loaded)]

@@ -11,7 +11,7 @@ def test_evaluate_in_memory_model_equals_the_runner(tmp_path):
     model, processor = build_model(0), build_processor()
     rows = idefics_eval.evaluate(model, processor, ["vqav2"], shots=[0, 4], limit=3, demo_data=True, num_beams=1,
                                  output_dir=tmp_path / "api", cache_dir=tmp_path / "cache")
-    reference = run(RunConfig(task="vqav2", shots=(0, 4), output_dir=tmp_path / "cli", demo=True, limit=3, num_beams=1,
+    reference = run(RunConfig(task="vqav2", shots=(0, 4), output_dir=tmp_path / "cli", demo=True, demo_seed=0, limit=3, num_beams=1,
                               cache_dir=tmp_path / "cache", progress=False))
     assert [(r.task, r.shots, r.metrics, r.num_examples) for r in rows] == [(r.task, r.shots, r.metrics, r.num_examples) for r in reference]
     for name in ("vqav2_0shot.jsonl", "vqav2_4shot.jsonl"):

@@ -24,7 +24,7 @@ def invoke(capsys, *args: str) -> tuple[int, str, str]:
 
 
 def demo_run(capsys, out: Path, cache: Path, *extra: str) -> tuple[int, str, str]:
-    return invoke(capsys, "run", "--task", "vqav2", "--demo", "--shots", "0,4", "--limit", "6", "--num-beams", "1",
+    return invoke(capsys, "run", "--task", "vqav2", "--demo", "--demo-seed", "0", "--shots", "0,4", "--limit", "6", "--num-beams", "1",
                   "--output-dir", str(out), "--cache-dir", str(cache), "--no-progress", *extra)
 
 
@@ -37,7 +37,7 @@ def first_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run1")
     cache = tmp_path_factory.mktemp("cache")
     capture = pytest.CaptureFixture  # not used: module fixtures cannot take capsys
-    main(["run", "--task", "vqav2", "--demo", "--shots", "0,4", "--limit", "6", "--num-beams", "1",
+    main(["run", "--task", "vqav2", "--demo", "--demo-seed", "0", "--shots", "0,4", "--limit", "6", "--num-beams", "1",
           "--output-dir", str(out), "--cache-dir", str(cache), "--no-progress"])
     return out, cache
 
@@ -72,7 +72,7 @@ def test_rerun_in_the_same_folder_reuses_and_extends(first_run, tmp_path, capsys
     out, cache = first_run
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
-    code, _, _ = invoke(capsys, "run", "--task", "vqav2", "--demo", "--shots", "0,4", "--limit", "8", "--num-beams", "1",
+    code, _, _ = invoke(capsys, "run", "--task", "vqav2", "--demo", "--demo-seed", "0", "--shots", "0,4", "--limit", "8", "--num-beams", "1",
                         "--output-dir", str(copy), "--cache-dir", str(cache), "--no-progress")
     assert code == 0
     extended = predictions(copy)
