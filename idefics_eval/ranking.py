@@ -114,6 +114,11 @@ class Ranker:
                            use_cache=True)
         first = torch.log_softmax(prefix_out.logits[0, -1].float(), dim=-1)  # predicts token `shared`
         last_image_row = inputs["image_attention_mask"][0, -1]
+        # The candidates' tokens see only the context's last image: give the cross-attention just that
+        # one (the others would be masked out anyway), not every image once per candidate row.
+        seen = last_image_row.nonzero().flatten()
+        seen = seen if len(seen) else torch.zeros(1, dtype=torch.long, device=last_image_row.device)
+        candidate_images, candidate_mask = images[seen], last_image_row[seen]
         results: list[float] = [0.0] * len(requests)
         pending = []
         for index, (ids, count) in enumerate(requests):
@@ -132,8 +137,8 @@ class Ranker:
                 input_ids=input_ids,
                 attention_mask=torch.ones((len(batch), shared + width), dtype=torch.long, device=self.loaded.device),
                 position_ids=torch.arange(shared, shared + width, device=self.loaded.device).expand(len(batch), -1),
-                **{image_key: images.repeat(len(batch), 1, 1)},  # (rows x images, latents, dim)
-                image_attention_mask=last_image_row.expand(len(batch), width, -1),
+                **{image_key: candidate_images.repeat(len(batch), 1, 1)},  # (rows x images, latents, dim)
+                image_attention_mask=candidate_mask.expand(len(batch), width, -1),
                 cache=_expanded(prefix_out.cache, len(batch)),
                 use_cache=True,
             )
