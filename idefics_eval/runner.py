@@ -565,6 +565,7 @@ def _run(config: RunConfig, p: Prepared, world: World, loaded: LoadedModel | Non
             selector = build_selector(
                 ShotSettings(config.selection, seed or 0), p.support, p.queries, max(config.shots), encoder,
                 config.cache_dir, batch_size=4 * (AUTO_BATCH_OFF_GPU if config.batch_size == "auto" else config.batch_size),
+                progress=config.progress and world.is_main,
             )
             if world.is_main:
                 world.barrier()

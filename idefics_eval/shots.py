@@ -86,6 +86,7 @@ def embed(
     cache_dir: Path | None,
     fingerprint: str,
     desc: str,
+    progress: bool = True,
 ) -> np.ndarray:
     """L2-normalised float32 embeddings of `images`, one row each, in order.
 
@@ -101,7 +102,7 @@ def embed(
             return cached
         log.warning("ignoring unreadable or mismatched embedding cache %s; re-embedding", path)
     rows = []
-    with tqdm(total=len(images), desc=desc, unit="img") as bar:
+    with tqdm(total=len(images), desc=desc, unit="img", disable=not progress) as bar:
         for start in range(0, len(images), batch_size):
             batch = images[start : start + batch_size]
             out = np.asarray(encoder.encode([ref.load() for _, ref in batch]), dtype=np.float32)
@@ -148,7 +149,7 @@ def _atomic_write(path: Path, write: Callable[[str], object]) -> None:
 
 
 def load_or_build_index(
-    support: ExampleSet, encoder: ImageEncoder, batch_size: int, cache_dir: Path | None
+    support: ExampleSet, encoder: ImageEncoder, batch_size: int, cache_dir: Path | None, progress: bool = True
 ) -> tuple[faiss.IndexFlatIP, list[str], str]:
     """The support images' FAISS index, its image ids in row order, and its fingerprint.
 
@@ -172,7 +173,7 @@ def load_or_build_index(
             return index, ids, fingerprint
         log.warning("ignoring incomplete or mismatched index in %s; rebuilding", folder)
 
-    vectors = embed(images, encoder, batch_size, None, fingerprint, "embed support")
+    vectors = embed(images, encoder, batch_size, None, fingerprint, "embed support", progress)
     index = faiss.IndexFlatIP(vectors.shape[1])
     index.add(vectors)
     if folder is not None:
@@ -322,7 +323,8 @@ class RicesSelector(ShotSelector):
     def _prompt_order(self, chosen):
         return chosen[::-1]  # most similar last, right before the query
 
-    def retrieve(self, index: faiss.IndexFlatIP, image_ids: list[str], queries: ExampleSet, vectors: np.ndarray):
+    def retrieve(self, index: faiss.IndexFlatIP, image_ids: list[str], queries: ExampleSet, vectors: np.ndarray,
+                 progress: bool = True):
         """Fill the top-max_k lists of all queries; `vectors` holds one row per distinct query image."""
         if vectors.shape[1] != index.d:
             raise ValueError(
@@ -339,7 +341,7 @@ class RicesSelector(ShotSelector):
         need = self.max_k + 1
         pending = np.arange(len(query_images))
         k_search = min(index.ntotal, need + 1)  # + the query's own image; wider only on ties at the cut
-        with tqdm(total=len(query_images), desc="retrieve", unit="img") as bar:
+        with tqdm(total=len(query_images), desc="retrieve", unit="img", disable=not progress) as bar:
             while len(pending):
                 unresolved = []
                 complete = k_search == index.ntotal
@@ -381,6 +383,7 @@ def build_selector(
     encoder: ImageEncoder | None,
     cache_dir: Path | None,
     batch_size: int = 32,
+    progress: bool = True,
 ) -> ShotSelector:
     """A selector ready to give up to `max_k` shots to each example of `queries`.
 
@@ -401,12 +404,12 @@ def build_selector(
     selector._check_enough(queries.examples)
     if max_k == 0 or len(queries) == 0:
         return selector
-    index, image_ids, fingerprint = load_or_build_index(support, encoder, batch_size, cache_dir)
+    index, image_ids, fingerprint = load_or_build_index(support, encoder, batch_size, cache_dir, progress)
     query_images = queries.unique_images()
     query_fingerprint = embedding_fingerprint(queries, encoder.name, len(query_images))
     if query_fingerprint == fingerprint:  # same split on both sides: reuse the index's vectors
         vectors = index.reconstruct_n(0, index.ntotal)
     else:
-        vectors = embed(query_images, encoder, batch_size, cache_dir, query_fingerprint, "embed queries")
-    selector.retrieve(index, image_ids, queries, vectors)
+        vectors = embed(query_images, encoder, batch_size, cache_dir, query_fingerprint, "embed queries", progress)
+    selector.retrieve(index, image_ids, queries, vectors, progress)
     return selector

@@ -219,3 +219,14 @@ def test_internal_error_is_one_line_with_debug_hint(monkeypatch, tmp_path, capsy
     monkeypatch.setattr(runner, "prepare", lambda config, **kwargs: (_ for _ in ()).throw(RuntimeError("boom")))
     code, _, err = invoke(capsys, "run", "--task", "vqav2", "--demo", "--output-dir", str(tmp_path))
     assert code == 1 and "boom" in err and "--debug" in err
+
+
+def test_no_progress_hides_every_bar(tmp_path, capsys):
+    """Shot retrieval (embedding the support and query images, the search) shows its bars only
+    when progress is on; --no-progress leaves stderr empty on a successful run."""
+    args = ["run", "--task", "vqav2", "--demo", "--shots", "0,2", "--limit", "2", "--num-beams", "1",
+            "--cache-dir", str(tmp_path / "cache")]
+    code, _, err = invoke(capsys, *args, "--output-dir", str(tmp_path / "quiet"), "--no-progress")
+    assert code == 0 and err == ""
+    code, _, err = invoke(capsys, *args, "--output-dir", str(tmp_path / "loud"), "--cache-dir", str(tmp_path / "cache2"))
+    assert code == 0 and "embed support" in err and "retrieve" in err
