@@ -8,12 +8,24 @@ import pytest
 import torch
 from PIL import Image
 
+from idefics_eval.cli import main
 from idefics_eval.examples import Example
 
 
 # The tiny models run as fast on one thread, and several threads thrash when other processes share
 # the two cores (10-30x slower then). Subprocess tests (torchrun, kill) keep torch's default.
 torch.set_num_threads(1)
+
+
+def invoke(capsys, *args: str) -> tuple[int, str, str]:
+    """Run the command line in-process: (exit code, stdout, stderr)."""
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
 
 
 @dataclass(frozen=True)

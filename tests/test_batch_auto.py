@@ -12,11 +12,12 @@ import torch
 
 import idefics_eval.engine as engine
 import idefics_eval.runner as runner
-from idefics_eval.cli import main
 from idefics_eval.engine import AUTO_BATCH_LIMIT, Generator, count_tokens, find_batch_size, resolve_batch_size
 from idefics_eval.errors import UserError
 from idefics_eval.ranking import Ranker
 from idefics_eval.runner import RunConfig, run
+
+from conftest import invoke
 
 
 def fits_up_to(threshold: int, tried: list[int]):
@@ -148,16 +149,6 @@ def test_ranking_probe_runs_the_longest_context(tmp_path, monkeypatch, simulated
     assert probe[0][1:] == max(call[1:] for call in queries)
     monkeypatch.setattr(Ranker, "loglikelihoods", loglikelihoods)
     assert predictions(tmp_path / "auto") == predictions(run_dir(tmp_path, "fixed", task="hatefulmemes", shots=(2,), batch_size=1))
-
-
-def invoke(capsys, *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def cli_run(capsys, out: Path, *extra: str) -> tuple[int, str, str]:

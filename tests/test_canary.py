@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from idefics_eval import engine
 from idefics_eval.canary.world import write_words_data
 from idefics_eval.models import CANARY_DIR, CANARY_NAME, load_model
 from idefics_eval.prompts import Prompt, PromptTemplate

@@ -10,17 +10,9 @@ import pytest
 
 from idefics_eval.cli import main
 
+from conftest import invoke
+
 DEMO_DATA = Path(__file__).resolve().parents[1] / "idefics_eval" / "demo" / "data" / "vqav2"
-
-
-def invoke(capsys, *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def demo_run(capsys, out: Path, cache: Path, *extra: str) -> tuple[int, str, str]:
@@ -224,9 +216,9 @@ def test_internal_error_is_one_line_with_debug_hint(monkeypatch, tmp_path, capsy
 def test_no_progress_hides_every_bar(tmp_path, capsys):
     """Shot retrieval (embedding the support and query images, the search) shows its bars only
     when progress is on; --no-progress leaves stderr empty on a successful run."""
-    args = ["run", "--task", "vqav2", "--demo", "--shots", "0,2", "--limit", "2", "--num-beams", "1",
-            "--cache-dir", str(tmp_path / "cache")]
-    code, _, err = invoke(capsys, *args, "--output-dir", str(tmp_path / "quiet"), "--no-progress")
+    args = ["run", "--task", "vqav2", "--demo", "--shots", "0,2", "--limit", "2", "--num-beams", "1"]
+    code, _, err = invoke(capsys, *args, "--output-dir", str(tmp_path / "quiet"), "--cache-dir", str(tmp_path / "c1"),
+                          "--no-progress")
     assert code == 0 and err == ""
-    code, _, err = invoke(capsys, *args, "--output-dir", str(tmp_path / "loud"), "--cache-dir", str(tmp_path / "cache2"))
+    code, _, err = invoke(capsys, *args, "--output-dir", str(tmp_path / "loud"), "--cache-dir", str(tmp_path / "c2"))
     assert code == 0 and "embed support" in err and "retrieve" in err

@@ -13,13 +13,12 @@ import pytest
 import torch
 
 import idefics_eval.image_cache as image_cache
-from idefics_eval.cli import main
 from idefics_eval.errors import UserError
 from idefics_eval.image_cache import ImageFeatureCache, configure_shared_cache, encode_images, shared_cache
 from idefics_eval.models import load_model
 from idefics_eval.runner import RunConfig, run
 
-from conftest import ColourImage
+from conftest import ColourImage, invoke
 
 KEY = ("fingerprint-a", "torch.float32")
 
@@ -139,16 +138,6 @@ def test_the_shared_cache_is_kept_while_its_settings_are(demo_loaded, tmp_path):
         assert spilling is not default and configure_shared_cache(demo_loaded, 1 << 20, tmp_path) is spilling
     finally:
         image_cache._SHARED[demo_loaded.model] = default
-
-
-def invoke(capsys, *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def cli_run(capsys, out: Path, *extra: str) -> tuple[int, str, str]:

@@ -11,11 +11,11 @@ The trained weights ship in `weights/` (safetensors, float16) and are what `--de
 from __future__ import annotations
 
 import random
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import IdeficsConfig, IdeficsForVisionText2Text, IdeficsProcessor, PreTrainedTokenizerFast
 from transformers.models.idefics.image_processing_pil_idefics import IdeficsImageProcessorPil
 
 from ..demo import make_captioning, make_classification, make_data
+from ..demo.model import train_tokenizer
 from ..models import CANARY_NAME
 from ..prompts import parse_template
 from ..tasks import builtin_dir
@@ -47,25 +47,7 @@ def corpus() -> list[str]:
 
 
 def build_tokenizer() -> PreTrainedTokenizerFast:
-    """Byte-level BPE with LLaMA's special-token layout (<unk>=0, <s>=1, </s>=2), padding on the left."""
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=VOCAB_SIZE,
-        special_tokens=["<unk>", "<s>", "</s>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tokenizer.train_from_iterator(corpus(), trainer)
-    missing = VOCAB_SIZE - tokenizer.get_vocab_size()
-    tokenizer.add_tokens([f"<unused_{i}>" for i in range(missing)])
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<unk>",
-        padding_side="left",
-    )
-    fast.add_special_tokens({"additional_special_tokens": ["<fake_token_around_image>", "<image>"]})
-    return fast
+    return train_tokenizer(corpus(), VOCAB_SIZE)
 
 
 def build_processor() -> IdeficsProcessor:

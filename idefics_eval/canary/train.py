@@ -14,6 +14,7 @@ canary exists for.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import random
@@ -146,8 +147,7 @@ def train(out: Path, steps: int, batch_size: int, lr: float, seed: int, log_ever
         model.load_state_dict({k: v.float() for k, v in load_file(init / "model.safetensors").items()}, strict=False)
     elif copy_init:
         init_copy_heads(model, processor.tokenizer, CODE)
-    held_out = World.__new__(World)
-    held_out.__dict__.update(world.__dict__)
+    held_out = copy.copy(world)  # the same images, episodes from a seed training never draws from
     held_out.rng = random.Random(f"{seed}:held-out")
     probe = [held_out.words_episode(4) for _ in range(64)]
     print(f"world: {len(world.images)} images rendered in {time.time() - started:.0f} s; "

@@ -11,6 +11,7 @@ and it knows `<image>` and `<fake_token_around_image>` as the real IDEFICS token
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -40,20 +41,21 @@ _CORPUS = [
 ]
 
 
-def build_tokenizer() -> PreTrainedTokenizerFast:
-    """Byte-level BPE with LLaMA's special-token layout (<unk>=0, <s>=1, </s>=2), padding on the left."""
+def train_tokenizer(corpus: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """Byte-level BPE trained on `corpus` with LLaMA's special-token layout (<unk>=0, <s>=1, </s>=2),
+    padding on the left; the base vocabulary is filled to exactly `vocab_size`, so the two image
+    tokens get ids `vocab_size` and `vocab_size + 1`."""
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=VOCAB_SIZE,
+        vocab_size=vocab_size,
         special_tokens=["<unk>", "<s>", "</s>"],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tokenizer.train_from_iterator(_CORPUS * 20, trainer)
-    # Fill the base vocabulary exactly, so the image tokens get ids VOCAB_SIZE and VOCAB_SIZE + 1.
-    missing = VOCAB_SIZE - tokenizer.get_vocab_size()
+    tokenizer.train_from_iterator(corpus, trainer)
+    missing = vocab_size - tokenizer.get_vocab_size()
     tokenizer.add_tokens([f"<unused_{i}>" for i in range(missing)])
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
@@ -65,6 +67,10 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
     )
     fast.add_special_tokens({"additional_special_tokens": ["<fake_token_around_image>", "<image>"]})
     return fast
+
+
+def build_tokenizer() -> PreTrainedTokenizerFast:
+    return train_tokenizer(_CORPUS * 20, VOCAB_SIZE)
 
 
 def build_processor() -> IdeficsProcessor:
