@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from idefics_eval import engine
 from idefics_eval.canary.world import write_words_data
 from idefics_eval.models import CANARY_DIR, CANARY_NAME, load_model
 from idefics_eval.prompts import Prompt, PromptTemplate
@@ -104,6 +105,30 @@ def test_leaked_answer_is_copied(tmp_path, monkeypatch, one_per_colour, referenc
     monkeypatch.setattr(PromptTemplate, "render", leaking)
     leaked = words_scores(tmp_path, (0,), data=one_per_colour)
     assert leaked[0] >= reference[0] + 50
+
+
+def test_image_attention_shifted_by_one_image_loses_the_captions(tmp_path, monkeypatch):
+    """Every token sees the image before the one it should (the first shot's text sees none): the
+    query's caption is then written about the last shot's picture. COCO with 4 retrieved shots, so
+    the wrong picture is a similar scene, not a random one; the canary's captions depend on the
+    picture they are asked about, so CIDEr falls (measured 41.1 -> 9.6)."""
+    def cider(out: Path) -> float:
+        config = RunConfig(task="coco", shots=(4,), output_dir=out, demo=True, progress=False)
+        return run(config)[0].metrics["cider"]
+
+    right = cider(tmp_path / "right")
+    mask = engine.image_attention_mask
+
+    def shifted(input_ids, tokenizer, num_images):
+        true = mask(input_ids, tokenizer, num_images)
+        wrong = torch.zeros_like(true)
+        wrong[..., :-1] = true[..., 1:]  # a token of image k's text now attends to image k - 1
+        return wrong
+
+    monkeypatch.setattr(engine, "image_attention_mask", shifted)
+    broken = cider(tmp_path / "shifted")
+    assert right >= 30
+    assert broken <= right / 2
 
 
 def test_shots_in_reversed_order_lose_the_score_when_the_context_is_short(tmp_path, monkeypatch, one_per_colour):
