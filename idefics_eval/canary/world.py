@@ -158,6 +158,8 @@ class World:
     def episode(self, kind: str, shots: int) -> Episode:
         if kind == "words":
             return self.words_episode(shots)
+        if kind == "contrast":  # more shots than colours cannot all differ: the ordinary game then
+            return self.contrast_episode(shots) if 1 <= shots <= len(COLORS) else self.words_episode(shots)
         make, template = {
             "vqa": (self.vqa_example, "vqa"),
             "captioning": (self.caption_example, "captioning"),
@@ -192,6 +194,18 @@ class World:
             index, _ = self.rng.choice(self.singles_by_color[color])
             examples.append(example(f"w{n}", PoolImage(index), naming[color], question=WORDS_QUESTION))
         return Episode("vqa", tuple(examples[:-1]), examples[-1], tuple(learn))
+
+    def contrast_episode(self, shots: int) -> Episode:
+        """The naming game at its hardest: every shot a different colour, the query one of them, so
+        the context's words are all candidates and only the image match tells which is meant
+        (chance: 1 / shots). Only the query's answer is knowable, so only it is learnt."""
+        colors = self.rng.sample(list(COLORS), shots)
+        naming = dict(zip(COLORS, self.rng.sample(CODE, len(CODE))))
+        examples = []
+        for n, color in enumerate([*colors, self.rng.choice(colors)]):
+            index, _ = self.rng.choice(self.singles_by_color[color])
+            examples.append(example(f"w{n}", PoolImage(index), naming[color], question=WORDS_QUESTION))
+        return Episode("vqa", tuple(examples[:-1]), examples[-1], (False,) * shots + (True,))
 
 
 def render(template: PromptTemplate, episode: Episode):
