@@ -41,6 +41,21 @@ def test_contrast_episode_shows_each_colour_once_and_learns_only_the_query(small
         assert episode.learn == (False,) * shots + (True,)
 
 
+def test_recency_episode_names_the_query_by_the_later_of_two_names(small_world):
+    small_world.rng = random.Random(4)
+    colour_of = dict(small_world.singles)
+    for shots in (2, 4, 8):
+        episode = small_world.recency_episode(shots)
+        colours = [colour_of[shot.image.index] for shot in episode.shots]
+        query_colour = colour_of[episode.query.image.index]
+        same = [i for i, c in enumerate(colours) if c == query_colour]
+        assert len(same) == 2 and len(set(colours)) == shots - 1
+        earlier, later = (episode.shots[i].answers[0] for i in same)
+        assert earlier != later and episode.query.answers == (later,)
+        assert sum(shot.answers[0] == earlier for shot in episode.shots) == 1  # the old name is nobody else's
+        assert episode.learn == (False,) * shots + (True,)
+
+
 def test_the_loss_covers_exactly_the_answers_to_learn(small_world, processor):
     """Batches.encode marks for the loss the learnt answers (with the newline that ends a shot) and
     the final end-of-sequence, nothing of the prompt."""

@@ -35,12 +35,13 @@ from .world import CODE, COLORS, SEED, Episode, World, answer_spans, render
 
 # (shots, weight): longer episodes cost more, so they come less often per step but carry more answers.
 SHOTS = ((0, 1), (1, 1), (2, 2), (4, 4), (8, 1.5), (16, 0.5))
-KINDS = (("words", 4), ("contrast", 2), ("colors", 1), ("vqa", 2), ("captioning", 1), ("imagenet", 1))
-BOOTSTRAP_KINDS = (("words", 3), ("contrast", 1), ("colors", 1))
+KINDS = (("words", 3), ("contrast", 2), ("recency", 1), ("colors", 1), ("vqa", 2), ("captioning", 1), ("imagenet", 1))
+BOOTSTRAP_KINDS = (("words", 3), ("contrast", 1), ("recency", 1), ("colors", 1))
 BOOTSTRAP_SHOTS = ((2, 1), (4, 2), (8, 1))
 BOOTSTRAP_STEPS = 400
 LOWER_LR = 0.1
 PROBE_SHOTS = (2, 4, 8)
+GAMES = ("words", "contrast", "recency")  # the naming game's kinds: they need shots
 
 
 class Batches:
@@ -271,7 +272,8 @@ def train(out: Path, steps: int, batch_size: int, lr: float, seed: int, log_ever
             fits = init_match_head(model, batches, world, processor.tokenizer)
     held_out = copy.copy(world)  # the same images, episodes from a seed training never draws from
     held_out.rng = random.Random(f"{seed}:held-out")
-    probe = {shots: [held_out.contrast_episode(shots) for _ in range(64)] for shots in PROBE_SHOTS}
+    probe = {f"contrast_{shots}shot": [held_out.contrast_episode(shots) for _ in range(64)] for shots in PROBE_SHOTS}
+    probe["recency_4shot"] = [held_out.recency_episode(4) for _ in range(64)]
     print(f"world: {len(world.images)} images rendered in {time.time() - started:.0f} s; "
           f"model: {sum(p.numel() for p in model.parameters()):,} parameters; matcher fit {fits}", flush=True)
     history: list[dict] = []
@@ -321,7 +323,7 @@ def run_phase(name, model, optimizer, world, batches, probe, steps, batch_size, 
     running, start = None, time.time()
     for step in range(1, steps + 1):
         shots = rng.choices(shot_counts, shot_weights)[0]
-        allowed = [(k, w) for k, w in kinds_mix if shots or k not in ("words", "contrast")]  # the game needs a shot
+        allowed = [(k, w) for k, w in kinds_mix if shots or k not in GAMES]  # the game needs a shot
         episodes = [world.episode(rng.choices(*zip(*allowed))[0], shots) for _ in range(batch_size)]
         loss = loss_of(model, batches.encode(episodes))
         optimizer.zero_grad(set_to_none=True)
@@ -332,16 +334,15 @@ def run_phase(name, model, optimizer, world, batches, probe, steps, batch_size, 
         running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
         if step % log_every == 0 or step == steps:
             model.eval()
-            scores = {shots: (words_accuracy(model, batches, episodes), words_accuracy(model, batches, episodes, True))
-                      for shots, episodes in probe.items()}
+            scores = {name: (words_accuracy(model, batches, episodes), words_accuracy(model, batches, episodes, True))
+                      for name, episodes in probe.items()}
             model.train()
             elapsed = time.time() - start
             rate = step / elapsed
             history.append({"phase": name, "step": step, "loss": round(running, 4), "minutes": round(elapsed / 60, 2),
-                            **{f"contrast_{k}shot": v[0] for k, v in scores.items()},
-                            **{f"contrast_{k}shot_blank": v[1] for k, v in scores.items()}})
-            shown = ", ".join(f"{k} shots {v[0]:.2f} (blanked {v[1]:.2f})" for k, v in scores.items())
-            print(f"{name} step {step}/{steps} loss {running:.3f}; naming game, shots of different colours: {shown}; "
+                            **{k: v[0] for k, v in scores.items()}, **{f"{k}_blank": v[1] for k, v in scores.items()}})
+            shown = ", ".join(f"{k.replace('_', ' ')} {v[0]:.2f} (blanked {v[1]:.2f})" for k, v in scores.items())
+            print(f"{name} step {step}/{steps} loss {running:.3f}; naming game: {shown}; "
                   f"{rate:.1f} steps/s, ETA {(steps - step) / rate / 60:.1f} min", flush=True)
 
 

@@ -160,6 +160,8 @@ class World:
             return self.words_episode(shots)
         if kind == "contrast":  # more shots than colours cannot all differ: the ordinary game then
             return self.contrast_episode(shots) if 1 <= shots <= len(COLORS) else self.words_episode(shots)
+        if kind == "recency":
+            return self.recency_episode(shots) if 2 <= shots <= len(COLORS) else self.words_episode(shots)
         make, template = {
             "vqa": (self.vqa_example, "vqa"),
             "captioning": (self.caption_example, "captioning"),
@@ -194,6 +196,24 @@ class World:
             index, _ = self.rng.choice(self.singles_by_color[color])
             examples.append(example(f"w{n}", PoolImage(index), naming[color], question=WORDS_QUESTION))
         return Episode("vqa", tuple(examples[:-1]), examples[-1], tuple(learn))
+
+    def recency_episode(self, shots: int) -> Episode:
+        """The naming game where order matters: the query's colour is shown twice under two names,
+        each other shot is another colour, and the later of the two names is the answer (as after
+        a rename). A model that matches images but ignores order scores 50; only the query is
+        learnt. 2 to 8 shots (a word is left over for the outdated name)."""
+        color, *others = self.rng.sample(list(COLORS), shots - 1)
+        colors = [color, color, *others]
+        self.rng.shuffle(colors)
+        naming = dict(zip(COLORS, self.rng.sample(CODE, len(CODE))))
+        shown = {naming[c] for c in colors}
+        first = colors.index(color)
+        examples = []
+        for n, c in enumerate([*colors, color]):
+            index, _ = self.rng.choice(self.singles_by_color[c])
+            word = self.rng.choice([w for w in CODE if w not in shown]) if n == first else naming[c]
+            examples.append(example(f"w{n}", PoolImage(index), word, question=WORDS_QUESTION))
+        return Episode("vqa", tuple(examples[:-1]), examples[-1], (False,) * shots + (True,))
 
     def contrast_episode(self, shots: int) -> Episode:
         """The naming game at its hardest: every shot a different colour, the query one of them, so
