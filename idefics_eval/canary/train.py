@@ -10,9 +10,10 @@ Two phases. The bootstrap phase starts from a structured initialisation (small r
 two copy heads, one head fitted as the naming game's colour matcher, `init_match_head`) and trains
 the layers above the matcher over frozen features; the main phase trains everything on the full
 mix, the matcher's features at a tenth of the rate. Progress lines print the loss and, on held-out
-naming-game episodes whose shots all show different colours, the accuracy of the query's answer
-with the shots' images and with them blanked out: the gap between the two is the image-conditioned
-in-context learning the canary exists for.
+naming-game episodes whose shots all show different colours (and recency episodes, where the later
+of two names counts), the accuracy of the query's answer with the shots' images and with them
+blanked out: the gap between the two is the image-conditioned in-context learning the canary
+exists for.
 """
 
 from __future__ import annotations
