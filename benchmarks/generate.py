@@ -25,7 +25,8 @@ from common import Timer, peak_rss_mib, result_line, small_loaded
 from idefics_eval.engine import Generator, batches_by_length
 from idefics_eval.image_cache import ImageFeatureCache
 from idefics_eval.models import VisionTowerEncoder
-from idefics_eval.runner import RunConfig, _fit_prompt, prepare
+from idefics_eval.model_requests import fit_prompt
+from idefics_eval.plan import RunConfig, prepare
 from idefics_eval.shots import ShotSettings, build_selector
 
 
@@ -57,7 +58,7 @@ def main() -> None:
                               limit=queries, progress=False), preloaded=True)
     selector = build_selector(ShotSettings("rices"), p.support, p.queries, options.shots, VisionTowerEncoder(loaded), None)
     settings = dataclasses.replace(p.generation, num_beams=1)
-    requests = [_fit_prompt(p, loaded, selector.select(q, options.shots), q, settings.max_new_tokens) for q in p.queries.examples]
+    requests = [fit_prompt(p, loaded, selector.select(q, options.shots), q, settings.max_new_tokens) for q in p.queries.examples]
     prompts = [r[0] for r in requests]
     images = [len(prompt.images) for prompt in prompts]
     print(f"{len(prompts)} queries, {min(images)}-{max(images)} images and {min(r[2] for r in requests)}-"

@@ -24,7 +24,8 @@ from common import Timer, peak_rss_mib, result_line, small_loaded
 
 from idefics_eval.image_cache import ImageFeatureCache
 from idefics_eval.ranking import Ranker
-from idefics_eval.runner import RunConfig, _candidate_reserve, _fit_prompt, candidates_of, prepare, shot_answer
+from idefics_eval.model_requests import candidate_reserve, candidates_of, fit_prompt, shot_answer
+from idefics_eval.plan import RunConfig, prepare
 from idefics_eval.shots import ShotSettings, build_selector
 
 
@@ -49,8 +50,8 @@ def main() -> None:
     max_diff, identical = 0.0, True
     for query in p.queries.examples:
         candidates = candidates_of(p.spec, query)
-        context, _, length = _fit_prompt(p, loaded, selector.select(query, options.shots), query,
-                                         _candidate_reserve(loaded, candidates))
+        context, _, length = fit_prompt(p, loaded, selector.select(query, options.shots), query,
+                                         candidate_reserve(loaded, candidates))
         shots = sorted((s for s in p.support.examples if s.id in set(context.shot_ids)), key=lambda s: context.shot_ids.index(s.id))
         continuations = [p.template.render(shots, query, answer, candidate=c) for c in candidates]
         normalize = p.spec.candidates.normalize

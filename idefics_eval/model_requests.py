@@ -1,0 +1,163 @@
+"""Model requests: a query and its shots -> the prompts the model is asked to continue or score.
+
+Generated tasks get one fitted prompt per query; ranked tasks a context and one continuation per
+candidate; matched tasks (Winoground) one context per image with each caption as a continuation.
+Fitting drops the least similar shots until the prompt fits the context.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+
+from .engine import Generator, count_tokens, longest_first
+from .errors import UserError
+from .examples import Example
+from .models import LoadedModel
+from .plan import Prepared
+from .predictions import FULL_SCORES, Prediction
+from .prompts import Prompt, most_common_answer
+from .tasks import TaskSpec
+
+def stable_rng(*keys: object):
+    """A numpy generator seeded by the keys' text (not Python's salted hash): same keys, same draws."""
+    import numpy as np
+
+    digest = hashlib.sha256("\x1f".join(map(str, keys)).encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+def candidates_of(spec: TaskSpec, example: Example) -> tuple[str, ...]:
+    assert spec.candidates is not None
+    return example.candidates if spec.candidates.source == "example" else spec.candidates.classes
+
+
+def shot_answer(spec: TaskSpec) -> Callable[[Example], str]:
+    """How a shot shows its answer (the task's `shot_answer`)."""
+    if spec.shot_answer == "most_common":
+        return most_common_answer
+    if spec.shot_answer == "first":
+        return lambda example: example.answers[0]
+    if spec.shot_answer == "random_reference":  # a seeded choice among the reference captions
+        return lambda example: example.answers[stable_rng(spec.seed, example.id).integers(len(example.answers))]
+    if spec.candidates is None:
+        raise UserError(f"{spec.path}: shot_answer label needs candidates")
+    return lambda example: candidates_of(spec, example)[example.label]
+
+
+def fit_prompt(p: Prepared, loaded: LoadedModel, shots: Sequence[Example], query: Example, reserve: int) -> tuple[Prompt, int, int]:
+    """Render the prompt, dropping the least similar shots (the first ones) until it fits the
+    context with `reserve` tokens left for the answer."""
+    budget = (p.config.max_length or loaded.max_length) - reserve
+    answer = shot_answer(p.spec)
+    for dropped in range(len(shots) + 1):
+        prompt = p.template.render(shots[dropped:], query, answer)
+        length = count_tokens(loaded, prompt)
+        if length <= budget:
+            break
+    return prompt, dropped, length
+
+
+def candidate_reserve(loaded: LoadedModel, candidates: Sequence[str]) -> int:
+    """Tokens the longest candidate continuation needs (plus the template's closing punctuation)."""
+    tokenizer = loaded.processor.tokenizer
+    return max(len(ids) for ids in tokenizer([" " + c for c in candidates], add_special_tokens=False)["input_ids"]) + 4
+
+
+# Ranker.loglikelihoods or Ranker.loglikelihoods_full: (context, continuations, normalize) -> scores
+Scorer = Callable[[Prompt, Sequence[Prompt], str], list[float]]
+
+
+def ranked_context(p: Prepared, loaded: LoadedModel, query: Example, shots: Sequence[Example]) -> tuple[Prompt, int, int]:
+    """The fitted context of a ranked query, how many shots it dropped, and its length in tokens
+    with the longest candidate."""
+    reserve = candidate_reserve(loaded, candidates_of(p.spec, query))
+    context, dropped, length = fit_prompt(p, loaded, shots, query, reserve)
+    return context, dropped, length + reserve
+
+
+def continuation_prompts(p: Prepared, query: Example, kept: Sequence[Example]) -> list[Prompt]:
+    answer = shot_answer(p.spec)
+    return [p.template.render(kept, query, answer, candidate=c) for c in candidates_of(p.spec, query)]
+
+
+def ranked(p: Prepared, score: Scorer, query: Example, shots: Sequence[Example], loaded: LoadedModel) -> Prediction:
+    candidates = candidates_of(p.spec, query)
+    context, dropped, _ = ranked_context(p, loaded, query, shots)
+    continuations = continuation_prompts(p, query, shots[dropped:])  # the shots the fitted context shows
+    scores = score(context, continuations, p.spec.candidates.normalize)
+    ranking = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+    prediction = Prediction(
+        id=query.id,
+        prediction=candidates[ranking[0]],
+        shots=context.shot_ids,
+        score=None,
+        dropped_shots=dropped,
+        scores=tuple(scores) if len(scores) <= FULL_SCORES else (),
+        ranking=tuple(ranking[:FULL_SCORES]),
+    )
+    return replace(prediction, score=p.metric.score(prediction, query))
+
+
+def matched_requests(p: Prepared, query: Example) -> list[tuple[Prompt, list[Prompt]]]:
+    """Winoground: per image, the zero-shot context and its two captions as continuations."""
+    captions = [query.fields[f"caption_{c}"] for c in (0, 1)]
+    requests = []
+    for image in (query.image, *query.extra_images):
+        shown = replace(query, image=image)
+        context = p.template.render([], shown, most_common_answer)
+        requests.append((context, [p.template.render([], shown, most_common_answer, candidate=c) for c in captions]))
+    return requests
+
+
+def matched(p: Prepared, score: Scorer, query: Example) -> Prediction:
+    """Winoground: every caption scored with every image; scores are [c0i0, c0i1, c1i0, c1i1]."""
+    normalize = p.spec.candidates.normalize if p.spec.candidates else "mean"
+    by_image = [score(context, continuations, normalize) for context, continuations in matched_requests(p, query)]
+    scores = tuple(by_image[i][c] for c in (0, 1) for i in (0, 1))
+    prediction = Prediction(id=query.id, prediction="", shots=(), score=None, scores=scores)
+    return replace(prediction, score=p.metric.score(prediction, query))
+
+
+def longest_ranking_requests(p: Prepared, loaded: LoadedModel, selector, shots: int,
+                              todo: list[Example]) -> list[tuple[Prompt, list[Prompt]]]:
+    """The queries' (context, continuations), the one needing the most memory first: the most
+    images, then the most tokens (context and longest candidate)."""
+    if p.spec.request == "match":  # zero shots, one image and two captions a request: all alike
+        return [request for query in todo for request in matched_requests(p, query)]
+    contexts = []
+    for query in todo:
+        kept = selector.select(query, shots)
+        context, dropped, length = ranked_context(p, loaded, query, kept)
+        contexts.append((query, kept[dropped:], context, length))
+    order = longest_first([(len(context.images), length) for _, _, context, length in contexts])
+    return [(contexts[i][2], continuation_prompts(p, contexts[i][0], contexts[i][1])) for i in order]
+
+
+def bad_example(p: Prepared, query: Example, error: UserError) -> Prediction:
+    """A query whose image (or a shot's) cannot be read: stop the run naming it, or skip it, counted."""
+    if p.config.on_bad_example == "stop":
+        raise UserError(f"query {query.id}: {error}; fix the data, or pass --on-bad-example skip to skip such queries") from None
+    return Prediction(id=query.id, prediction="", shots=(), score=None, error=str(error))
+
+
+class Tolerant:
+    """Generation that finds the bad example of a failed batch by retrying its prompts one by one."""
+
+    def __init__(self, generator: Generator):
+        self.generator = generator
+        self.errors: dict[int, UserError] = {}
+
+    def generate(self, prompts: list[Prompt]) -> list[str | None]:
+        try:
+            return self.generator.generate(prompts)
+        except UserError:
+            answers: list[str | None] = []
+            for prompt in prompts:
+                try:
+                    answers.extend(self.generator.generate([prompt]))
+                except UserError as error:
+                    self.errors[id(prompt)] = error
+                    answers.append(None)
+            return answers

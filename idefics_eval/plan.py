@@ -1,0 +1,153 @@
+"""Planning a run: the run's settings (`RunConfig`) and everything checked and loaded before the
+model loads (`Prepared`: task spec, prompt template, metric, support and query examples)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import formats
+from .engine import STOP_WORDS, GenerationSettings
+from .errors import UserError
+from .examples import ExampleSet
+from .image_cache import DEFAULT_MAX_BYTES
+from .metrics import Metric, get_metric
+from .models import check_checkpoint
+from .prompts import PromptTemplate, load_template
+from .tasks import TaskSpec, load_task
+
+DEMO_DATA = Path(__file__).resolve().parent / "demo" / "data"
+
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    task: str
+    shots: tuple[int, ...]
+    output_dir: Path
+    model: str | None = None
+    demo: bool = False
+    demo_seed: int | None = None  # with demo: None = the trained canary, a number = the random tiny model
+    data: str | None = None
+    support_data: str | None = None  # data of the support task, where shots come from another task (NoCaps: COCO)
+    selection: str = "rices"
+    seeds: tuple[int, ...] = (0,)
+    rices_encoder: str = "model"  # "model" (the evaluated model's vision tower) or a CLIP hub id / folder
+    limit: int | None = None
+    batch_size: int | str = 8  # a positive number, or "auto": the largest that fits on the GPU (8 off GPU)
+    device: str | None = None
+    device_map: str | None = None  # accelerate's device_map ("auto"): one model split over the visible GPUs
+    dtype: str | None = None
+    num_beams: int | None = None
+    max_new_tokens: int | None = None
+    max_length: int | None = None
+    cache_dir: Path | None = None
+    image_cache_mb: int = DEFAULT_MAX_BYTES >> 20  # memory for image features (MiB), LRU beyond it
+    image_cache_dir: Path | None = None  # where features evicted from memory go (and come back from); None: nowhere
+    tasks_dirs: tuple[Path, ...] = ()
+    overwrite: bool = False
+    progress: bool = True
+    on_bad_example: str = "stop"  # a corrupt or missing image met during the run: "stop" or "skip" (counted)
+    plain_generation: bool = False  # the reference paths: model.generate on pixels, one full forward per candidate
+    allow_pickle_weights: bool = False  # .bin checkpoints unpickle code; only safetensors load unless allowed
+
+
+@dataclass
+class Prepared:
+    """What a run needs before the model loads: validated settings and loaded annotations."""
+
+    config: RunConfig
+    spec: TaskSpec
+    template: PromptTemplate
+    metric: Metric
+    support: ExampleSet
+    queries: ExampleSet
+    all_queries_fingerprint: str
+    data: str | None
+    generation: GenerationSettings
+
+
+def demo_data(spec: TaskSpec) -> str:
+    folder = DEMO_DATA / spec.name
+    if not folder.is_dir():
+        raise UserError(f"task {spec.name} has no bundled sample data for --demo; give --data")
+    return str(folder)
+
+
+def prepare(config: RunConfig, preloaded: bool = False) -> Prepared:
+    """Validate everything that is cheap to check and load the annotations (not the images)."""
+    if not config.shots:
+        raise UserError("--shots is empty; give shot counts like 0,4,8")
+    if config.limit is not None and config.limit < 1:
+        raise UserError(f"--limit {config.limit}: give a positive number of queries")
+    if config.batch_size != "auto" and (type(config.batch_size) is not int or config.batch_size < 1):
+        raise UserError(f"--batch-size {config.batch_size!r}: give a positive whole number or auto")
+    if type(config.image_cache_mb) is not int or config.image_cache_mb < 0:
+        raise UserError(f"--image-cache-mb {config.image_cache_mb!r}: give a whole number of MiB, 0 or more")
+    if config.on_bad_example not in ("stop", "skip"):
+        raise UserError(f"--on-bad-example {config.on_bad_example!r}: use stop or skip")
+    if config.selection not in ("rices", "random"):
+        raise UserError(f"--selection {config.selection!r}: use rices or random")
+    if config.selection == "rices" and tuple(config.seeds) != (0,):
+        raise UserError("--seeds applies to --selection random only (RICES shots do not depend on a seed)")
+    if config.demo and config.model:
+        raise UserError("--demo and --model both given: --demo evaluates the embedded tiny model; drop one")
+    if config.model:
+        check_checkpoint(config.model)
+    elif not config.demo and not preloaded:
+        raise UserError("no model: give --model (a hub name or checkpoint folder) or --demo")
+    _check_writable(config.output_dir)
+    if config.image_cache_dir is not None:
+        _check_writable(config.image_cache_dir, "--image-cache-dir")
+
+    spec = load_task(config.task, config.tasks_dirs)
+    if spec.zero_shot_only and max(config.shots) > 0:
+        raise UserError(f"task {spec.name} is zero-shot only (it has no support set); use --shots 0")
+    template = load_template(spec.prompt)
+    metric = get_metric(spec.metric)
+    data = config.data if config.data is not None else (demo_data(spec) if config.demo else None)
+    queries = formats.load_split(spec, spec.query_split, data)
+    support = _load_support(config, spec, data)
+    if not queries.examples:
+        raise UserError(f"the query split {queries.name} from {queries.source} is empty")
+    all_queries_fingerprint = queries.fingerprint
+    if config.limit is not None:
+        queries = ExampleSet(queries.name, queries.source, queries.examples[: config.limit])
+    if max(config.shots) > len(support):  # (a selector also checks this per query, after exclusions)
+        raise UserError(
+            f"the support split {support.name} has {len(support)} examples, fewer than the "
+            f"{max(config.shots)} shots asked for; lower --shots or use a larger support split"
+        )
+    generation = GenerationSettings(
+        max_new_tokens=config.max_new_tokens or spec.generation.max_new_tokens,
+        num_beams=config.num_beams or spec.generation.num_beams,
+        stop_words=spec.generation.stop_words if spec.generation.stop_words is not None else STOP_WORDS,
+        first_line=spec.generation.first_line,
+        strip_quotes=spec.generation.strip_quotes,
+    )
+    return Prepared(config, spec, template, metric, support, queries, all_queries_fingerprint, data, generation)
+
+
+def _load_support(config: RunConfig, spec: TaskSpec, data: str | None) -> ExampleSet:
+    """The split shots come from: the task's own, or another task's (NoCaps takes COCO train)."""
+    if max(config.shots) == 0:
+        return ExampleSet(f"{spec.name}/none", "no shots asked for", ())
+    if spec.support_task is None:
+        return formats.load_split(spec, spec.support_split, data)
+    support_spec = load_task(spec.support_task, config.tasks_dirs)
+    support_data = config.support_data
+    if support_data is None and config.demo:
+        support_data = demo_data(support_spec)
+    return formats.load_split(support_spec, support_spec.support_split, support_data)
+
+
+def _check_writable(folder: Path, flag: str = "--output-dir") -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test.{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        what = "the output folder" if flag == "--output-dir" else f"the {flag} folder"
+        raise UserError(f"cannot write to {what} {folder}: {error.strerror}; choose another {flag}") from None

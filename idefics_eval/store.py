@@ -1,0 +1,126 @@
+"""The run store: what a run folder holds and how a rerun may reuse it.
+
+`manifest.json` records the identity of every predictions file (a rerun with another configuration
+is refused), `.lock` keeps two runs out of one folder, and earlier results.json rows tell what an
+earlier run used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+
+from .errors import UserError
+from .models import LoadedModel
+from .plan import Prepared
+from .results import read_results, write_json_atomic
+
+def identity_of(p: Prepared, loaded: LoadedModel) -> dict:
+    """What determines every predictions file of this task: a rerun in the same folder must match.
+
+    Round-tripped through JSON so that it compares equal to the copy read back from the manifest.
+    What the shots depend on (support data, selection, index) is recorded per file instead, since
+    zero-shot files do not depend on it.
+    """
+    return plain({
+        "task": {"name": p.spec.name, "version": p.spec.version, "digest": p.spec.digest},
+        "prompt": {"name": p.template.name, "version": p.template.version, "digest": p.template.digest},
+        "data": {"source": p.queries.source, "query_split": p.queries.name, "query_fingerprint": p.all_queries_fingerprint},
+        "model": {"name": loaded.name, "fingerprint": loaded.fingerprint, "dtype": str(loaded.dtype).replace("torch.", "")},
+        "generation": asdict(p.generation) | {"max_length": p.config.max_length or loaded.max_length},
+    })
+
+
+def plain(data: dict) -> dict:
+    return json.loads(json.dumps(data))
+
+
+class Manifest:
+    """`manifest.json`: per task and selection, the identity of the run and of each predictions file.
+
+    A rerun whose identity differs from what the folder holds is refused (or, with --overwrite, the
+    old predictions are deleted), so predictions made under two configurations never mix.
+    """
+
+    def __init__(self, p: Prepared, identity: dict):
+        self.p = p
+        self.path = p.config.output_dir / "manifest.json"
+        self.data = json.loads(self.path.read_text()) if self.path.exists() else {}
+        self.key = f"{p.spec.name}/{p.config.selection}"
+        entry = self.data.get(self.key)
+        if entry is not None and entry["identity"] != identity:
+            differing = sorted(k for k in identity if entry["identity"].get(k) != identity[k])
+            self._conflict(f"a different {', '.join(differing)}")
+            for stale in self._files(f"{p.spec.name}_*shot*.jsonl*"):
+                stale.unlink()
+            entry = None
+        self.entry = entry or {"identity": identity, "files": {}}
+        self._save()
+
+    def _files(self, pattern: str) -> list[Path]:
+        return [f for f in (self.p.config.output_dir / "predictions").glob(pattern)
+                if ("_seed" in f.name) == (self.p.config.selection == "random")]
+
+    def _conflict(self, what: str) -> None:
+        if not self.p.config.overwrite:
+            raise UserError(
+                f"{self.p.config.output_dir} already holds {self.key} predictions made with {what}; "
+                "use another --output-dir, or --overwrite to replace them"
+            )
+
+    def claim(self, path: Path, shots_identity: dict) -> None:
+        """Before a predictions file is written or reused: it must have been made with these shots."""
+        shots_identity = plain(shots_identity)
+        previous = self.entry["files"].get(path.name)
+        if previous is not None and previous != shots_identity:
+            differing = sorted(k for k in shots_identity if previous.get(k) != shots_identity[k])
+            self._conflict(f"different shots ({', '.join(differing)}) in {path.name}")
+            for stale in (path, path.with_name(path.name + ".partial")):
+                stale.unlink(missing_ok=True)
+        self.entry["files"][path.name] = shots_identity
+        self._save()
+
+    def _save(self) -> None:
+        self.data[self.key] = self.entry
+        write_json_atomic(self.path, self.data)
+
+
+def shots_identity(p: Prepared, selection: dict, shots: int) -> dict:
+    if shots == 0:
+        return {}
+    return selection | {"support_split": p.support.name, "support_source": p.support.source}
+
+
+@contextmanager
+def folder_lock(output_dir: Path, enabled: bool = True):
+    """Hold `output_dir/.lock` for the run: a second run into the same folder is refused, not interleaved."""
+    if not enabled:
+        yield
+        return
+    import fcntl
+
+    handle = open(output_dir / ".lock", "a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise UserError(f"another idefics-eval run ({holder}) is writing to {output_dir}; wait for it to finish or use another --output-dir") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        yield
+    finally:
+        handle.close()
+
+
+def recorded_batch_sizes(output_dir: Path) -> dict[tuple, int | str]:
+    """The batch size each row of an earlier results.json in `output_dir` records, by row key."""
+    path = output_dir / "results.json"
+    rows = read_results(path) if path.exists() else []
+    return {row.key: row.config["batch_size"] for row in rows if "batch_size" in row.config}
