@@ -36,7 +36,11 @@ Those characters are replaced by spaces first, so that each caption stays one li
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import sys
+import tempfile
 from collections.abc import Hashable, Mapping, Sequence
 
 from ..errors import UserError
@@ -58,6 +62,34 @@ def _require_java() -> None:
         )
 
 
+class _Captured:
+    """What the tokenizer wrote to standard error, readable after the capture ended."""
+
+    said = ""
+
+    def text(self) -> str:
+        return self.said
+
+
+@contextlib.contextmanager
+def _java_chatter_captured():
+    """Send what the Java tokenizer writes to standard error (its "PTBTokenizer tokenized N tokens"
+    line, JVM warnings) to a temporary file instead of the user's terminal. The tokenizer is a child
+    process that inherits file descriptor 2, so `sys.stderr` redirection would not reach it."""
+    with tempfile.TemporaryFile() as file:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(file.fileno(), 2)
+        captured = _Captured()
+        try:
+            yield captured
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            file.seek(0)
+            captured.said = file.read().decode(errors="replace")
+
+
 def tokenize_captions(captions: Mapping[Hashable, Sequence[str]]) -> dict[Hashable, list[str]]:
     """Tokenize captions with pycocoevalcap's `PTBTokenizer`, in one run of the Java tokenizer.
 
@@ -71,7 +103,8 @@ def tokenize_captions(captions: Mapping[Hashable, Sequence[str]]) -> dict[Hashab
     _require_java()
     records = {key: [{"caption": str(text).translate(_LINE_BREAKS)} for text in texts] for key, texts in captions.items()}
     try:
-        tokenized = PTBTokenizer().tokenize(records)
+        with _java_chatter_captured() as chatter:
+            tokenized = PTBTokenizer().tokenize(records)
     except FileNotFoundError as error:  # java vanished between the check and the call
         raise UserError(f"could not run the PTB tokenizer ({error}); install default-jre-headless") from error
     except PermissionError as error:
@@ -82,9 +115,10 @@ def tokenize_captions(captions: Mapping[Hashable, Sequence[str]]) -> dict[Hashab
     # The wrapper pairs output lines with captions by position (zip), so a failed Java run shows up as
     # missing or short entries rather than as an error.
     if list(tokenized) != list(records) or any(len(tokenized[k]) != len(records[k]) for k in records):
+        said = " ".join(chatter.text().split())[-300:]
         raise UserError(
-            "the PTB tokenizer returned a different number of captions than it was given; check that "
-            "`java -version` works (install default-jre-headless)"
+            "the PTB tokenizer returned a different number of captions than it was given"
+            + (f" (java said: {said})" if said else "") + "; check that `java -version` works (install default-jre-headless)"
         )
     return tokenized
 

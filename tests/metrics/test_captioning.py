@@ -9,6 +9,7 @@ on each group alone. Each test starts the Java tokenizer at most a few times (~0
 from __future__ import annotations
 
 import math
+import os
 import shutil
 
 import pytest
@@ -139,3 +140,21 @@ def test_grouped_cider_needs_a_group_for_every_image() -> None:
         grouped_cider({"a": "x", "b": "y"}, {"a": ["x"], "b": ["y"]}, {"a": "in-domain"})
     with pytest.raises(ValueError, match="reserved"):
         grouped_cider({"a": "x"}, {"a": ["x"]}, {"a": "overall"})
+
+
+def test_the_java_tokenizer_says_nothing_on_the_terminal(capfd):
+    assert tokenize_captions({1: ["A dog."]}) == {1: ["a dog"]}
+    captured = capfd.readouterr()
+    assert "PTBTokenizer" not in captured.err and captured.err == ""
+
+
+def test_a_failing_java_is_one_line_with_what_it_said(tmp_path, monkeypatch, capfd):
+    fake = tmp_path / "java"
+    fake.write_text("#!/bin/sh\necho 'Error: could not create the Java Virtual Machine.' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    with pytest.raises(UserError) as error:
+        tokenize_captions({1: ["A dog."], 2: ["A cat."]})
+    message = str(error.value)
+    assert "\n" not in message and "could not create the Java Virtual Machine" in message
+    assert capfd.readouterr().err == ""
