@@ -81,6 +81,10 @@ def prepare(config: RunConfig, preloaded: bool = False) -> Prepared:
         raise UserError("--shots is empty; give shot counts like 0,4,8")
     if config.limit is not None and config.limit < 1:
         raise UserError(f"--limit {config.limit}: give a positive number of queries")
+    for flag, value in (("--num-beams", config.num_beams), ("--max-new-tokens", config.max_new_tokens),
+                        ("--max-length", config.max_length)):
+        if value is not None and (type(value) is not int or value < 1):  # 0 would silently mean "the task's"
+            raise UserError(f"{flag} {value!r}: give a positive whole number, or leave it out for the task's default")
     if config.batch_size != "auto" and (type(config.batch_size) is not int or config.batch_size < 1):
         raise UserError(f"--batch-size {config.batch_size!r}: give a positive whole number or auto")
     if type(config.image_cache_mb) is not int or config.image_cache_mb < 0:
