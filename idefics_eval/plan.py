@@ -15,6 +15,7 @@ from .image_cache import DEFAULT_MAX_BYTES
 from .metrics import Metric, get_metric
 from .models import check_checkpoint
 from .prompts import PromptTemplate, load_template
+from .results import read_results
 from .tasks import TaskSpec, load_task
 
 DEMO_DATA = Path(__file__).resolve().parent / "demo" / "data"
@@ -102,6 +103,7 @@ def prepare(config: RunConfig, preloaded: bool = False) -> Prepared:
     elif not config.demo and not preloaded:
         raise UserError("no model: give --model (a hub name or checkpoint folder) or --demo")
     _check_writable(config.output_dir)
+    _check_run_folder(config.output_dir)
     if config.image_cache_dir is not None:
         _check_writable(config.image_cache_dir, "--image-cache-dir")
 
@@ -131,6 +133,15 @@ def prepare(config: RunConfig, preloaded: bool = False) -> Prepared:
         strip_quotes=spec.generation.strip_quotes,
     )
     return Prepared(config, spec, template, metric, support, queries, all_queries_fingerprint, data, generation)
+
+
+def _check_run_folder(folder: Path) -> None:
+    """A damaged results.json or manifest.json in the output folder is found now, not after the run."""
+    from .store import read_manifest
+
+    read_manifest(folder / "manifest.json")
+    if (folder / "results.json").exists():
+        read_results(folder / "results.json")
 
 
 def _load_support(config: RunConfig, spec: TaskSpec, data: str | None) -> ExampleSet:

@@ -17,6 +17,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from .errors import UserError
+
 PACKAGES = ("idefics-eval", "torch", "transformers", "datasets", "faiss-cpu", "numpy", "pillow", "pycocoevalcap")
 
 
@@ -77,8 +79,29 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 
 def read_results(path: Path) -> list[Result]:
-    with open(path, encoding="utf-8") as handle:
-        return [Result(**row) for row in json.load(handle)]
+    """The rows of a results.json; anything else there (invalid JSON, wrong shapes) is a `UserError`."""
+    data = read_json_file(path, "results file")
+    if not isinstance(data, list) or not all(isinstance(row, dict) for row in data):
+        raise _not_ours(path, "results file", "expected a list of result rows")
+    try:
+        return [Result(**row) for row in data]
+    except TypeError as error:
+        raise _not_ours(path, "results file", str(error)) from None
+
+
+def read_json_file(path: Path, what: str):
+    """JSON that idefics-eval wrote into a run folder, or one clear `UserError` naming the file."""
+    try:
+        return json.loads(Path(path).read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise _not_ours(path, what, "not UTF-8 text") from None
+    except json.JSONDecodeError as error:
+        raise _not_ours(path, what, f"invalid JSON: {error}") from None
+
+
+def _not_ours(path: Path, what: str, reason: str) -> UserError:
+    reason = " ".join(reason.split())
+    return UserError(f"{path} is not a {what} written by idefics-eval ({reason}); restore it, or move it away and rerun")
 
 
 def merge_results(path: Path, rows: list[Result]) -> list[Result]:

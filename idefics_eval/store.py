@@ -16,7 +16,7 @@ from pathlib import Path
 from .errors import UserError
 from .models import LoadedModel
 from .plan import Prepared
-from .results import read_results, write_json_atomic
+from .results import read_json_file, read_results, write_json_atomic
 
 def identity_of(p: Prepared, loaded: LoadedModel) -> dict:
     """What determines every predictions file of this task: a rerun in the same folder must match.
@@ -38,6 +38,19 @@ def plain(data: dict) -> dict:
     return json.loads(json.dumps(data))
 
 
+def read_manifest(path: Path) -> dict:
+    """A run folder's manifest.json ({} when there is none); a damaged one is a `UserError`."""
+    if not path.exists():
+        return {}
+    data = read_json_file(path, "run manifest")
+    valid = isinstance(data, dict) and all(
+        isinstance(entry, dict) and isinstance(entry.get("identity"), dict) and isinstance(entry.get("files"), dict)
+        for entry in data.values())
+    if not valid:
+        raise UserError(f"{path} is not a run manifest written by idefics-eval (unexpected layout); restore it, or move it away and rerun")
+    return data
+
+
 class Manifest:
     """`manifest.json`: per task and selection, the identity of the run and of each predictions file.
 
@@ -48,7 +61,7 @@ class Manifest:
     def __init__(self, p: Prepared, identity: dict):
         self.p = p
         self.path = p.config.output_dir / "manifest.json"
-        self.data = json.loads(self.path.read_text()) if self.path.exists() else {}
+        self.data = read_manifest(self.path)
         self.key = f"{p.spec.name}/{p.config.selection}"
         entry = self.data.get(self.key)
         if entry is not None and entry["identity"] != identity:

@@ -272,3 +272,29 @@ def test_an_image_path_leaving_the_data_folder_is_refused(previous, tmp_path, ca
     code, err = invoke(capsys, "run", "--task", "vqav2", "--demo", "--shots", "0", "--tasks-dir", str(tasks),
                        "--data", str(data_copy(tmp_path, escape)), "--output-dir", str(previous), "--no-progress")
     assert_clean_refusal(code, err, "leaves the data folder", previous, before)
+
+
+DAMAGED_RUN_FILES = {
+    "results.json invalid JSON": ("results.json", b'[{"task": "vqav2",'),
+    "results.json of wrong types": ("results.json", b"[1, 2, 3]"),
+    "results.json not UTF-8": ("results.json", b"\xff\xfe[]"),
+    "manifest.json invalid JSON": ("manifest.json", b"{"),
+    "manifest.json of the wrong layout": ("manifest.json", b'{"vqav2/rices": [1]}'),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DAMAGED_RUN_FILES))
+def test_damaged_run_folder_is_refused_before_the_model_loads_and_left_as_is(case, previous, tmp_path, capsys):
+    name, content = DAMAGED_RUN_FILES[case]
+    folder = tmp_path / "run"
+    shutil.copytree(previous, folder)
+    (folder / name).write_bytes(content)
+    code, err = invoke(capsys, "run", "--task", "vqav2", "--demo", "--shots", "0", "--limit", "2", "--num-beams", "1",
+                       "--max-new-tokens", "3", "--output-dir", str(folder), "--no-progress")
+    assert code == 2 and name in err and "move it away" in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert (folder / name).read_bytes() == content
+    if name == "results.json":  # the reporting commands read it the same way
+        for command in (["export", str(folder)], ["compare", str(folder), str(previous)], ["plot", str(folder), "-o", str(tmp_path / "plots")]):
+            code, err = invoke(capsys, *command)
+            assert code == 2 and name in err and len(err.strip().splitlines()) == 1, (command, err)
