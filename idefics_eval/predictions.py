@@ -74,18 +74,19 @@ def read_predictions(path: Path) -> list[Prediction]:
     if not path.is_file():
         raise UserError(f"predictions file not found: {path}")
     predictions, seen = [], set()
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                prediction = _parse(line, f"{path}:{number}")
-            except (json.JSONDecodeError, ValueError, TypeError):
-                raise UserError(f"{path}:{number} is not a JSON prediction line") from None
-            if prediction.id in seen:
-                raise UserError(f"{path}:{number}: query id {prediction.id} appears twice")
-            seen.add(prediction.id)
-            predictions.append(prediction)
+    for number, raw in enumerate(path.read_bytes().splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:  # decoded line by line, so that bytes that are not UTF-8 are reported with their line
+            prediction = _parse(raw.decode("utf-8"), f"{path}:{number}")
+        except UnicodeDecodeError:
+            raise UserError(f"{path}:{number} is not UTF-8 text; predictions files are UTF-8 JSON lines") from None
+        except (json.JSONDecodeError, ValueError, TypeError):
+            raise UserError(f"{path}:{number} is not a JSON prediction line") from None
+        if prediction.id in seen:
+            raise UserError(f"{path}:{number}: query id {prediction.id} appears twice")
+        seen.add(prediction.id)
+        predictions.append(prediction)
     return predictions
 
 

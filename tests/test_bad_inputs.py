@@ -188,13 +188,14 @@ def test_output_folder_that_cannot_be_written(previous, tmp_path, capsys):
         (lambda lines: lines + [json.dumps({"id": "999", "prediction": "x"})], "query id 999 is not in"),
         (lambda lines: lines[:-1], "no prediction for query"),
         (lambda lines: lines[:1] + ["{not json"], "is not a JSON prediction line"),
+        (lambda lines: lines[:1] + ['{"id": "x", "prediction": "caf\udce9"}'], ":2 is not UTF-8"),  # a Latin-1 byte
     ],
 )
 def test_bad_predictions_for_score(previous, tmp_path, capsys, edit, message):
     before = (previous / "results.json").read_bytes()
     lines = (previous / "predictions" / "vqav2_0shot.jsonl").read_text().splitlines()
     path = tmp_path / "bad.jsonl"
-    path.write_text("\n".join(edit(lines)) + "\n")
+    path.write_bytes(("\n".join(edit(lines)) + "\n").encode("utf-8", "surrogateescape"))
     code, err = invoke(capsys, "score", "--task", "vqav2", "--demo", "--limit", "2", "--predictions", str(path))
     assert_clean_refusal(code, err, message, previous, before)
 
