@@ -21,7 +21,6 @@ from .tasks import TaskSpec, load_task
 DEMO_DATA = Path(__file__).resolve().parent / "demo" / "data"
 
 
-
 @dataclass(frozen=True)
 class RunConfig:
     task: str

@@ -63,12 +63,9 @@ def _require_java() -> None:
 
 
 class _Captured:
-    """What the tokenizer wrote to standard error, readable after the capture ended."""
+    """What the tokenizer wrote to standard error (`said`), set when the capture ends."""
 
     said = ""
-
-    def text(self) -> str:
-        return self.said
 
 
 @contextlib.contextmanager
@@ -115,7 +112,7 @@ def tokenize_captions(captions: Mapping[Hashable, Sequence[str]]) -> dict[Hashab
     # The wrapper pairs output lines with captions by position (zip), so a failed Java run shows up as
     # missing or short entries rather than as an error.
     if list(tokenized) != list(records) or any(len(tokenized[k]) != len(records[k]) for k in records):
-        said = " ".join(chatter.text().split())[-300:]
+        said = " ".join(chatter.said.split())[-300:]
         raise UserError(
             "the PTB tokenizer returned a different number of captions than it was given"
             + (f" (java said: {said})" if said else "") + "; check that `java -version` works (install default-jre-headless)"
