@@ -15,8 +15,11 @@ Two protocols:
   (seed, hash of the query id), so a query's shots never depend on sharding, batching or --limit.
 
 Both exclude from a query's shots every support example about the query's image and the support
-example with the query's own id (this matters when support and query splits overlap). Shot sets
-are nested: the k-shot set is the first k of the `max_k` selection.
+example with the query's own id (this matters when support and query splits overlap). Ids are only
+comparable within one dataset: when the support split comes from another dataset (NoCaps queries,
+COCO shots), a support image is excluded only when it is the very same image (the same image key),
+never because its bare id happens to be the query's. Shot sets are nested: the k-shot set is the
+first k of the `max_k` selection.
 """
 
 from __future__ import annotations
@@ -198,17 +201,33 @@ def _load_index(folder: Path, expected_meta: dict) -> faiss.IndexFlatIP | None:
 # Selectors
 
 
+def _dataset_of(split: ExampleSet) -> tuple[str, str]:
+    """The dataset a split belongs to: its task (the name before "/split") and where it was read from.
+    Splits of one dataset (train and validation of one folder or hub id) share image and example ids."""
+    return split.name.rpartition("/")[0] or split.name, split.source
+
+
 class ShotSelector:
     """Chooses the shots for each query; call `.select(query, k) -> list[Example]`."""
 
-    def __init__(self, settings: ShotSettings, support: ExampleSet, max_k: int):
+    def __init__(self, settings: ShotSettings, support: ExampleSet, max_k: int, queries: ExampleSet):
         self.settings = settings
         self.support = support
         self.max_k = max_k
-        self._by_image: dict[str, list[int]] = {}
+        # Ids name the same things only within one dataset. Across datasets (NoCaps queries, COCO
+        # shots) only the image key says two images are one, and example ids say nothing.
+        self._same_dataset = _dataset_of(queries) == _dataset_of(support)
+        self._by_support_image: dict[str, list[int]] = {}  # support image_id -> its examples' positions
         for position, example in enumerate(support.examples):
-            self._by_image.setdefault(example.image_id, []).append(position)
-        self._by_id = {example.id: position for position, example in enumerate(support.examples)}
+            self._by_support_image.setdefault(example.image_id, []).append(position)
+        self._by_image: dict[str, list[int]] = {}  # image identity -> positions of the examples about it
+        for image_id, image in support.unique_images():
+            self._by_image.setdefault(self._identity(image_id, image), []).extend(self._by_support_image[image_id])
+        self._by_id = {e.id: position for position, e in enumerate(support.examples)} if self._same_dataset else {}
+
+    def _identity(self, image_id: str, image: ImageRef) -> str:
+        """What makes two images one: the image id within a dataset, the image key across datasets."""
+        return image_id if self._same_dataset else image.key
 
     @property
     def fingerprint(self) -> str:
@@ -248,7 +267,7 @@ class ShotSelector:
 
     def _excluded(self, query: Example) -> list[int]:
         """Sorted support positions that can never be shots for `query`."""
-        excluded = set(self._by_image.get(query.image_id, ()))
+        excluded = set(self._by_image.get(self._identity(query.image_id, query.image), ()))
         if query.id in self._by_id:
             excluded.add(self._by_id[query.id])
         return sorted(excluded)
@@ -300,8 +319,9 @@ def _nth_not_in(n: int, excluded: list[int]) -> int:
 class RicesSelector(ShotSelector):
     """Most-similar support examples by image embedding; all queries retrieved at build time."""
 
-    def __init__(self, settings: ShotSettings, support: ExampleSet, max_k: int, encoder_name: str, fingerprint: str):
-        super().__init__(settings, support, max_k)
+    def __init__(self, settings: ShotSettings, support: ExampleSet, max_k: int, queries: ExampleSet,
+                 encoder_name: str, fingerprint: str):
+        super().__init__(settings, support, max_k, queries)
         self._encoder_name = encoder_name
         self._fingerprint = fingerprint
         self._top: dict[str, np.ndarray] = {}  # query id -> max_k support positions, most similar first
@@ -331,8 +351,11 @@ class RicesSelector(ShotSelector):
                 f"query embeddings have {vectors.shape[1]} dimensions, the cached index {index.d}: "
                 f"encoder {self._encoder_name!r} must change its name when its weights change"
             )
-        rows_examples = [np.array(self._by_image[i], dtype=np.int64) for i in image_ids]
-        row_of = {image_id: row for row, image_id in enumerate(image_ids)}
+        rows_examples = [np.array(self._by_support_image[i], dtype=np.int64) for i in image_ids]
+        support_images = dict(self.support.unique_images())
+        rows_of: dict[str, list[int]] = {}  # image identity -> the index rows holding that image
+        for row, image_id in enumerate(image_ids):
+            rows_of.setdefault(self._identity(image_id, support_images[image_id]), []).append(row)
         by_query_image: dict[str, list[Example]] = {}
         for q in queries.examples:
             by_query_image.setdefault(q.image_id, []).append(q)
@@ -350,7 +373,7 @@ class RicesSelector(ShotSelector):
                     scores, rows = index.search(vectors[chunk], k_search)
                     for c, image_scores, image_rows in zip(chunk, scores, rows):
                         image_id = query_images[c]
-                        skip = row_of.get(image_id, -1)
+                        skip = rows_of.get(self._identity(image_id, by_query_image[image_id][0].image), [])
                         ranked = _rank(image_scores, image_rows, rows_examples, skip, need, complete)
                         if ranked is None:
                             unresolved.append(c)
@@ -362,10 +385,11 @@ class RicesSelector(ShotSelector):
                 k_search = min(index.ntotal, 2 * k_search)
 
 
-def _rank(scores, rows, rows_examples, skip_row: int, need: int, complete: bool) -> np.ndarray | None:
-    """The `need` best support positions of the searched images (image `skip_row` left out) by
-    (similarity desc, support order); None if the search may have cut off a tie or better."""
-    keep = (rows >= 0) & (rows != skip_row)
+def _rank(scores, rows, rows_examples, skip_rows, need: int, complete: bool) -> np.ndarray | None:
+    """The `need` best support positions of the searched images (the query's own image, rows
+    `skip_rows`, left out) by (similarity desc, support order); None if the search may have cut
+    off a tie or better."""
+    keep = (rows >= 0) & ~np.isin(rows, skip_rows)
     groups = [rows_examples[row] for row in rows[keep]]
     positions = np.concatenate(groups) if groups else np.zeros(0, np.int64)
     similarity = np.repeat(scores[keep], [len(group) for group in groups])
@@ -394,13 +418,13 @@ def build_selector(
     if max_k < 0:
         raise ValueError(f"max_k must be 0 or more, got {max_k}")
     if settings.selection == "random":
-        selector: ShotSelector = RandomSelector(settings, support, max_k)
+        selector: ShotSelector = RandomSelector(settings, support, max_k, queries)
         selector._check_enough(queries.examples)
         return selector
     if encoder is None:
         raise ValueError("RICES shot selection needs an image encoder")
     fingerprint = embedding_fingerprint(support, encoder.name)
-    selector = RicesSelector(settings, support, max_k, encoder.name, fingerprint)
+    selector = RicesSelector(settings, support, max_k, queries, encoder.name, fingerprint)
     selector._check_enough(queries.examples)
     if max_k == 0 or len(queries) == 0:
         return selector

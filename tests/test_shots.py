@@ -43,13 +43,13 @@ class FakeEncoder:
         return pixels @ self.projection
 
 
-def make_set(name: str, spec: list[tuple[str, str, int]]) -> ExampleSet:
+def make_set(name: str, spec: list[tuple[str, str, int]], source: str = "memory") -> ExampleSet:
     """spec: (example id, image id, pixels seed)."""
     examples = [
         Example(id=i, image_id=img, image=MemImage(seed), fields={"question": f"q {i}"}, answers=("a",))
         for i, img, seed in spec
     ]
-    return ExampleSet(name=name, source="memory", examples=examples)
+    return ExampleSet(name=name, source=source, examples=examples)
 
 
 def support_spec(n_images: int = 20, seed: int = 0) -> list[tuple[str, str, int]]:
@@ -148,6 +148,37 @@ def test_own_id_excluded_even_with_a_different_image():
     for settings in (ShotSettings("rices"), ShotSettings("random")):
         selector = build_selector(settings, support, queries, 2, FakeEncoder(), cache_dir=None)
         assert sorted(ids(selector.select(queries.examples[0], 2))) == ["y", "z"]
+
+
+COCO_LIKE = make_set("coco/train", [(str(i), str(i), 100 + i) for i in range(4)], source="data/coco")
+
+
+@pytest.mark.parametrize("selection", ["rices", "random"])
+def test_a_bare_id_shared_with_another_dataset_excludes_nothing(selection):
+    """NoCaps ids 0-4499 are also COCO ids: a NoCaps query about image "0" keeps COCO image "0"."""
+    queries = make_set("nocaps/validation", [("0", "0", 7)], source="data/nocaps")  # id and image id collide
+    selector = build_selector(ShotSettings(selection), COCO_LIKE, queries, 4, FakeEncoder(), cache_dir=None)
+    assert sorted(ids(selector.select(queries.examples[0], 4))) == ["0", "1", "2", "3"]
+
+
+@pytest.mark.parametrize("selection", ["rices", "random"])
+def test_the_very_same_image_in_another_dataset_is_still_excluded(selection):
+    queries = make_set("nocaps/validation", [("q", "x9", 101)], source="data/nocaps")  # COCO image "1"'s pixels
+    selector = build_selector(ShotSettings(selection), COCO_LIKE, queries, 3, FakeEncoder(), cache_dir=None)
+    assert sorted(ids(selector.select(queries.examples[0], 3))) == ["0", "2", "3"]
+    with pytest.raises(UserError, match="3 once a query's own image"):
+        build_selector(ShotSettings(selection), COCO_LIKE, queries, 4, FakeEncoder(), cache_dir=None)
+
+
+@pytest.mark.parametrize("selection", ["rices", "random"])
+def test_a_bare_id_within_one_dataset_is_the_same_image(selection):
+    """Validation and train of one COCO folder share image ids: image "0" is the query's own."""
+    queries = make_set("coco/validation", [("v", "0", 7)], source="data/coco")
+    selector = build_selector(ShotSettings(selection), COCO_LIKE, queries, 3, FakeEncoder(), cache_dir=None)
+    assert sorted(ids(selector.select(queries.examples[0], 3))) == ["1", "2", "3"]
+    other_folder = make_set("coco/validation", [("v", "0", 7)], source="elsewhere/coco")
+    selector = build_selector(ShotSettings(selection), COCO_LIKE, other_folder, 4, FakeEncoder(), cache_dir=None)
+    assert len(selector.select(other_folder.examples[0], 4)) == 4
 
 
 def test_index_and_query_embeddings_are_saved_and_reused(tmp_path):
