@@ -111,10 +111,6 @@ def _rank(p: Prepared, loaded: LoadedModel, selector, shots: int, todo: list[Exa
     return ranker.batch_size
 
 
-
-
-
-
 def _generate(p: Prepared, loaded: LoadedModel, selector, shots: int, todo: list[Example], writer: PredictionWriter, bar) -> int:
     """Generation requests in length-sorted batches; returns the batch size."""
     generator = Tolerant(Generator(loaded, p.generation, fast=not p.config.plain_generation))
@@ -152,6 +148,24 @@ def _aggregate_seeds(rows: list[Result]) -> Result:
                    num_truncated=max(r.num_truncated for r in rows))
 
 
+def _settings(config: RunConfig) -> list[tuple[int | None, list[int]]]:
+    """(seed, shot counts) in evaluation order. Zero-shot comes once and without a seed: it shows no
+    shots, so every seed of random selection would give the same predictions."""
+    shots = sorted(config.shots)
+    settings: list[tuple[int | None, list[int]]] = [(None, [0])] if 0 in shots else []
+    few = [k for k in shots if k > 0]
+    if few:
+        seeds = config.seeds if config.selection == "random" else (None,)
+        settings += [(seed, few) for seed in seeds]
+    return settings
+
+
+def _zero_shot_selection(config: RunConfig) -> dict:
+    """What a zero-shot row records of the selection: no seed, and the seeds it stands for."""
+    seeds = {"seeds": list(config.seeds)} if config.selection == "random" else {}
+    return {"selection": config.selection, "seed": None} | seeds
+
+
 def run(config: RunConfig, loaded: LoadedModel | None = None) -> list[Result]:
     """Evaluate one task at every requested shot count; write predictions and results.json.
 
@@ -174,24 +188,23 @@ def _run(config: RunConfig, p: Prepared, world: World, loaded: LoadedModel | Non
     manifest = Manifest(p, identity) if world.is_main else None
     world.barrier()
     encoder = _encoder(config, loaded) if max(config.shots) > 0 else None
-    seeds = config.seeds if config.selection == "random" else (None,)
     rows: list[Result] = []
     earlier_batch_sizes = recorded_batch_sizes(config.output_dir) if world.is_main else {}
-    for seed in seeds:
-        if max(config.shots) == 0:
+    for seed, shot_counts in _settings(config):
+        if max(shot_counts) == 0:
             selector = NoShots()
         else:
             if not world.is_main:
                 world.barrier()  # rank 0 builds and caches the index first; the others then load it
             selector = build_selector(
-                ShotSettings(config.selection, seed or 0), p.support, p.queries, max(config.shots), encoder,
+                ShotSettings(config.selection, seed or 0), p.support, p.queries, max(shot_counts), encoder,
                 config.cache_dir, batch_size=4 * (AUTO_BATCH_OFF_GPU if config.batch_size == "auto" else config.batch_size),
                 progress=config.progress and world.is_main,
             )
             if world.is_main:
                 world.barrier()
         selection = selector.describe() | {"seed": seed}
-        for shots in sorted(config.shots):
+        for shots in shot_counts:
             files_identity = shots_identity(p, selection, shots)
             if manifest is not None:
                 manifest.claim(prediction_file(config.output_dir, p.spec.name, shots, seed), files_identity)
@@ -202,18 +215,21 @@ def _run(config: RunConfig, p: Prepared, world: World, loaded: LoadedModel | Non
             if batch_size is None:  # every prediction was there already: what the run that made them used
                 batch_size = earlier_batch_sizes.get((p.spec.name, shots, config.selection, seed), config.batch_size)
             scored = [(pred, query) for pred, query in zip(predictions, p.queries.examples) if pred.error is None]
+            metrics = p.metric.aggregate([s[0] for s in scored], [s[1] for s in scored])
+            one_for_all_seeds = shots == 0 and config.selection == "random" and len(config.seeds) > 1
             rows.append(
                 Result(
                     task=p.spec.name,
                     shots=shots,
                     selection=config.selection,
                     seed=seed,
-                    metrics=p.metric.aggregate([s[0] for s in scored], [s[1] for s in scored]),
+                    metrics=metrics,
+                    metrics_std=dict.fromkeys(metrics, 0.0) if one_for_all_seeds else None,
                     num_examples=len(scored),
                     num_skipped=len(predictions) - len(scored),
                     num_truncated=sum(pred.dropped_shots > 0 for pred in predictions),
                     predictions=str(prediction_file(Path("."), p.spec.name, shots, seed)),
-                    config=identity | {"shots": files_identity or {"selection": config.selection, "seed": seed},
+                    config=identity | {"shots": files_identity or _zero_shot_selection(config),
                                        "limit": config.limit, "processes": world.size, "batch_size": batch_size,
                                        "plain_generation": config.plain_generation,
                                        "versions": package_versions(), "command": sys.argv},
@@ -221,8 +237,8 @@ def _run(config: RunConfig, p: Prepared, world: World, loaded: LoadedModel | Non
             )
     if not world.is_main:
         return []
-    if config.selection == "random" and len(seeds) > 1:
-        rows += [_aggregate_seeds([r for r in rows if r.shots == k]) for k in sorted(config.shots)]
+    if config.selection == "random" and len(config.seeds) > 1:
+        rows += [_aggregate_seeds([r for r in rows if r.shots == k]) for k in sorted(config.shots) if k > 0]
     merge_results(config.output_dir / "results.json", rows)
     return rows
 

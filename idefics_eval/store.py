@@ -64,11 +64,12 @@ class Manifest:
         self.data = read_manifest(self.path)
         self.key = f"{p.spec.name}/{p.config.selection}"
         entry = self.data.get(self.key)
+        if entry is not None and not entry["files"]:
+            entry = None  # it holds nothing (a run refused at its first file): nothing to protect
         if entry is not None and entry["identity"] != identity:
-            differing = sorted(k for k in identity if entry["identity"].get(k) != identity[k])
-            self._conflict(f"a different {', '.join(differing)}")
-            for stale in self._files(f"{p.spec.name}_*shot*.jsonl*"):
-                stale.unlink()
+            self._conflict(f"a different {', '.join(_differing(entry['identity'], identity))}")
+            for stale in {*self._files(f"{p.spec.name}_*shot*.jsonl*"), *self._listed(entry)}:
+                stale.unlink(missing_ok=True)
             entry = None
         self.entry = entry or {"identity": identity, "files": {}}
         self._save()
@@ -77,28 +78,49 @@ class Manifest:
         return [f for f in (self.p.config.output_dir / "predictions").glob(pattern)
                 if ("_seed" in f.name) == (self.p.config.selection == "random")]
 
-    def _conflict(self, what: str) -> None:
+    def _listed(self, entry: dict) -> list[Path]:
+        """The files (and their partial copies) an entry claims; the zero-shot file has no seed in its name."""
+        folder = self.p.config.output_dir / "predictions"
+        return [folder / f"{name}{partial}" for name in entry["files"] for partial in ("", ".partial")]
+
+    def _conflict(self, what: str, key: str | None = None) -> None:
         if not self.p.config.overwrite:
             raise UserError(
-                f"{self.p.config.output_dir} already holds {self.key} predictions made with {what}; "
+                f"{self.p.config.output_dir} already holds {key or self.key} predictions made with {what}; "
                 "use another --output-dir, or --overwrite to replace them"
             )
 
     def claim(self, path: Path, shots_identity: dict) -> None:
         """Before a predictions file is written or reused: it must have been made with these shots."""
         shots_identity = plain(shots_identity)
+        self._check_shared(path)
         previous = self.entry["files"].get(path.name)
         if previous is not None and previous != shots_identity:
-            differing = sorted(k for k in shots_identity if previous.get(k) != shots_identity[k])
-            self._conflict(f"different shots ({', '.join(differing)}) in {path.name}")
+            self._conflict(f"different shots ({', '.join(_differing(previous, shots_identity))}) in {path.name}")
             for stale in (path, path.with_name(path.name + ".partial")):
                 stale.unlink(missing_ok=True)
         self.entry["files"][path.name] = shots_identity
         self._save()
 
+    def _check_shared(self, path: Path) -> None:
+        """Zero-shot files do not depend on the selection, so a RICES and a random run of one task
+        share them: only while both runs have the same identity (model, data, prompt, generation)."""
+        for key, other in self.data.items():
+            if key == self.key or path.name not in other["files"] or other["identity"] == self.entry["identity"]:
+                continue
+            self._conflict(f"a different {', '.join(_differing(other['identity'], self.entry['identity']))} "
+                           f"(it shares {path.name})", key)
+            for stale in (path, path.with_name(path.name + ".partial")):
+                stale.unlink(missing_ok=True)
+            del other["files"][path.name]
+
     def _save(self) -> None:
         self.data[self.key] = self.entry
         write_json_atomic(self.path, self.data)
+
+
+def _differing(old: dict, new: dict) -> list[str]:
+    return sorted(k for k in new if old.get(k) != new[k])
 
 
 def shots_identity(p: Prepared, selection: dict, shots: int) -> dict:

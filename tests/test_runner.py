@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from idefics_eval.compare import compare_runs
+from idefics_eval.export import export
 from idefics_eval.runner import RunConfig, run
 
 DEMO_DATA = Path(__file__).resolve().parents[1] / "idefics_eval" / "demo" / "data" / "vqav2"
@@ -35,6 +37,44 @@ def test_random_selection_over_seeds_reports_mean_and_std(tmp_path):
     assert shots[0] != shots[1] != shots[2]
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert len(saved) == 4
+
+
+def test_random_zero_shot_is_evaluated_once_for_all_seeds(tmp_path, monkeypatch):
+    from idefics_eval import runner
+
+    evaluated = []
+    evaluate = runner._evaluate_setting
+    monkeypatch.setattr(runner, "_evaluate_setting", lambda p, loaded, selector, shots, seed, world: (
+        evaluated.append((shots, seed)), evaluate(p, loaded, selector, shots, seed, world))[1])
+    rows = run(config(tmp_path, selection="random", seeds=(1, 2, 3)))
+    assert evaluated == [(0, None), (4, 1), (4, 2), (4, 3)]
+    assert sorted(path.name for path in (tmp_path / "out" / "predictions").iterdir()) == [
+        "vqav2_0shot.jsonl", "vqav2_4shot_seed1.jsonl", "vqav2_4shot_seed2.jsonl", "vqav2_4shot_seed3.jsonl"]
+    (zero,) = [r for r in rows if r.shots == 0]
+    assert zero.seed is None and zero.predictions == "predictions/vqav2_0shot.jsonl"
+    assert zero.config["shots"] == {"selection": "random", "seed": None, "seeds": [1, 2, 3]}
+    assert zero.metrics_std == dict.fromkeys(zero.metrics, 0.0)
+    assert [(r.shots, r.seed) for r in rows if r.shots == 4] == [(4, 1), (4, 2), (4, 3), (4, None)]
+    assert len(json.loads((tmp_path / "out" / "results.json").read_text())) == 5
+    exported = json.loads(export([tmp_path / "out"], "json", "long", intervals=False))
+    assert [(r["seed"], r["std"]) for r in exported if r["shots"] == 0 and r["metric"] == "vqa_accuracy"] == [(None, 0.0)]
+    paired, _ = compare_runs(tmp_path / "out", tmp_path / "out", resamples=10)
+    assert [(r["shots"], r["seed"]) for r in paired] == [(0, None), (4, 1), (4, 2), (4, 3)]
+
+
+def test_rices_and_random_share_the_zero_shot_file_only_under_one_identity(tmp_path):
+    from idefics_eval.errors import UserError
+
+    zero_shot = tmp_path / "out" / "predictions" / "vqav2_0shot.jsonl"
+    rices = run(config(tmp_path, shots=(0,)))
+    before = zero_shot.stat().st_mtime_ns
+    with pytest.raises(UserError, match="holds vqav2/rices predictions made with a different generation "
+                                        r"\(it shares vqav2_0shot.jsonl\).*--overwrite"):
+        run(config(tmp_path, shots=(0,), selection="random", max_new_tokens=2))
+    random = run(config(tmp_path, shots=(0,), selection="random"))
+    assert random[0].metrics == rices[0].metrics and zero_shot.stat().st_mtime_ns == before  # read back, not made again
+    shorter = run(config(tmp_path, shots=(0,), selection="random", max_new_tokens=2, overwrite=True))
+    assert shorter[0].config["generation"]["max_new_tokens"] == 2 and zero_shot.stat().st_mtime_ns != before
 
 
 def test_long_prompts_lose_their_least_similar_shots_and_are_counted(tmp_path):
