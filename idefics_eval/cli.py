@@ -1,7 +1,10 @@
 """The command line: `idefics-eval run | score | tasks | demo-model | sweep | export | plot | compare`.
 
 User mistakes (`UserError`, bad flags) print one line and exit with status 2; anything else is an
-internal error: one line, status 1, and `--debug` shows the traceback.
+internal error: one line, status 1, and `--debug` shows the traceback. A sweep that finished but
+could not evaluate some checkpoints exits with status 3 (`SWEEP_INCOMPLETE`), after writing its
+table: distinct from 2, since the sweep's own arguments were fine and the other checkpoints' results
+stand, and from 1, since nothing inside idefics-eval broke.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from pathlib import Path
 import click
 
 from .errors import UserError
+
+SWEEP_INCOMPLETE = 3  # a sweep wrote its table, but some checkpoints failed
 
 
 def parse_counts(value: str, flag: str) -> tuple[int, ...]:
@@ -218,6 +223,11 @@ def sweep(**options) -> None:
     )
     result = run_sweep(config)
     click.echo("\n".join(summary_lines(result, config.select_by)))
+    if result.failed:
+        click.echo(f"error: {len(result.failed)} of {len(result.checkpoints)} checkpoints failed ({', '.join(result.failed)}); "
+                   "the reasons are in the table and sweep.json; fix them and rerun the same command, which retries "
+                   "them and reuses every finished cell", err=True)
+        sys.exit(SWEEP_INCOMPLETE)
 
 
 @cli.command()

@@ -5,7 +5,7 @@ encoders that shot retrieval uses. This is the one place that decides devices an
 from __future__ import annotations
 
 import hashlib
-import os
+import json
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +13,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from transformers import AutoProcessor, IdeficsForVisionText2Text, IdeficsProcessor
+from transformers import (
+    AutoProcessor,
+    IdeficsForVisionText2Text,
+    IdeficsProcessor,
+    PretrainedConfig,
+)
 
 from .errors import UserError
 
@@ -71,15 +76,57 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
-def check_checkpoint(name: str) -> None:
-    """Fail fast, before any loading, on a local checkpoint folder that cannot hold a model."""
+# The config.model_type values that `load_model` evaluates; the model-family layer adds its own here.
+SUPPORTED_FAMILIES = ("idefics",)
+
+
+def local_folder(name: str) -> Path | None:
+    """The folder a --model value names, or None for a hub id ("org/name" or "name")."""
     path = Path(name).expanduser()
-    # A hub id is "org/name" or "name"; anything else that is not on disk is a mistyped folder.
     if path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1 or name.endswith("/"):
-        if not path.is_dir():
-            raise UserError(f"model folder not found: {name}; give a local checkpoint folder or a hub name")
-        if not (path / "config.json").is_file():
-            raise UserError(f"{name} holds no model (no config.json); point --model at a checkpoint folder")
+        return path
+    return None
+
+
+def check_checkpoint(name: str, families: tuple[str, ...] = SUPPORTED_FAMILIES) -> None:
+    """Fail fast, before any loading, on a local checkpoint folder that cannot hold a model of `families`.
+
+    A config of another architecture must be refused here: the model class would read it as a
+    default-sized IDEFICS and allocate billions of parameters before failing (killed for memory).
+    """
+    path = local_folder(name)
+    if path is None:
+        return
+    if not path.is_dir():
+        raise UserError(f"model folder not found: {name}; give a local checkpoint folder or a hub name")
+    if not (path / "config.json").is_file():
+        raise UserError(f"{name} holds no model (no config.json); point --model at a checkpoint folder")
+    check_family(read_checkpoint_config(path / "config.json"), name, families)
+
+
+def read_checkpoint_config(path: Path) -> dict:
+    """A checkpoint's config.json as a dict, or one line saying why it is not one."""
+    fix = "restore the checkpoint's config.json"
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as error:
+        raise UserError(f"cannot read {path}: {error.strerror}; {fix}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not UTF-8 text; {fix}") from None
+    except json.JSONDecodeError as error:
+        raise UserError(f"{path} is not valid JSON ({error}); {fix}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path} is not a model config (expected a JSON object); {fix}")
+    return data
+
+
+def check_family(config: dict, name: str, families: tuple[str, ...] = SUPPORTED_FAMILIES) -> None:
+    family = config.get("model_type")
+    supported = ", ".join(families)
+    if not isinstance(family, str) or not family:
+        raise UserError(f"{name}: config.json has no model_type, so its architecture is unknown; supported: {supported}")
+    if family not in families:
+        raise UserError(f"{name}: config.model_type {family!r} is not a supported family; supported: {supported}")
 
 
 def check_processor(processor, name: str) -> None:
@@ -127,13 +174,15 @@ def load_model(
     demo_seed: int | None = None,
     device_map: str | None = None,
     allow_pickle: bool = False,
+    progress: bool = True,
 ) -> LoadedModel:
     """Load IdeficsForVisionText2Text and its processor; `demo_seed` builds the embedded tiny model.
 
     `device_map` ("auto", "balanced", ...) lets accelerate split a model too large for one GPU over
     all visible GPUs (and CPU memory); inputs then go to the device of the first layers.
     Only safetensors weights load unless `allow_pickle` (a .bin file is a pickle that can run code),
-    and remote code is never trusted: IDEFICS is part of transformers.
+    and remote code is never trusted: IDEFICS is part of transformers. `progress=False` (--no-progress)
+    hides the weight-loading bar.
     """
     resolved_device = resolve_device(device)
     resolved_dtype = resolve_dtype(dtype, resolved_device)
@@ -150,9 +199,11 @@ def load_model(
         if not allow_pickle and folder.is_dir() and not any(folder.glob("*.safetensors")) and any(folder.glob("*.bin")):
             raise UserError(f"{name} holds pickle (.bin) weights only; convert them to safetensors, or pass --allow-pickle-weights if you trust the file")
         try:
+            if local_folder(name) is None:  # a hub checkpoint's config, fetched alone, is checked as a folder's is
+                check_family(PretrainedConfig.get_config_dict(name)[0], name)
             processor = AutoProcessor.from_pretrained(name, trust_remote_code=False)
             _check_processor_type(processor, name)  # before the (long) weight loading
-            with _quiet_loading(folder.resolve() == CANARY_DIR):  # the canary loads in an instant: no bar
+            with _quiet_loading(not progress or folder.resolve() == CANARY_DIR):  # the canary loads in an instant: no bar
                 model = IdeficsForVisionText2Text.from_pretrained(
                     name, dtype=resolved_dtype, device_map=device_map, use_safetensors=None if allow_pickle else True,
                     trust_remote_code=False,
@@ -195,7 +246,7 @@ class ClipEncoder:
     def __init__(self, name: str, device: torch.device):
         from transformers import AutoImageProcessor, CLIPModel
 
-        check_checkpoint(name)
+        check_checkpoint(name, families=("clip",))
         try:
             self.model = CLIPModel.from_pretrained(name).to(device).eval()
             self.image_processor = AutoImageProcessor.from_pretrained(name)

@@ -182,7 +182,7 @@ def _run(config: RunConfig, p: Prepared, world: World, loaded: LoadedModel | Non
     if loaded is None:
         loaded = load_model(config.model or demo_model_name(config.demo_seed), device=world.device(config.device), dtype=config.dtype,
                             demo_seed=config.demo_seed if config.demo else None, device_map=config.device_map,
-                            allow_pickle=config.allow_pickle_weights)
+                            allow_pickle=config.allow_pickle_weights, progress=config.progress)
     configure_shared_cache(loaded, config.image_cache_mb << 20, config.image_cache_dir)
     identity = identity_of(p, loaded)
     manifest = Manifest(p, identity) if world.is_main else None
@@ -252,5 +252,5 @@ def run_tasks(configs: Sequence[RunConfig]) -> list[Result]:
     first = configs[0]
     loaded = load_model(first.model or demo_model_name(first.demo_seed), device=current_world().device(first.device), dtype=first.dtype,
                         demo_seed=first.demo_seed if first.demo else None, device_map=first.device_map,
-                        allow_pickle=first.allow_pickle_weights)
+                        allow_pickle=first.allow_pickle_weights, progress=first.progress)
     return [row for config in configs for row in run(config, loaded=loaded)]

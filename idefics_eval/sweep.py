@@ -14,6 +14,11 @@ every task weighs the same whatever its scale (CIDEr near 100, accuracies near 5
 which the checkpoints barely differ cannot swing the choice (as it could after min-max scaling).
 Ties go to the earlier checkpoint. The runner evaluates each task's query split: for selection,
 point --data at validation data, not at the reporting split.
+
+A checkpoint that cannot be evaluated (its files are corrupt, its config is of another architecture,
+its results folder is damaged) is recorded as failed, with the reason, in the table, sweep.csv and
+sweep.json, and the sweep goes on with the others; the best checkpoint is chosen among those that
+finished. Nothing marks a failed checkpoint as done, so a rerun tries it again and resumes the rest.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import glob
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .errors import UserError
@@ -33,7 +38,7 @@ from .results import Result, atomic_file, write_json_atomic
 
 MEAN_NORMALISED = "mean-normalised"
 STEP = re.compile(r"(?:global_step|step|checkpoint|ckpt|iteration|iter)[-_]?(\d+)", re.IGNORECASE)
-TABLE_HEADER = ("checkpoint", "step", "task", "shots", "metric", "value", "n", "results")
+TABLE_HEADER = ("checkpoint", "step", "task", "shots", "metric", "value", "n", "results", "error")
 
 
 @dataclass(frozen=True)
@@ -91,9 +96,10 @@ class SweepConfig:
 class SweepResult:
     checkpoints: list[Checkpoint]
     table: list[dict]  # one record per checkpoint x task x shots x metric
-    scores: dict[str, float]  # checkpoint name -> selection score
-    best: Checkpoint
+    scores: dict[str, float]  # checkpoint name -> selection score, for those that finished
+    best: Checkpoint | None  # None when every checkpoint failed
     files: list[Path]
+    failed: dict[str, str] = field(default_factory=dict)  # checkpoint name -> why it could not be evaluated
 
 
 def _run_config(config: SweepConfig, checkpoint: Checkpoint, task: str):
@@ -116,26 +122,52 @@ def _run_config(config: SweepConfig, checkpoint: Checkpoint, task: str):
 
 def run_sweep(config: SweepConfig) -> SweepResult:
     """Evaluate every cell (resuming finished ones), then write sweep.csv, sweep.json and sweep.png."""
-    from .models import load_model
-    from .runner import prepare, run
+    from .runner import prepare
 
     if not config.tasks:
         raise UserError("--tasks is empty; give task names like vqav2,okvqa")
     checkpoints = find_checkpoints(config.checkpoints)
     _check_select_by(config.select_by, config.tasks)
-    for task in config.tasks:  # every task's data and settings checked before the first load
-        prepare(_run_config(config, checkpoints[0], task), preloaded=True)
+    for task in config.tasks:  # every task's data and settings checked before the first load; the
+        # checkpoints and their folders are each checked in their turn, so that one bad one fails alone
+        prepare(replace(_run_config(config, checkpoints[0], task), model=None, output_dir=config.output_dir), preloaded=True)
     rows: dict[str, list[Result]] = {}
+    failed: dict[str, str] = {}
     for checkpoint in checkpoints:
-        loaded = load_model(str(checkpoint.path), device=config.device, dtype=config.dtype)
-        rows[checkpoint.name] = [row for task in config.tasks for row in run(_run_config(config, checkpoint, task), loaded=loaded)]
-        del loaded
+        outcome = _evaluate_checkpoint(config, checkpoint)
+        if isinstance(outcome, str):
+            failed[checkpoint.name] = outcome
+        else:
+            rows[checkpoint.name] = outcome
         _free_memory()
-    table = sweep_table(checkpoints, rows, config.output_dir)
-    table_file = write_table(table, config.output_dir / "sweep.csv")  # first: a bad --select-by loses nothing
-    scores = selection_scores(table, config.select_by)
-    best = max(checkpoints, key=lambda c: (scores[c.name], -checkpoints.index(c)))
-    return SweepResult(checkpoints, table, scores, best, [table_file, *write_selection(config, checkpoints, table, scores, best)])
+    finished = [c for c in checkpoints if c.name in rows]
+    table = sweep_table(finished, rows, config.output_dir)
+    table_file = write_table(table, failed, checkpoints, config.output_dir / "sweep.csv")  # first: a bad --select-by loses nothing
+    scores = selection_scores(table, config.select_by) if finished else {}
+    best = max(finished, key=lambda c: (scores[c.name], -finished.index(c))) if finished else None
+    files = [table_file, *write_selection(config, checkpoints, table, scores, best, failed)]
+    return SweepResult(checkpoints, table, scores, best, files, failed)
+
+
+def _evaluate_checkpoint(config: SweepConfig, checkpoint: Checkpoint) -> list[Result] | str:
+    """The checkpoint's rows on every task, or one line saying why it could not be evaluated."""
+    from .models import load_model
+    from .runner import run
+
+    try:
+        loaded = load_model(str(checkpoint.path), device=config.device, dtype=config.dtype, progress=config.progress)
+    except Exception as error:  # noqa: BLE001  (whatever breaks while reading this checkpoint's files is its own fault)
+        return _reason(error)
+    try:
+        return [row for task in config.tasks for row in run(_run_config(config, checkpoint, task), loaded=loaded)]
+    except UserError as error:  # e.g. its results folder is damaged; an internal error still stops the sweep
+        return _reason(error)
+
+
+def _reason(error: Exception) -> str:
+    lines = str(error).strip().splitlines()
+    first = lines[0] if lines else ""
+    return first if isinstance(error, UserError) else f"{type(error).__name__}: {first}".rstrip(": ")
 
 
 def _free_memory() -> None:
@@ -202,27 +234,42 @@ def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values and not any(math.isnan(v) for v in values) else -math.inf
 
 
-def write_table(table: Sequence[dict], path: Path) -> Path:
+def write_table(table: Sequence[dict], failed: Mapping[str, str], checkpoints: Sequence[Checkpoint], path: Path) -> Path:
+    """sweep.csv: the metric records, and one line with its reason for each failed checkpoint, in checkpoint order."""
+    order = {c.name: index for index, c in enumerate(checkpoints)}
+    failures = [{"checkpoint": c.name, "step": c.step, "error": failed[c.name]} for c in checkpoints if c.name in failed]
+    records = sorted([*table, *failures], key=lambda record: order[record["checkpoint"]])  # stable: cells keep their order
     with atomic_file(path, newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(TABLE_HEADER), lineterminator="\n")
         writer.writeheader()
-        writer.writerows({key: "" if record[key] is None else record[key] for key in TABLE_HEADER} for record in table)
+        writer.writerows({key: "" if record.get(key) is None else record[key] for key in TABLE_HEADER} for record in records)
     return path
 
 
 def write_selection(config: SweepConfig, checkpoints: Sequence[Checkpoint], table: Sequence[dict], scores: Mapping[str, float],
-                    best: Checkpoint) -> list[Path]:
-    """sweep.json (every checkpoint's selection score, the best one) and sweep.png."""
+                    best: Checkpoint | None, failed: Mapping[str, str]) -> list[Path]:
+    """sweep.json (every checkpoint's selection score or why it failed, the best one) and sweep.png
+    (only when a checkpoint finished: there is nothing to plot otherwise)."""
     out = config.output_dir
+
+    def entry(c: Checkpoint) -> dict:
+        return {"checkpoint": c.name, "path": str(c.path), "step": c.step, "score": scores.get(c.name)} | (
+            {"error": failed[c.name]} if c.name in failed else {})
+
     summary = {
         "select_by": config.select_by,
-        "best": {"checkpoint": best.name, "path": str(best.path), "step": best.step, "score": scores[best.name]},
-        "checkpoints": [{"checkpoint": c.name, "path": str(c.path), "step": c.step, "score": scores[c.name]} for c in checkpoints],
+        "best": None if best is None else entry(best),
+        "checkpoints": [entry(c) for c in checkpoints],
+        "failed": [entry(c) for c in checkpoints if c.name in failed],
         "tasks": list(config.tasks), "shots": list(config.shots), "limit": config.limit,
     }
     json_path = out / "sweep.json"
     write_json_atomic(json_path, summary)
-    return [json_path, plot_sweep(checkpoints, table, scores, best, config.select_by, out / "sweep.png")]
+    if best is None:
+        (out / "sweep.png").unlink(missing_ok=True)  # an earlier sweep's plot would show checkpoints that now fail
+        return [json_path]
+    finished = [c for c in checkpoints if c.name not in failed]
+    return [json_path, plot_sweep(finished, table, scores, best, config.select_by, out / "sweep.png")]
 
 
 def plot_sweep(checkpoints: Sequence[Checkpoint], table: Sequence[dict], scores: Mapping[str, float], best: Checkpoint,
@@ -251,12 +298,26 @@ def summary_lines(result: SweepResult, select_by: str) -> list[str]:
         record = {"checkpoint": checkpoint.name, "step": "" if checkpoint.step is None else checkpoint.step}
         for (task, shots), values in sorted(cells.items()):
             record[f"{task} {shots}-shot"] = f"{values[checkpoint.name]:.2f}" if checkpoint.name in values else "-"
-        record[select_by] = f"{result.scores[checkpoint.name]:.4f}"
+        score = result.scores.get(checkpoint.name)
+        record[select_by] = "failed" if score is None else f"{score:.4f}"
+        if result.failed:
+            record["error"] = result.failed.get(checkpoint.name, "")
         records.append(record)
+    width = max((len(reason) for reason in result.failed.values()), default=0)
+    left = {"error": lambda reason: reason.ljust(width)}  # reasons read from their start
+    table = pd.DataFrame.from_records(records).to_string(index=False, formatters=left if result.failed else None)
+    return [table, "", _best_line(result, select_by), *(f"wrote {path}" for path in result.files)]
+
+
+def _best_line(result: SweepResult, select_by: str) -> str:
     best = result.best
-    return [pd.DataFrame.from_records(records).to_string(index=False), "",
-            f"best checkpoint by {select_by}: {best.name}" + (f" (step {best.step})" if best.step is not None else "")
-            + f", score {result.scores[best.name]:.4f}", *(f"wrote {path}" for path in result.files)]
+    if best is None:
+        return f"no checkpoint finished: all {len(result.checkpoints)} failed (reasons above); fix them and rerun the same command"
+    line = f"best checkpoint by {select_by}: {best.name}" + (f" (step {best.step})" if best.step is not None else "")
+    line += f", score {result.scores[best.name]:.4f}"
+    if result.failed:
+        line += f", among the {len(result.checkpoints) - len(result.failed)} that finished ({len(result.failed)} failed)"
+    return line
 
 
 def parse_task_values(values: Sequence[str], tasks: Sequence[str], flag: str) -> dict[str, str]:

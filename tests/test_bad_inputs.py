@@ -93,9 +93,26 @@ def checkpoint_without_image_tokens(tmp_path: Path) -> Path:
 def pickle_checkpoint(tmp_path: Path) -> Path:
     folder = tmp_path / "pickled"
     folder.mkdir()
-    (folder / "config.json").write_text("{}")
+    (folder / "config.json").write_text('{"model_type": "idefics"}')
     (folder / "pytorch_model.bin").write_bytes(b"not really a pickle")
     return folder
+
+
+GPT2_CONFIG = {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "n_embd": 1600, "n_layer": 48, "n_head": 25}
+
+
+def checkpoint_with_config(config_text: str):
+    """A folder holding an IDEFICS processor and tokenizer beside the given config.json (and no weights:
+    the config alone must be refused, before anything would load them)."""
+    def make(tmp_path: Path) -> str:
+        from idefics_eval.demo.model import build_processor
+
+        folder = tmp_path / "other-architecture"
+        build_processor().save_pretrained(folder)
+        (folder / "config.json").write_text(config_text)
+        return str(folder)
+
+    return make
 
 
 RUN_CASES = {
@@ -129,6 +146,11 @@ MODEL_CASES = {
     "checkpoint folder without a model": (lambda t: str((t / "empty").mkdir() or t / "empty"), "holds no model"),
     "tokenizer without the image tokens": (checkpoint_without_image_tokens, "does not know <image>"),
     "pickle weights": (pickle_checkpoint, "--allow-pickle-weights"),
+    "config of another architecture": (checkpoint_with_config(json.dumps(GPT2_CONFIG)),
+                                       "config.model_type 'gpt2' is not a supported family; supported: idefics"),
+    "config.json invalid JSON": (checkpoint_with_config('{"model_type": "idefics",'), "config.json is not valid JSON"),
+    "config.json without model_type": (checkpoint_with_config('{"hidden_size": 64}'), "config.json has no model_type"),
+    "config.json not an object": (checkpoint_with_config("[]"), "is not a model config"),
     "demo and model together": (lambda t: str(DEMO), "--demo and --model both given"),
 }
 
@@ -299,3 +321,22 @@ def test_damaged_run_folder_is_refused_before_the_model_loads_and_left_as_is(cas
         for command in (["export", str(folder)], ["compare", str(folder), str(previous)], ["plot", str(folder), "-o", str(tmp_path / "plots")]):
             code, err = invoke(capsys, *command)
             assert code == 2 and name in err and len(err.strip().splitlines()) == 1, (command, err)
+
+
+def test_a_checkpoint_of_another_architecture_is_refused_before_anything_loads(tmp_path, monkeypatch):
+    """Directly through load_model (the API and sweeps call it without the run's cheap checks), for a
+    folder and for a hub id, whose config.json is fetched alone first."""
+    from idefics_eval import models
+    from idefics_eval.errors import UserError
+
+    def must_not_load(*args, **kwargs):
+        raise AssertionError("weights or processor loaded for a checkpoint of another architecture")
+
+    monkeypatch.setattr(models.IdeficsForVisionText2Text, "from_pretrained", must_not_load)
+    monkeypatch.setattr(models.AutoProcessor, "from_pretrained", must_not_load)
+    folder = checkpoint_with_config(json.dumps(GPT2_CONFIG))(tmp_path)
+    with pytest.raises(UserError, match=f"^{folder}: config.model_type 'gpt2' is not a supported family; supported: idefics$"):
+        models.load_model(folder)
+    monkeypatch.setattr(models.PretrainedConfig, "get_config_dict", lambda name, **kwargs: (dict(GPT2_CONFIG), {}))
+    with pytest.raises(UserError, match="^someone/gpt2-xl: config.model_type 'gpt2' is not a supported family"):
+        models.load_model("someone/gpt2-xl")

@@ -37,7 +37,8 @@ def swept(checkpoints, tmp_path_factory) -> tuple[Path, list[str]]:
 def test_every_cell_is_evaluated_into_one_table_in_step_order(swept):
     out, _ = swept
     rows = list(csv.DictReader(open(out / "sweep.csv")))
-    assert list(rows[0]) == ["checkpoint", "step", "task", "shots", "metric", "value", "n", "results"]
+    assert list(rows[0]) == ["checkpoint", "step", "task", "shots", "metric", "value", "n", "results", "error"]
+    assert all(r["error"] == "" for r in rows)
     main_metric = [(r["checkpoint"], r["step"], r["shots"], r["n"]) for r in rows if r["metric"] == "vqa_accuracy"]
     assert main_metric == [(f"step-{s}", str(s), k, "2") for s in (100, 200, 300) for k in ("0", "4")]
     for step in (100, 200, 300):
@@ -104,3 +105,73 @@ def test_bad_sweep_input_is_one_line(tmp_path, capsys, checkpoints):
             main(["sweep", *extra, "--output-dir", str(tmp_path / "out"), *SWEEP])
         err = capsys.readouterr().err
         assert exit_.value.code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def corrupt_weights(folder: Path) -> None:
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:5000])  # a truncated copy, as an interrupted upload leaves it
+
+
+def other_architecture(folder: Path) -> None:
+    (folder / "config.json").write_text(json.dumps({"model_type": "gpt2", "n_embd": 4096, "n_layer": 48}))
+
+
+def test_failed_checkpoints_are_recorded_the_rest_evaluated_and_a_rerun_retries_them(checkpoints, tmp_path, capsys):
+    import shutil
+
+    root = tmp_path / "ckpts"
+    root.mkdir()
+    for step, damage in ((100, None), (200, corrupt_weights), (300, other_architecture)):
+        shutil.copytree(checkpoints / f"step-{step}", root / f"step-{step}")
+        if damage:
+            damage(root / f"step-{step}")
+    out = tmp_path / "sweep"
+    args = ["sweep", "--checkpoints", str(root / "step-*"), "--output-dir", str(out), *SWEEP, "--shots", "0"]
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    printed = capsys.readouterr()
+    assert exit_.value.code == 3
+    assert printed.err.strip().splitlines() == [printed.err.strip()] and "2 of 3 checkpoints failed (step-200, step-300)" in printed.err
+    table_lines = [line.strip() for line in printed.out.splitlines()]
+    assert "failed" in next(line for line in table_lines if line.startswith("step-200")) and "SafetensorError" in printed.out
+    assert "config.model_type 'gpt2' is not a supported family; supported: idefics" in next(
+        line for line in table_lines if line.startswith("step-300"))
+    assert "best checkpoint by mean-normalised: step-100" in printed.out
+
+    summary = json.loads((out / "sweep.json").read_text())
+    assert summary["best"]["checkpoint"] == "step-100"
+    assert [(c["checkpoint"], "error" in c, c["score"] is None) for c in summary["checkpoints"]] == [
+        ("step-100", False, False), ("step-200", True, True), ("step-300", True, True)]
+    assert [c["checkpoint"] for c in summary["failed"]] == ["step-200", "step-300"]
+    rows = list(csv.DictReader((out / "sweep.csv").read_text().splitlines()))
+    assert [(r["checkpoint"], r["metric"] == "", r["error"] != "") for r in rows if r["checkpoint"] != "step-100"] == [
+        ("step-200", True, True), ("step-300", True, True)]
+    assert all(r["error"] == "" for r in rows if r["checkpoint"] == "step-100")
+
+    good = out / "step-100" / "predictions" / "vqav2_0shot.jsonl"
+    made = good.stat().st_mtime_ns
+    for step in (200, 300):  # repaired: the rerun evaluates them and resumes the one that finished
+        shutil.rmtree(root / f"step-{step}")
+        shutil.copytree(checkpoints / f"step-{step}", root / f"step-{step}")
+    main(args)
+    printed = capsys.readouterr()
+    assert printed.err == "" and " failed " not in printed.out and "error" not in printed.out.splitlines()[0]
+    assert good.stat().st_mtime_ns == made
+    summary = json.loads((out / "sweep.json").read_text())
+    assert summary["failed"] == [] and all(c["score"] is not None for c in summary["checkpoints"])
+
+
+def test_a_sweep_in_which_every_checkpoint_fails_writes_its_table_and_no_plot(checkpoints, tmp_path, capsys):
+    import shutil
+
+    root = tmp_path / "ckpts"
+    shutil.copytree(checkpoints / "step-100", root / "step-100")
+    other_architecture(root / "step-100")
+    out = tmp_path / "sweep"
+    with pytest.raises(SystemExit) as exit_:
+        main(["sweep", "--checkpoints", str(root / "step-*"), "--output-dir", str(out), *SWEEP, "--shots", "0"])
+    printed = capsys.readouterr()
+    assert exit_.value.code == 3 and "1 of 1 checkpoints failed" in printed.err
+    assert "no checkpoint finished" in printed.out
+    assert json.loads((out / "sweep.json").read_text())["best"] is None
+    assert (out / "sweep.csv").is_file() and not (out / "sweep.png").exists()
