@@ -238,7 +238,7 @@ def sweep(**options) -> None:
               help="card: the model card's table; long: one row per metric with its 95% bootstrap interval.")
 @click.option("--selection", type=click.Choice(["rices", "random"]), default="rices", show_default=True,
               help="Which rows the card layout reports.")
-@click.option("--decimals", default=1, show_default=True, help="Decimals in the card layout.")
+@click.option("--decimals", default=1, show_default=True, help="Decimals in the card layout's markdown (CSV and JSON keep every digit).")
 @click.option("--no-ci", is_flag=True, help="Long layout without bootstrap intervals (no data needed).")
 @click.option("--resamples", default=1000, show_default=True, help="Bootstrap resamples.")
 @click.option("--bootstrap-seed", default=0, show_default=True)

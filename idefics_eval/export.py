@@ -3,9 +3,11 @@
 Two layouts:
 
 * `card`: the IDEFICS model card's evaluation table (see results/published/README.md): one row per
-  model and shot count, the card's columns in the card's order and named as the card names them,
-  "-" where a task was not run at that shot count, values with one decimal. Winoground shows
-  "group (text/image)". Rows come from RICES shots (`--selection random` takes the mean over seeds).
+  model and shot count, the card's columns in the card's order and named as the card names them.
+  Rows come from RICES shots (`--selection random` takes the mean over seeds). The markdown is the
+  card as printed: "-" where a task was not run at that shot count, values with `decimals`
+  decimals, Winoground as "group (text/image)". CSV and JSON are for programs: one raw number per
+  cell, empty (null) where not run, Winoground's three scores in three columns.
 * `long`: one row per model x task x shots x selection x seed x metric, with the 95% bootstrap
   interval (idefics_eval/bootstrap.py), the number of queries and a hash of the row's configuration.
 
@@ -53,6 +55,14 @@ CARD_COLUMNS = (
 )
 CARD_HEADER = ("Model", "Shots", *(column.title for column in CARD_COLUMNS))
 CARD_BY_TASK = {column.task: column for column in CARD_COLUMNS}
+WINOGROUND_SCORES = ("group", "text", "image")
+# CSV and JSON: one number per cell (so that pandas reads float columns), Winoground's scores apart.
+NUMERIC_COLUMNS = tuple(
+    part for column in CARD_COLUMNS
+    for part in ([CardColumn(f"Winoground ({score} score)", column.task, score) for score in WINOGROUND_SCORES]
+                 if column.task == "winoground" else [column])
+)
+NUMERIC_HEADER = ("Model", "Shots", *(column.title for column in NUMERIC_COLUMNS))
 NOT_RUN = "-"
 
 LONG_HEADER = ("model", "task", "shots", "selection", "seed", "metric", "value", "ci_low", "ci_high", "n", "std",
@@ -138,16 +148,17 @@ def _number(value: float | None, decimals: int) -> str:
 
 
 def card_records(entries: Sequence[Entry], selection: str = "rices", decimals: int = 1, numbers: bool = False) -> list[dict]:
-    """The card's rows: {column title: text} (or numbers, None where not run, with `numbers`)."""
+    """The card's rows: {column title: text}; with `numbers`, {NUMERIC_HEADER title: raw number,
+    None where not run}."""
     records = []
     for model, cells in reported_entries(entries, selection).items():
         shots = sorted({k for (task, k) in cells if task in CARD_BY_TASK})
         for k in shots:
             record: dict = {"Model": model, "Shots": k}
-            for column in CARD_COLUMNS:
+            for column in NUMERIC_COLUMNS if numbers else CARD_COLUMNS:
                 entry = cells.get((column.task, k))
                 metrics = entry.row.metrics if entry else {}
-                record[column.title] = _card_value(column, metrics, decimals, numbers)
+                record[column.title] = metrics.get(column.metric) if numbers else _card_text(column, metrics, decimals)
             records.append(record)
     if not records:
         tasks = sorted({e.row.task for e in entries})
@@ -156,15 +167,13 @@ def card_records(entries: Sequence[Entry], selection: str = "rices", decimals: i
     return records
 
 
-def _card_value(column: CardColumn, metrics: dict[str, float], decimals: int, numbers: bool):
+def _card_text(column: CardColumn, metrics: dict[str, float], decimals: int) -> str:
     if column.metric not in metrics:
-        return None if numbers else NOT_RUN
+        return NOT_RUN
     if column.task == "winoground":
-        parts = {key: metrics.get(key) for key in ("group", "text", "image")}
-        if numbers:
-            return parts
-        return f"{_number(parts['group'], decimals)} ({_number(parts['text'], decimals)}/{_number(parts['image'], decimals)})"
-    return metrics[column.metric] if numbers else _number(metrics[column.metric], decimals)
+        group, text, image = (_number(metrics.get(score), decimals) for score in WINOGROUND_SCORES)
+        return f"{group} ({text}/{image})"
+    return _number(metrics[column.metric], decimals)
 
 
 def long_records(entries: Sequence[Entry], intervals: bool = True, resamples: int = 1000, seed: int = 0,
@@ -246,11 +255,11 @@ def export(folders: Sequence[Path], fmt: str, layout: str = "card", selection: s
     """The text of the exported table."""
     entries = load_entries(folders)
     if layout == "card":
-        records = card_records(entries, selection, decimals, numbers=fmt == "json")
+        records = card_records(entries, selection, decimals, numbers=fmt in ("json", "csv"))
         if fmt == "json":
             return to_json(records)
         if fmt == "csv":
-            return to_csv(records, CARD_HEADER)
+            return to_csv(records, NUMERIC_HEADER)
         return to_markdown(records, CARD_HEADER, left=("Model",), blank_repeats=("Model",))
     records = long_records(entries, intervals, resamples, seed, tasks_dirs)
     if fmt == "json":

@@ -11,7 +11,7 @@ import pytest
 from reporting_runs import scored_run, table_run, vqa_answers
 
 from idefics_eval.cli import main
-from idefics_eval.export import CARD_HEADER, export
+from idefics_eval.export import CARD_HEADER, NUMERIC_HEADER, export
 
 # The model card's header and its IDEFIX 9B rows, as published (SEED-model-card.txt).
 CARD_COLUMNS = [
@@ -26,6 +26,8 @@ CARD_9B = """
 | | 16 | 57.2 | 49.0 | 28.1 | 45.0 | 68.0 | 99.6 | 87.2 | 65.0 | - | - | 52.5 | - | 66.0 | - |
 | | 32 | 57.9 | 50.4 | 28.2 | 45.9 | 69.7 | 101.5 | 88.6 | 66.0 | - | - | 53.1 | - | 63.4 | - |
 """
+# CSV and JSON: the same columns, Winoground's three scores apart (one number per cell).
+NUMERIC_COLUMNS = [*CARD_COLUMNS[:-1], "Winoground (group score)", "Winoground (text score)", "Winoground (image score)"]
 METRICS = {"vqav2": "vqa_accuracy", "okvqa": "vqa_accuracy", "textvqa": "textvqa_accuracy", "vizwiz": "vizwiz_accuracy",
            "textcaps": "cider", "coco": "cider", "nocaps": "cider", "flickr30k": "cider", "imagenet": "accuracy",
            "visdial": "ndcg", "hatefulmemes": "roc_auc", "scienceqa": "accuracy", "renderedsst2": "accuracy"}
@@ -57,27 +59,51 @@ def test_the_markdown_renders_as_the_cards_table(tmp_path):
     assert [cells(line) for line in table[2:]] == [cells(line) for line in CARD_9B.strip().splitlines()]
 
 
-def test_two_folders_give_a_csv_with_the_cards_columns_in_the_cards_order(tmp_path):
+def two_models(tmp_path):
     a = table_run(tmp_path / "a", "org/model-a", {("vqav2", 0): {"vqa_accuracy": 51.234, "vqa_accuracy/other": 40.0},
                                                   ("vqav2", 4): {"vqa_accuracy": 55.0}, ("coco", 4): {"cider": 88.94}})
     b = table_run(tmp_path / "b", "org/model-b", {("hatefulmemes", 0): {"roc_auc": 51.66, "accuracy": 50.0},
                                                   ("winoground", 0): {"text": 16.75, "image": 20.8, "group": 5.0}})
-    text = export([a, b], "csv")
-    assert text.splitlines()[0] == ",".join(f'"{c}"' if "," in c else c for c in CARD_COLUMNS)
+    return a, b
+
+
+def test_two_folders_give_a_csv_of_raw_numbers_in_the_cards_order(tmp_path):
+    text = export(list(two_models(tmp_path)), "csv")
+    assert text.splitlines()[0] == ",".join(NUMERIC_COLUMNS) and tuple(NUMERIC_COLUMNS) == NUMERIC_HEADER
     assert tuple(CARD_COLUMNS) == CARD_HEADER
     records = list(csv.DictReader(io.StringIO(text)))
     assert [(r["Model"], r["Shots"]) for r in records] == [("org/model-a", "0"), ("org/model-a", "4"), ("org/model-b", "0")]
-    assert records[0]["VQAv2 (OE VQA acc)"] == "51.2" and records[0]["Coco (CIDEr)"] == "-"
-    assert records[1]["Coco (CIDEr)"] == "88.9"
-    assert records[2]["HatefulMemes (ROC AUC)"] == "51.7"
-    assert records[2]["Winoground (group (text/image))"] == "5.0 (16.8/20.8)"
-    assert all(r["OKVQA (OE VQA acc)"] == "-" for r in records)
+    assert records[0]["VQAv2 (OE VQA acc)"] == "51.234" and records[0]["Coco (CIDEr)"] == ""
+    assert records[1]["Coco (CIDEr)"] == "88.94"
+    assert records[2]["HatefulMemes (ROC AUC)"] == "51.66"
+    winoground = [records[2][f"Winoground ({score} score)"] for score in ("group", "text", "image")]
+    assert winoground == ["5.0", "16.75", "20.8"]
+    assert all(r["OKVQA (OE VQA acc)"] == "" for r in records)
+
+
+def test_the_card_csv_loads_into_float_columns(tmp_path):
+    import pandas as pd
+
+    frame = pd.read_csv(io.StringIO(export(list(two_models(tmp_path)), "csv")))
+    scores = [column for column in NUMERIC_COLUMNS if column not in ("Model", "Shots")]
+    assert {str(frame[column].dtype) for column in scores} == {"float64"}
+    assert frame["Shots"].tolist() == [0, 4, 0] and frame["Model"].tolist()[-1] == "org/model-b"
+    assert frame["Coco (CIDEr)"].isna().tolist() == [True, False, True]
+    assert frame["Winoground (text score)"].iloc[2] == 16.75
+
+
+def test_the_markdown_keeps_the_cards_printed_form(tmp_path):
+    table = export(list(two_models(tmp_path)), "markdown").splitlines()
+    rows = [dict(zip(CARD_COLUMNS, cells(line))) for line in table[2:]]
+    assert rows[0]["VQAv2 (OE VQA acc)"] == "51.2" and rows[0]["Coco (CIDEr)"] == "-"
+    assert rows[2]["Winoground (group (text/image))"] == "5.0 (16.8/20.8)"
 
 
 def test_json_card_layout_keeps_numbers(tmp_path):
     a = table_run(tmp_path / "a", "m", {("vqav2", 0): {"vqa_accuracy": 51.234}})
     (record,) = json.loads(export([a], "json"))
-    assert record["VQAv2 (OE VQA acc)"] == 51.234 and record["Coco (CIDEr)"] is None and list(record) == CARD_COLUMNS
+    assert record["VQAv2 (OE VQA acc)"] == 51.234 and record["Coco (CIDEr)"] is None and list(record) == NUMERIC_COLUMNS
+    assert record["Winoground (group score)"] is None
 
 
 def test_one_model_in_two_folders_is_one_row_and_a_cell_in_both_is_refused(tmp_path, capsys):
@@ -109,7 +135,7 @@ def test_long_layout_has_intervals_sizes_and_config_hashes(tmp_path):
 def test_cli_export_writes_the_file_and_refuses_a_folder_without_results(tmp_path, capsys):
     run = table_run(tmp_path / "run", "m", {("vqav2", 0): {"vqa_accuracy": 50.0}})
     main(["export", str(run), "--format", "csv", "-o", str(tmp_path / "card.csv")])
-    assert (tmp_path / "card.csv").read_text().splitlines()[1].startswith("m,0,50.0,-")
+    assert (tmp_path / "card.csv").read_text().splitlines()[1].startswith("m,0,50.0,,")
     (tmp_path / "empty").mkdir()
     with pytest.raises(SystemExit) as exit_:
         main(["export", str(run), str(tmp_path / "empty")])

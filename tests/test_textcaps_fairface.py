@@ -10,7 +10,7 @@ import io
 
 import pytest
 
-from idefics_eval.export import CARD_HEADER, export
+from idefics_eval.export import CARD_HEADER, NUMERIC_HEADER, export
 from idefics_eval.runner import RunConfig, run
 from idefics_eval.scoring import score_file
 from idefics_eval.tasks import load_task, task_files
@@ -56,8 +56,8 @@ def test_demo_run_and_rescore(task, tmp_path):
             assert {"spread/gender", "spread/race", "spread/age"} <= set(row.metrics)
     if task == "textcaps":
         card = list(csv.DictReader(io.StringIO(export([tmp_path / "out"], "csv"))))
-        assert list(card[0]) == list(CARD_HEADER) and [r["Shots"] for r in card] == ["0", "4"]
-        assert all(r["TextCaps (CIDEr)"] != "-" and r["Coco (CIDEr)"] == "-" for r in card)
+        assert list(card[0]) == list(NUMERIC_HEADER) and [r["Shots"] for r in card] == ["0", "4"]
+        assert all(float(r["TextCaps (CIDEr)"]) >= 0 and r["Coco (CIDEr)"] == "" for r in card)
         assert CARD_HEADER.index("TextCaps (CIDEr)") == CARD_HEADER.index("VizWiz (OE VQA acc)") + 1
     if task == "fairface_race":
         long = list(csv.DictReader(io.StringIO(export([tmp_path / "out"], "csv", layout="long", resamples=50))))
