@@ -2,7 +2,11 @@
 
 Generated tasks get one fitted prompt per query; ranked tasks a context and one continuation per
 candidate; matched tasks (Winoground) one context per image with each caption as a continuation.
-Fitting drops the least similar shots until the prompt fits the context.
+Fitting drops the least similar shots until the prompt fits the context (the query then counts as
+truncated); a query whose prompt does not fit even with no shots is never cut and scored: it raises
+`PromptTooLong`, and `bad_example` stops the run naming it or skips it, counted. Lengths are measured
+with the tokenizer alone, before any tensor is built, so an absurdly long query costs a tokenizer
+pass, not the model's memory.
 """
 
 from __future__ import annotations
@@ -46,17 +50,51 @@ def shot_answer(spec: TaskSpec) -> Callable[[Example], str]:
     return lambda example: candidates_of(spec, example)[example.label]
 
 
+class PromptTooLong(UserError):
+    """A query whose prompt exceeds the context limit even with no shots; `fix` says what to change."""
+
+    def __init__(self, message: str, fix: str):
+        super().__init__(message)
+        self.fix = fix
+
+
+def context_limit(p: Prepared, loaded: LoadedModel) -> int:
+    return p.config.max_length or loaded.max_length
+
+
+def too_long(p: Prepared, loaded: LoadedModel, needs: str) -> PromptTooLong:
+    """The error for a query whose prompt `needs` (tokens, and what they include) more than the limit."""
+    limit = context_limit(p, loaded)
+    below_model = p.config.max_length is not None and p.config.max_length < loaded.max_length
+    where = "--max-length" if p.config.max_length is not None else "the model's context"
+    fix = f"raise --max-length (the model takes {loaded.max_length})" if below_model else "shorten that query's text"
+    return PromptTooLong(f"its prompt needs {needs}, more than the {limit} of {where}", fix)
+
+
 def fit_prompt(p: Prepared, loaded: LoadedModel, shots: Sequence[Example], query: Example, reserve: int) -> tuple[Prompt, int, int]:
     """Render the prompt, dropping the least similar shots (the first ones) until it fits the
-    context with `reserve` tokens left for the answer."""
-    budget = (p.config.max_length or loaded.max_length) - reserve
+    context with `reserve` tokens left for the answer; returns it, the shots dropped and its length.
+
+    The prompt with every shot is measured first (it usually fits), then the zero-shot one: a query
+    too long even alone raises `PromptTooLong` after two tokenizer passes."""
+    budget = context_limit(p, loaded) - reserve
     answer = shot_answer(p.spec)
-    for dropped in range(len(shots) + 1):
+
+    def measured(dropped: int) -> tuple[Prompt, int]:
         prompt = p.template.render(shots[dropped:], query, answer)
-        length = count_tokens(loaded, prompt)
+        return prompt, count_tokens(loaded, prompt)
+
+    prompt, length = measured(0)
+    if length <= budget:
+        return prompt, 0, length
+    bare, bare_length = (prompt, length) if not shots else measured(len(shots))
+    if bare_length > budget:
+        raise too_long(p, loaded, f"{bare_length + reserve} tokens with no shots ({reserve} of them kept for the answer)")
+    for dropped in range(1, len(shots)):
+        prompt, length = measured(dropped)
         if length <= budget:
-            break
-    return prompt, dropped, length
+            return prompt, dropped, length
+    return bare, len(shots), bare_length
 
 
 def candidate_reserve(loaded: LoadedModel, candidates: Sequence[str]) -> int:
@@ -100,21 +138,25 @@ def ranked(p: Prepared, score: Scorer, query: Example, shots: Sequence[Example],
     return replace(prediction, score=p.metric.score(prediction, query))
 
 
-def matched_requests(p: Prepared, query: Example) -> list[tuple[Prompt, list[Prompt]]]:
-    """Winoground: per image, the zero-shot context and its two captions as continuations."""
+def matched_requests(p: Prepared, loaded: LoadedModel, query: Example) -> list[tuple[Prompt, list[Prompt]]]:
+    """Winoground: per image, the zero-shot context and its two captions as continuations; a query
+    whose longest context-and-caption exceeds the context limit raises `PromptTooLong`."""
     captions = [query.fields[f"caption_{c}"] for c in (0, 1)]
     requests = []
     for image in (query.image, *query.extra_images):
         shown = replace(query, image=image)
         context = p.template.render([], shown, most_common_answer)
         requests.append((context, [p.template.render([], shown, most_common_answer, candidate=c) for c in captions]))
+    longest = max(count_tokens(loaded, full) for _, continuations in requests for full in continuations)
+    if longest > context_limit(p, loaded):
+        raise too_long(p, loaded, f"{longest} tokens with its longer caption")
     return requests
 
 
-def matched(p: Prepared, score: Scorer, query: Example) -> Prediction:
+def matched(p: Prepared, score: Scorer, query: Example, loaded: LoadedModel) -> Prediction:
     """Winoground: every caption scored with every image; scores are [c0i0, c0i1, c1i0, c1i1]."""
     normalize = p.spec.candidates.normalize if p.spec.candidates else "mean"
-    by_image = [score(context, continuations, normalize) for context, continuations in matched_requests(p, query)]
+    by_image = [score(context, continuations, normalize) for context, continuations in matched_requests(p, loaded, query)]
     scores = tuple(by_image[i][c] for c in (0, 1) for i in (0, 1))
     prediction = Prediction(id=query.id, prediction="", shots=(), score=None, scores=scores)
     return replace(prediction, score=p.metric.score(prediction, query))
@@ -123,22 +165,35 @@ def matched(p: Prepared, score: Scorer, query: Example) -> Prediction:
 def longest_ranking_requests(p: Prepared, loaded: LoadedModel, selector, shots: int,
                               todo: list[Example]) -> list[tuple[Prompt, list[Prompt]]]:
     """The queries' (context, continuations), the one needing the most memory first: the most
-    images, then the most tokens (context and longest candidate)."""
+    images, then the most tokens (context and longest candidate). Queries too long for the context
+    are left out: the run meets them again, in order, and stops or skips them there."""
     if p.spec.request == "match":  # zero shots, one image and two captions a request: all alike
-        return [request for query in todo for request in matched_requests(p, query)]
+        return [request for query in todo for request in _fitting_matched(p, loaded, query)]
     contexts = []
     for query in todo:
         kept = selector.select(query, shots)
-        context, dropped, length = ranked_context(p, loaded, query, kept)
+        try:
+            context, dropped, length = ranked_context(p, loaded, query, kept)
+        except PromptTooLong:
+            continue
         contexts.append((query, kept[dropped:], context, length))
     order = longest_first([(len(context.images), length) for _, _, context, length in contexts])
     return [(contexts[i][2], continuation_prompts(p, contexts[i][0], contexts[i][1])) for i in order]
 
 
+def _fitting_matched(p: Prepared, loaded: LoadedModel, query: Example) -> list[tuple[Prompt, list[Prompt]]]:
+    try:
+        return matched_requests(p, loaded, query)
+    except PromptTooLong:
+        return []
+
+
 def bad_example(p: Prepared, query: Example, error: UserError) -> Prediction:
-    """A query whose image (or a shot's) cannot be read: stop the run naming it, or skip it, counted."""
+    """A query whose image (or a shot's) cannot be read, or whose prompt is too long even with no shots
+    (`PromptTooLong`): stop the run naming it, or skip it, counted."""
     if p.config.on_bad_example == "stop":
-        raise UserError(f"query {query.id}: {error}; fix the data, or pass --on-bad-example skip to skip such queries") from None
+        fix = error.fix if isinstance(error, PromptTooLong) else "fix the data"
+        raise UserError(f"query {query.id}: {error}; {fix}, or pass --on-bad-example skip to skip such queries") from None
     return Prediction(id=query.id, prediction="", shots=(), score=None, error=str(error))
 
 

@@ -34,7 +34,7 @@ class Prediction:
     dropped_shots: int = 0  # shots removed to fit the model's context (0: not truncated)
     scores: tuple[float, ...] = ()
     ranking: tuple[int, ...] = ()
-    error: str | None = None  # why the query was skipped (--on-bad-example skip); it is then not scored
+    error: str | None = None  # why the query was skipped (--on-bad-example skip: bad image, prompt too long); not scored
 
     def to_json(self) -> str:
         record = asdict(self)

@@ -17,7 +17,7 @@ def summary_table(rows: Sequence[Result]) -> str:
         if row.selection == "random" and row.seed is not None and any(r.seed is None and r.shots == row.shots for r in rows):
             continue  # the mean row stands for the seeds
         record = {"task": row.task, "shots": row.shots, "selection": row.selection, "n": row.num_examples,
-                  "truncated": row.num_truncated}
+                  "truncated": row.num_truncated, "skipped": row.num_skipped}
         for name, value in row.metrics.items():
             std = (row.metrics_std or {}).get(name)
             record[name] = f"{value:.2f}" + (f" ± {std:.2f}" if std is not None else "")

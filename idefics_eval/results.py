@@ -40,11 +40,11 @@ class Result:
     seed: int | None  # None for RICES (deterministic) and for the mean over seeds
     metrics: dict[str, float]  # e.g. {"vqa_accuracy": 51.2, "vqa_accuracy/yes/no": 70.1}
     num_examples: int
-    num_truncated: int  # queries whose prompt lost shots to fit the model's context
+    num_truncated: int  # scored queries whose prompt lost shots to fit the context limit
     predictions: str | None  # path of the predictions file, relative to the output folder
     config: dict[str, Any] = field(default_factory=dict)  # task/prompt versions, model, shots, data, versions
     metrics_std: dict[str, float] | None = None  # over seeds, on aggregate rows only
-    num_skipped: int = 0  # queries skipped for a bad example (--on-bad-example skip), not in the metrics
+    num_skipped: int = 0  # queries skipped (--on-bad-example skip), not in the metrics: an unreadable image, or a prompt too long even with no shots
 
     @property
     def key(self) -> tuple:

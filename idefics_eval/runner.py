@@ -22,7 +22,8 @@ from .engine import AUTO_BATCH_OFF_GPU, Generator, generate_all, longest_first, 
 from .errors import UserError
 from .examples import Example
 from .image_cache import configure_shared_cache
-from .model_requests import (Tolerant, bad_example, fit_prompt, longest_ranking_requests, matched, ranked)
+from .model_requests import (PromptTooLong, Tolerant, bad_example, fit_prompt, longest_ranking_requests, matched,
+                             ranked)
 from .models import ClipEncoder, LoadedModel, VisionTowerEncoder, demo_model_name, load_model
 from .plan import DEMO_DATA, Prepared, RunConfig, demo_data, prepare  # noqa: F401  (re-exported)
 from .predictions import Prediction, PredictionWriter, finish_predictions, prediction_file, read_predictions
@@ -95,13 +96,13 @@ def _rank(p: Prepared, loaded: LoadedModel, selector, shots: int, todo: list[Exa
                 except UserError:
                     continue
 
-        return try_batch, len(requests[0][1])
+        return try_batch, len(requests[0][1]) if requests else 1  # every query too long: nothing to probe
 
     ranker.batch_size = resolve_batch_size(p.config.batch_size, loaded.device, worst_case)
     for query in todo:
         try:
             if p.spec.request == "match":
-                prediction = matched(p, score, query)
+                prediction = matched(p, score, query, loaded)
             else:
                 prediction = ranked(p, score, query, selector.select(query, shots), loaded)
         except UserError as error:
@@ -114,12 +115,12 @@ def _rank(p: Prepared, loaded: LoadedModel, selector, shots: int, todo: list[Exa
 def _generate(p: Prepared, loaded: LoadedModel, selector, shots: int, todo: list[Example], writer: PredictionWriter, bar) -> int:
     """Generation requests in length-sorted batches; returns the batch size."""
     generator = Tolerant(Generator(loaded, p.generation, fast=not p.config.plain_generation))
-    requests = [fit_prompt(p, loaded, selector.select(query, shots), query, p.generation.max_new_tokens) for query in todo]
+    todo, requests = _fitted(p, loaded, selector, shots, todo, writer, bar)
     prompts, lengths = [r[0] for r in requests], [r[2] for r in requests]
 
     def worst_case() -> tuple[Callable[[int], object], int]:
         worst = [prompts[i] for i in longest_first([(len(prompt.images), n) for prompt, n in zip(prompts, lengths)])]
-        return (lambda size: generator.generate(worst[:size])), len(worst)
+        return (lambda size: worst and generator.generate(worst[:size])), max(1, len(worst))  # worst empty: all skipped
 
     batch_size = resolve_batch_size(p.config.batch_size, loaded.device, worst_case)
 
@@ -137,6 +138,21 @@ def _generate(p: Prepared, loaded: LoadedModel, selector, shots: int, todo: list
 
     generate_all(generator, prompts, lengths, batch_size, record)
     return batch_size
+
+
+def _fitted(p: Prepared, loaded: LoadedModel, selector, shots: int, todo: list[Example], writer: PredictionWriter,
+            bar) -> tuple[list[Example], list[tuple]]:
+    """Every query's fitted prompt, measured before anything runs; a query too long even with no
+    shots stops the run here or is written as skipped and left out."""
+    kept, requests = [], []
+    for query in todo:
+        try:
+            requests.append(fit_prompt(p, loaded, selector.select(query, shots), query, p.generation.max_new_tokens))
+            kept.append(query)
+        except PromptTooLong as error:
+            writer.write([bad_example(p, query, error)])
+            bar.update(1)
+    return kept, requests
 
 
 def _aggregate_seeds(rows: list[Result]) -> Result:
@@ -227,7 +243,7 @@ def _run(config: RunConfig, p: Prepared, world: World, loaded: LoadedModel | Non
                     metrics_std=dict.fromkeys(metrics, 0.0) if one_for_all_seeds else None,
                     num_examples=len(scored),
                     num_skipped=len(predictions) - len(scored),
-                    num_truncated=sum(pred.dropped_shots > 0 for pred in predictions),
+                    num_truncated=sum(pred.dropped_shots > 0 for pred, _ in scored),
                     predictions=str(prediction_file(Path("."), p.spec.name, shots, seed)),
                     config=identity | {"shots": files_identity or _zero_shot_selection(config),
                                        "limit": config.limit, "processes": world.size, "batch_size": batch_size,

@@ -65,6 +65,11 @@ def empty_split(data: Path) -> None:
     edit_json(data / VAL_A, lambda r: r.update(annotations=[]))
 
 
+def long_question(data: Path) -> None:
+    """The first query's question made 100,001 characters long (far beyond any model's context)."""
+    edit_json(data / VAL_Q, lambda r: r["questions"][0].update(question="Is it red? " * 9_091))
+
+
 def tasks_dir(tmp_path: Path, old: str, new: str) -> Path:
     folder = tmp_path / "tasks"
     folder.mkdir()
@@ -141,6 +146,12 @@ RUN_CASES = {
     "unknown dtype": (lambda t: ["--dtype", "float8"], "--dtype 'float8'"),
     "no model": (lambda t: ["--no-demo"], "no model"),
 }
+# Found only once the model's tokenizer measures the prompts, before anything runs on them; run into a
+# folder holding the earlier results alone (their manifest would refuse the changed settings first).
+PROMPT_CASES = {
+    "context shorter than every prompt": (lambda t: ["--max-length", "10"], "more than the 10 of --max-length; raise --max-length"),
+    "question longer than the context": (lambda t: ["--data", str(data_copy(t, long_question))], "query 152904000: its prompt needs"),
+}
 MODEL_CASES = {
     "checkpoint folder that does not exist": (lambda t: str(t / "no" / "such" / "checkpoint"), "model folder not found"),
     "checkpoint folder without a model": (lambda t: str((t / "empty").mkdir() or t / "empty"), "holds no model"),
@@ -181,6 +192,18 @@ def test_bad_run_input(case, previous, tmp_path, capsys):
     for key, value in base.items():
         command += [key, value]
     assert_clean_refusal(*invoke(capsys, *command), message, previous, before)
+
+
+@pytest.mark.parametrize("case", sorted(PROMPT_CASES))
+def test_prompt_too_long_for_the_context(case, previous, tmp_path, capsys):
+    make_args, message = PROMPT_CASES[case]
+    folder = tmp_path / "run"
+    folder.mkdir()
+    shutil.copy(previous / "results.json", folder)
+    before = (folder / "results.json").read_bytes()
+    code, err = invoke(capsys, "run", "--task", "vqav2", "--demo", "--shots", "0,4", "--limit", "2", "--num-beams", "1",
+                       "--output-dir", str(folder), "--no-progress", *make_args(tmp_path))
+    assert_clean_refusal(code, err, message, folder, before)
 
 
 @pytest.mark.parametrize("case", sorted(MODEL_CASES))
