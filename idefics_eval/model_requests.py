@@ -62,6 +62,14 @@ def context_limit(p: Prepared, loaded: LoadedModel) -> int:
     return p.config.max_length or loaded.max_length
 
 
+def check_context(p: Prepared, loaded: LoadedModel) -> None:
+    """--max-length may shorten the model's context, not lengthen it: positions past the model's
+    would run (a rotary model accepts them) and a long prompt would then be allocated in full."""
+    if p.config.max_length is not None and p.config.max_length > loaded.max_length:
+        raise UserError(f"--max-length {p.config.max_length} is more than the {loaded.max_length} tokens the model "
+                        f"{loaded.name} takes; give at most {loaded.max_length}, or leave it out")
+
+
 def too_long(p: Prepared, loaded: LoadedModel, needs: str) -> PromptTooLong:
     """The error for a query whose prompt `needs` (tokens, and what they include) more than the limit."""
     limit = context_limit(p, loaded)

@@ -22,8 +22,8 @@ from .engine import AUTO_BATCH_OFF_GPU, Generator, generate_all, longest_first, 
 from .errors import UserError
 from .examples import Example
 from .image_cache import configure_shared_cache
-from .model_requests import (PromptTooLong, Tolerant, bad_example, fit_prompt, longest_ranking_requests, matched,
-                             ranked)
+from .model_requests import (PromptTooLong, Tolerant, bad_example, check_context, fit_prompt, longest_ranking_requests,
+                             matched, ranked)
 from .models import ClipEncoder, LoadedModel, VisionTowerEncoder, demo_model_name, load_model
 from .plan import DEMO_DATA, Prepared, RunConfig, demo_data, prepare  # noqa: F401  (re-exported)
 from .predictions import Prediction, PredictionWriter, finish_predictions, prediction_file, read_predictions
@@ -199,6 +199,7 @@ def _run(config: RunConfig, p: Prepared, world: World, loaded: LoadedModel | Non
         loaded = load_model(config.model or demo_model_name(config.demo_seed), device=world.device(config.device), dtype=config.dtype,
                             demo_seed=config.demo_seed if config.demo else None, device_map=config.device_map,
                             allow_pickle=config.allow_pickle_weights, progress=config.progress)
+    check_context(p, loaded)
     configure_shared_cache(loaded, config.image_cache_mb << 20, config.image_cache_dir)
     identity = identity_of(p, loaded)
     manifest = Manifest(p, identity) if world.is_main else None

@@ -146,9 +146,11 @@ RUN_CASES = {
     "unknown dtype": (lambda t: ["--dtype", "float8"], "--dtype 'float8'"),
     "no model": (lambda t: ["--no-demo"], "no model"),
 }
-# Found only once the model's tokenizer measures the prompts, before anything runs on them; run into a
-# folder holding the earlier results alone (their manifest would refuse the changed settings first).
+# Found only once the model is loaded (its context) and its tokenizer measures the prompts, before anything
+# runs on them; run into a folder holding the earlier results alone (their manifest would refuse the
+# changed settings first).
 PROMPT_CASES = {
+    "context beyond the model's": (lambda t: ["--max-length", "4096"], "--max-length 4096 is more than the 2048 tokens"),
     "context shorter than every prompt": (lambda t: ["--max-length", "10"], "more than the 10 of --max-length; raise --max-length"),
     "question longer than the context": (lambda t: ["--data", str(data_copy(t, long_question))], "query 152904000: its prompt needs"),
 }
