@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -110,10 +110,12 @@ class PredictionWriter:
 
     Each rank writes `<name>.jsonl.partial.<rank>`. Reading back takes every partial file there,
     whatever the number of ranks that wrote them, so a run killed on 2 processes resumes on 1.
+    `after_write` runs once each batch is on disk (the runner checks there that its folder still is).
     """
 
-    def __init__(self, path: Path, rank: int = 0):
+    def __init__(self, path: Path, rank: int = 0, after_write: Callable[[], None] | None = None):
         self.path = path
+        self.after_write = after_write
         self.partial = path.with_name(f"{path.name}.partial.{rank}")
         path.parent.mkdir(parents=True, exist_ok=True)
         self.done = self.read_done(path)
@@ -141,6 +143,8 @@ class PredictionWriter:
             self.done[prediction.id] = prediction
         self.handle.flush()
         os.fsync(self.handle.fileno())
+        if self.after_write is not None:
+            self.after_write()
 
     def close(self) -> None:
         if not self.handle.closed:

@@ -30,7 +30,7 @@ from .predictions import Prediction, PredictionWriter, finish_predictions, predi
 from .ranking import Ranker
 from .results import Result, merge_results, package_versions
 from .shots import ShotSettings, build_selector
-from .store import Manifest, folder_lock, identity_of, recorded_batch_sizes, shots_identity
+from .store import Manifest, RunFolder, folder_lock, identity_of, recorded_batch_sizes, shots_identity
 
 def _encoder(config: RunConfig, loaded: LoadedModel):
     if config.selection != "rices":
@@ -51,7 +51,7 @@ class NoShots:
 
 
 def _evaluate_setting(p: Prepared, loaded: LoadedModel, selector, shots: int, seed: int | None,
-                      world: World) -> tuple[list[Prediction], int | None]:
+                      world: World, folder: RunFolder) -> tuple[list[Prediction], int | None]:
     """Predictions for every query at one shot count (on rank 0; other ranks return [] once their
     shard is written), and the batch size this process used (None when it had nothing to do).
     Each rank scores every world.size-th query not already answered."""
@@ -61,7 +61,8 @@ def _evaluate_setting(p: Prepared, loaded: LoadedModel, selector, shots: int, se
         finished = {pred.id: pred for pred in read_predictions(path)}
         if all(query_id in finished for query_id in order):
             return ([finished[query_id] for query_id in order] if world.is_main else []), None
-    writer = PredictionWriter(path, world.rank)
+    folder.check()  # before the writer makes predictions/ again in a removed folder
+    writer = PredictionWriter(path, world.rank, after_write=folder.check)
     world.barrier()  # every rank has read what is done before any appends
     batch_size = None
     try:
@@ -74,6 +75,7 @@ def _evaluate_setting(p: Prepared, loaded: LoadedModel, selector, shots: int, se
     finally:
         writer.close()
     world.barrier()  # every shard is written
+    folder.check()
     predictions = finish_predictions(path, order) if world.is_main else []
     world.barrier()
     return predictions, batch_size
@@ -190,11 +192,11 @@ def run(config: RunConfig, loaded: LoadedModel | None = None) -> list[Result]:
     """
     world = current_world()
     p = prepare(config, preloaded=loaded is not None)
-    with folder_lock(config.output_dir, enabled=world.is_main):
-        return _run(config, p, world, loaded)
+    with folder_lock(config.output_dir, enabled=world.is_main) as folder:
+        return _run(config, p, world, loaded, folder)
 
 
-def _run(config: RunConfig, p: Prepared, world: World, loaded: LoadedModel | None) -> list[Result]:
+def _run(config: RunConfig, p: Prepared, world: World, loaded: LoadedModel | None, folder: RunFolder) -> list[Result]:
     if loaded is None:
         loaded = load_model(config.model or demo_model_name(config.demo_seed), device=world.device(config.device), dtype=config.dtype,
                             demo_seed=config.demo_seed if config.demo else None, device_map=config.device_map,
@@ -223,10 +225,11 @@ def _run(config: RunConfig, p: Prepared, world: World, loaded: LoadedModel | Non
         selection = selector.describe() | {"seed": seed}
         for shots in shot_counts:
             files_identity = shots_identity(p, selection, shots)
+            folder.check()  # the manifest would otherwise be written into a recreated, empty folder
             if manifest is not None:
                 manifest.claim(prediction_file(config.output_dir, p.spec.name, shots, seed), files_identity)
             world.barrier()
-            predictions, batch_size = _evaluate_setting(p, loaded, selector, shots, seed, world)
+            predictions, batch_size = _evaluate_setting(p, loaded, selector, shots, seed, world, folder)
             if not world.is_main:
                 continue
             if batch_size is None:  # every prediction was there already: what the run that made them used
@@ -256,6 +259,7 @@ def _run(config: RunConfig, p: Prepared, world: World, loaded: LoadedModel | Non
         return []
     if config.selection == "random" and len(config.seeds) > 1:
         rows += [_aggregate_seeds([r for r in rows if r.shots == k]) for k in sorted(config.shots) if k > 0]
+    folder.check()  # the rows name predictions files that must still be there
     merge_results(config.output_dir / "results.json", rows)
     return rows
 

@@ -129,11 +129,41 @@ def shots_identity(p: Prepared, selection: dict, shots: int) -> dict:
     return selection | {"support_split": p.support.name, "support_source": p.support.source}
 
 
+class RunFolder:
+    """The output folder a run writes into, and a check that it is still there.
+
+    A folder removed during the run (by hand, by a cleanup job) would otherwise be recreated piece by
+    piece by the next write: predictions appended to unlinked files vanish, and results.json would name
+    predictions files that are gone, or a second run could take the new folder. So the run does not
+    recreate it: it stops at its next write with one line, and a rerun starts from what exists. The
+    folder counts as the same while its `.lock` is the file this run locked (same inode), so a folder
+    removed and created again by someone else is caught too.
+    """
+
+    def __init__(self, path: Path, lock=None):
+        self.path = path
+        self.lock = lock  # the open .lock file, on the process that holds it
+
+    def check(self) -> None:
+        if not self._unchanged():
+            raise UserError(f"the output folder {self.path} was removed during the run, and with it the predictions "
+                            "written there; the run stops rather than recreate half a folder: rerun the command")
+
+    def _unchanged(self) -> bool:
+        if self.lock is None:
+            return self.path.is_dir()
+        try:
+            return os.path.samestat(os.stat(self.path / ".lock"), os.fstat(self.lock.fileno()))
+        except FileNotFoundError:
+            return False
+
+
 @contextmanager
 def folder_lock(output_dir: Path, enabled: bool = True):
-    """Hold `output_dir/.lock` for the run: a second run into the same folder is refused, not interleaved."""
+    """Hold `output_dir/.lock` for the run: a second run into the same folder is refused, not interleaved.
+    Yields the `RunFolder`, whose check the run makes around its writes."""
     if not enabled:
-        yield
+        yield RunFolder(output_dir)
         return
     import fcntl
 
@@ -149,7 +179,7 @@ def folder_lock(output_dir: Path, enabled: bool = True):
         handle.truncate()
         handle.write(f"pid {os.getpid()}")
         handle.flush()
-        yield
+        yield RunFolder(output_dir, handle)
     finally:
         handle.close()
 

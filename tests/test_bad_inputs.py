@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from idefics_eval import predictions, runner
 from idefics_eval.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -365,3 +366,46 @@ def test_a_checkpoint_of_another_architecture_is_refused_before_anything_loads(t
     monkeypatch.setattr(models.PretrainedConfig, "get_config_dict", lambda name, **kwargs: (dict(GPT2_CONFIG), {}))
     with pytest.raises(UserError, match="^someone/gpt2-xl: config.model_type 'gpt2' is not a supported family"):
         models.load_model("someone/gpt2-xl")
+
+
+def remove(folder: Path) -> None:
+    shutil.rmtree(folder)
+
+
+def remove_and_make_again(folder: Path) -> None:
+    shutil.rmtree(folder)
+    folder.mkdir()
+
+
+# The hook after whose first call the folder goes (monkeypatched, so no timing is involved), and how.
+REMOVED_DURING_THE_RUN = {
+    "between batches": (predictions.PredictionWriter, "write", remove),
+    "between shot counts": (runner, "finish_predictions", remove),
+    "removed and made again between shot counts": (runner, "finish_predictions", remove_and_make_again),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REMOVED_DURING_THE_RUN))
+def test_an_output_folder_removed_during_the_run_stops_it_in_one_line(case, tmp_path, capsys, monkeypatch):
+    owner, name, damage = REMOVED_DURING_THE_RUN[case]
+    original = getattr(owner, name)
+    out = tmp_path / "run"
+    calls = []
+
+    def then_remove(*args, **kwargs):
+        result = original(*args, **kwargs)
+        calls.append(name)
+        if len(calls) == 1:
+            damage(out)
+        return result
+
+    monkeypatch.setattr(owner, name, then_remove)
+    command = ["run", "--task", "vqav2", "--demo", "--shots", "0,1", "--limit", "2", "--batch-size", "1", "--num-beams", "1",
+               "--max-new-tokens", "3", "--cache-dir", str(tmp_path / "cache"), "--output-dir", str(out), "--no-progress"]
+    code, err = invoke(capsys, *command)
+    assert code == 2 and f"the output folder {out} was removed during the run" in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (out / "results.json").exists() and not (out / "predictions").exists()  # nothing half-written into it
+    monkeypatch.setattr(owner, name, original)
+    assert invoke(capsys, *command)[0] == 0  # the rerun starts again
+    assert [row["shots"] for row in json.loads((out / "results.json").read_text())] == [0, 1]

@@ -44,8 +44,8 @@ def test_random_zero_shot_is_evaluated_once_for_all_seeds(tmp_path, monkeypatch)
 
     evaluated = []
     evaluate = runner._evaluate_setting
-    monkeypatch.setattr(runner, "_evaluate_setting", lambda p, loaded, selector, shots, seed, world: (
-        evaluated.append((shots, seed)), evaluate(p, loaded, selector, shots, seed, world))[1])
+    monkeypatch.setattr(runner, "_evaluate_setting", lambda p, loaded, selector, shots, seed, *rest: (
+        evaluated.append((shots, seed)), evaluate(p, loaded, selector, shots, seed, *rest))[1])
     rows = run(config(tmp_path, selection="random", seeds=(1, 2, 3)))
     assert evaluated == [(0, None), (4, 1), (4, 2), (4, 3)]
     assert sorted(path.name for path in (tmp_path / "out" / "predictions").iterdir()) == [
