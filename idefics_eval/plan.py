@@ -12,7 +12,7 @@ from .engine import STOP_WORDS, GenerationSettings
 from .errors import UserError
 from .examples import ExampleSet
 from .image_cache import DEFAULT_MAX_BYTES
-from .metrics import Metric, get_metric
+from .metrics import Metric, get_metric, refuse_undefined
 from .models import check_checkpoint
 from .prompts import PromptTemplate, load_template
 from .results import read_results
@@ -119,6 +119,7 @@ def prepare(config: RunConfig, preloaded: bool = False) -> Prepared:
     all_queries_fingerprint = queries.fingerprint
     if config.limit is not None:
         queries = ExampleSet(queries.name, queries.source, queries.examples[: config.limit])
+    refuse_undefined(metric, queries.examples, queries.name)
     if max(config.shots) > len(support):  # (a selector also checks this per query, after exclusions)
         raise UserError(
             f"the support split {support.name} has {len(support)} examples, fewer than the "

@@ -24,6 +24,7 @@ from .examples import Example
 from .image_cache import configure_shared_cache
 from .model_requests import (PromptTooLong, Tolerant, bad_example, check_context, fit_prompt, longest_ranking_requests,
                              matched, ranked)
+from .metrics import refuse_undefined
 from .models import ClipEncoder, LoadedModel, VisionTowerEncoder, demo_model_name, load_model
 from .plan import DEMO_DATA, Prepared, RunConfig, demo_data, prepare  # noqa: F401  (re-exported)
 from .predictions import Prediction, PredictionWriter, finish_predictions, prediction_file, read_predictions
@@ -235,6 +236,7 @@ def _run(config: RunConfig, p: Prepared, world: World, loaded: LoadedModel | Non
             if batch_size is None:  # every prediction was there already: what the run that made them used
                 batch_size = earlier_batch_sizes.get((p.spec.name, shots, config.selection, seed), config.batch_size)
             scored = [(pred, query) for pred, query in zip(predictions, p.queries.examples) if pred.error is None]
+            refuse_undefined(p.metric, [s[1] for s in scored], f"{p.queries.name}, {shots} shots, the queries not skipped")
             metrics = p.metric.aggregate([s[0] for s in scored], [s[1] for s in scored])
             one_for_all_seeds = shots == 0 and config.selection == "random" and len(config.seeds) > 1
             rows.append(

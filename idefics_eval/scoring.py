@@ -7,7 +7,7 @@ from pathlib import Path
 
 from . import formats
 from .errors import UserError
-from .metrics import get_metric
+from .metrics import get_metric, refuse_undefined
 from .predictions import read_predictions
 from .runner import demo_data
 from .tasks import load_task
@@ -44,4 +44,5 @@ def score_file(
             raise UserError(f"{path}: prediction {bare.id} has no candidate scores or ranking; {task} is a {spec.request} task")
     examples = [queries[p.id] for p in predictions]
     rescored = [replace(p, score=metric.score(p, example)) for p, example in zip(predictions, examples)]
+    refuse_undefined(metric, examples, f"{path}")
     return metric.aggregate(rescored, examples), len(predictions)

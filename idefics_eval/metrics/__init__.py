@@ -2,7 +2,10 @@
 
 A task's `metric` key picks a `Metric`: `score` gives one query's own value (stored on its
 prediction line; None where the metric only exists over a corpus, as CIDEr), and `aggregate`
-turns the predictions of a run into the reported numbers (x100). Third-party metrics register
+turns the predictions of a run into the reported numbers (x100). `check`, where a metric is
+undefined on some sets of queries (ROC AUC over one class), says why before anything is computed:
+`refuse_undefined` calls it on the queries when the run is planned and again on the queries
+actually scored. Third-party metrics register
 through the `idefics_eval.metrics` entry-point group (an object of type `Metric`).
 """
 
@@ -20,6 +23,7 @@ from .vqa import vqa_accuracy
 
 Scorer = Callable[[Prediction, Example], "float | None"]
 Aggregator = Callable[[Sequence[Prediction], Sequence[Example]], dict[str, float]]
+Check = Callable[[Sequence[Example]], "str | None"]
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,14 @@ class Metric:
     name: str
     score: Scorer
     aggregate: Aggregator
+    check: Check | None = None  # why the metric is undefined on these examples, or None
+
+
+def refuse_undefined(metric: Metric, examples: Sequence[Example], where: str) -> None:
+    """A one-line UserError when `metric` is undefined on `examples` (`where` names the task and split)."""
+    problem = metric.check(examples) if metric.check is not None else None
+    if problem:
+        raise UserError(f"{where}: {problem}; raise --limit (or drop it) so that the queries hold every class")
 
 
 def mean_by(name: str, breakdown: str | None = None) -> Aggregator:
@@ -91,6 +103,15 @@ def _roc_auc(predictions: Sequence[Prediction], examples: Sequence[Example]) -> 
     }
 
 
+def _both_labels(examples: Sequence[Example]) -> str | None:
+    labels = {e.label for e in examples}
+    if len(labels) >= 2:
+        return None
+    held = f"only label {labels.pop()}" if labels else "no label"
+    queries = "the 1 query holds" if len(examples) == 1 else f"the {len(examples)} queries hold"
+    return f"ROC AUC needs both classes, but {queries} {held}"
+
+
 def _ndcg(prediction: Prediction, example: Example) -> float | None:
     from .visdial import visdial_ndcg
 
@@ -140,7 +161,7 @@ METRICS = {
     "vizwiz_accuracy": _vqa("vizwiz_accuracy", "prediction"),
     "cider": Metric("cider", lambda p, e: None, _captioning),
     "accuracy": Metric("accuracy", lambda p, e: float(p.ranking[0] == e.label), _accuracy),
-    "roc_auc": Metric("roc_auc", _probability_of_second, _roc_auc),
+    "roc_auc": Metric("roc_auc", _probability_of_second, _roc_auc, _both_labels),
     "visdial_ndcg": Metric("visdial_ndcg", _ndcg, _visdial),
     "winoground": Metric("winoground", _winoground_group, _winoground),
     "fairface_accuracy": Metric("fairface_accuracy", lambda p, e: float(p.ranking[0] == e.label), _fairface),

@@ -113,3 +113,18 @@ def test_roc_auc_ties_count_half() -> None:
 def test_roc_auc_rejects_bad_input(probabilities, labels, message) -> None:
     with pytest.raises(ValueError, match=message):
         roc_auc(probabilities, labels)
+
+
+def test_a_metric_undefined_on_the_queries_is_refused_in_one_line() -> None:
+    from idefics_eval.errors import UserError
+    from idefics_eval.examples import Example
+    from idefics_eval.metrics import get_metric, refuse_undefined
+
+    def query(i: int, label: int) -> Example:
+        return Example(id=str(i), image_id=str(i), image=None, fields={}, answers=("yes",), label=label)
+
+    metric = get_metric("roc_auc")
+    refuse_undefined(metric, [query(0, 0), query(1, 1)], "memes/test")  # both classes: defined
+    with pytest.raises(UserError, match=r"^memes/test: ROC AUC needs both classes, but the 2 queries hold only label 1;"):
+        refuse_undefined(metric, [query(0, 1), query(1, 1)], "memes/test")
+    refuse_undefined(get_metric("accuracy"), [query(0, 1)], "memes/test")  # accuracy is defined on one class
