@@ -9,8 +9,9 @@ state (`image_encoder_embeddings`) for a checkpoint without a resampler. Entries
 recently used entry first. It lives in memory on the model's device (at IDEFICS-9B's 64 x 4096
 bfloat16 latents an image costs 512 KiB, so the default 1 GiB holds 2,048 images, more than the
 distinct shots of a typical 32-shot run over a few thousand queries). With a spill folder
-(`--image-cache-dir`), an evicted entry is written to a file there (`FeatureSpill`) and read back,
-memory-mapped, when it is asked for again, instead of going through the vision tower a second time.
+(`--image-cache-dir`), an evicted entry is written to a file there (`FeatureSpill`) with its
+SHA-256 kept in memory, and read back and checked when it is asked for again, instead of going
+through the vision tower a second time.
 
 `encode_images(loaded, refs)` is the one entry point: features for `refs`, in order, computing only
 the misses and caching them. Each image is encoded alone (a batch of one): on CPU the vision tower's
@@ -22,6 +23,7 @@ Alone, a feature depends only on (model, image): cached and uncached runs agree 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import shutil
 import tempfile
@@ -34,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .cache_files import read_checked, write_checked
 from .errors import UserError
 
 DEFAULT_MAX_BYTES = 1 << 30
@@ -50,7 +53,9 @@ class CacheStats:
 
 class FeatureSpill:
     """Tensors as one .npy file each, written atomically (a temporary file renamed into place) and
-    read back memory-mapped, onto the device and in the dtype they were written from.
+    read back onto the device and in the dtype they were written from, after checking the file's
+    SHA-256 against the one kept in memory when it was written (a file damaged since is reported
+    in one line and its features recomputed: `cache_files.read_checked`).
 
     Each spill writes into a new folder of its own under `root` (`features-<pid>-<random>`), removed
     with the spill, and reads only what it wrote: runs sharing `root` never read each other's files,
@@ -68,7 +73,7 @@ class FeatureSpill:
             raise UserError(f"cannot create the image feature spill folder under {root}: {error.strerror}; "
                             "choose another --image-cache-dir") from None
         weakref.finalize(self, shutil.rmtree, self.folder, ignore_errors=True)
-        self._files: dict[Hashable, tuple[Path, torch.dtype, torch.device]] = {}
+        self._files: dict[Hashable, tuple[Path, str, torch.dtype, torch.device]] = {}  # path, SHA-256, ...
 
     def __contains__(self, key: Hashable) -> bool:
         return key in self._files
@@ -78,22 +83,26 @@ class FeatureSpill:
         values = tensor.detach().cpu().contiguous()
         if values.dtype == torch.bfloat16:  # numpy has no bfloat16: keep its bits
             values = values.view(torch.int16)
-        temporary = path.with_name(f".{path.name}.tmp")
+        buffer = io.BytesIO()
         try:
-            with open(temporary, "wb") as handle:
-                np.save(handle, values.numpy())
-            os.replace(temporary, path)
+            np.save(buffer, values.numpy())
+            digest = write_checked(path, buffer.getvalue())
         except OSError as error:
-            temporary.unlink(missing_ok=True)
             raise UserError(f"cannot write image features to {self.folder}: {error.strerror}; "
                             "free some space or choose another --image-cache-dir") from None
-        self._files[key] = (path, tensor.dtype, tensor.device)
+        self._files[key] = (path, digest, tensor.dtype, tensor.device)
 
     def read(self, key: Hashable) -> torch.Tensor | None:
+        """The tensor written under `key`; None if there is none, or if its file no longer holds
+        what was written (one warning line, and the entry is forgotten: the caller recomputes it)."""
         if key not in self._files:
             return None
-        path, dtype, device = self._files[key]
-        values = torch.from_numpy(np.array(np.load(path, mmap_mode="r")))  # copied out of the mapping
+        path, digest, dtype, device = self._files[key]
+        data = read_checked(path, digest, action="recomputing")
+        if data is None:
+            self.discard(key)
+            return None
+        values = torch.from_numpy(np.load(io.BytesIO(data), allow_pickle=False))
         return (values.view(dtype) if dtype == torch.bfloat16 else values).to(device)
 
     def discard(self, key: Hashable) -> None:

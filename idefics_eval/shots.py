@@ -11,6 +11,11 @@ Two protocols:
   to the questions about that image (support order breaks ties, so results are deterministic).
   Support embeddings live in a FAISS `IndexFlatIP` cached under `cache_dir/indexes/<fingerprint>/`;
   query embeddings under `cache_dir/embeddings/<fingerprint>.npy`.
+  The caches cannot lie: the fingerprint hashes the split, the encoder's name and every image's
+  bytes (`ExampleSet.content_fingerprint`), so an image replaced in place is embedded again; and
+  each entry is written with a meta file (written last) holding what it was built from and its
+  SHA-256, checked before use (`cache_files`), so a damaged entry is reported in one warning line
+  naming the file and rebuilt, never used.
 * **random**: shots drawn uniformly without replacement, with a generator seeded by
   (seed, hash of the query id), so a query's shots never depend on sharding, batching or --limit.
 
@@ -25,11 +30,8 @@ first k of the `max_k` selection.
 from __future__ import annotations
 
 import hashlib
-import json
-import logging
-import os
-import tempfile
-from collections.abc import Callable, Sequence
+import io
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -39,10 +41,9 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from .cache_files import read_entry, write_entry
 from .errors import UserError
 from .examples import Example, ExampleSet, ImageRef
-
-log = logging.getLogger(__name__)
 
 SELECTIONS = ("rices", "random")
 _SEARCH_BATCH = 1024  # query images per FAISS search call (also the "retrieve" progress step)
@@ -75,10 +76,11 @@ class ShotSettings:
 
 
 def embedding_fingerprint(split: ExampleSet, encoder_name: str, n_images: int | None = None) -> str:
-    """Names the cached embeddings of `split`'s distinct images under `encoder_name`."""
+    """Names the cached embeddings of `split`'s distinct images under `encoder_name`: keyed by the
+    images' bytes (`ExampleSet.content_fingerprint`), so an image replaced in place misses the cache."""
     if n_images is None:
         n_images = len(split.unique_images())
-    payload = "\x1f".join([split.name, split.fingerprint, encoder_name, str(n_images)])
+    payload = "\x1f".join([split.name, split.content_fingerprint, encoder_name, str(n_images)])
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -93,17 +95,19 @@ def embed(
 ) -> np.ndarray:
     """L2-normalised float32 embeddings of `images`, one row each, in order.
 
-    Cached as `cache_dir/embeddings/<fingerprint>.npy` when `cache_dir` is given; a cached file of
-    the wrong shape or an unreadable one is ignored and rewritten.
+    Cached as `cache_dir/embeddings/<fingerprint>.npy` with its meta `<fingerprint>.json` (encoder,
+    row count, SHA-256) when `cache_dir` is given; a damaged or mismatched entry is reported in
+    one line and rewritten.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    path = Path(cache_dir) / "embeddings" / f"{fingerprint}.npy" if cache_dir is not None else None
-    if path is not None and path.is_file():
-        cached = _load_npy(path, len(images))
+    meta = {"fingerprint": fingerprint, "encoder": encoder.name, "count": len(images)}
+    folder = Path(cache_dir) / "embeddings" if cache_dir is not None else None
+    if folder is not None:
+        cached = read_entry(folder / f"{fingerprint}.npy", folder / f"{fingerprint}.json", meta,
+                            lambda data: _decode_npy(data, len(images)))
         if cached is not None:
             return cached
-        log.warning("ignoring unreadable or mismatched embedding cache %s; re-embedding", path)
     rows = []
     with tqdm(total=len(images), desc=desc, unit="img", disable=not progress) as bar:
         for start in range(0, len(images), batch_size):
@@ -114,8 +118,8 @@ def embed(
             rows.append(out)
             bar.update(len(batch))
     vectors = _normalise(np.concatenate(rows)) if rows else np.zeros((0, 0), np.float32)
-    if path is not None:
-        _atomic_write(path, lambda tmp: _save_npy(tmp, vectors))
+    if folder is not None:
+        write_entry(folder / f"{fingerprint}.npy", _encode_npy(vectors), folder / f"{fingerprint}.json", meta)
     return vectors
 
 
@@ -124,31 +128,17 @@ def _normalise(vectors: np.ndarray) -> np.ndarray:
     return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
-def _save_npy(path: str, array: np.ndarray) -> None:
-    with open(path, "wb") as handle:  # a handle, so np.save does not append ".npy" to the name
-        np.save(handle, array)
+def _encode_npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
 
 
-def _load_npy(path: Path, n: int) -> np.ndarray | None:
-    try:
-        array = np.load(path, allow_pickle=False)
-    except Exception:  # truncated or garbage file
-        return None
-    ok = array.dtype == np.float32 and array.ndim == 2 and array.shape[0] == n and np.isfinite(array).all()
-    return array if ok else None
-
-
-def _atomic_write(path: Path, write: Callable[[str], object]) -> None:
-    """Write via a temporary file in the same folder, then rename into place (never a half file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _decode_npy(data: bytes, n: int) -> np.ndarray:
+    array = np.load(io.BytesIO(data), allow_pickle=False)
+    if not (array.dtype == np.float32 and array.ndim == 2 and array.shape[0] == n and np.isfinite(array).all()):
+        raise ValueError(f"holds {array.dtype} {array.shape}, not {n} finite float32 rows")
+    return array
 
 
 def load_or_build_index(
@@ -156,8 +146,9 @@ def load_or_build_index(
 ) -> tuple[faiss.IndexFlatIP, list[str], str]:
     """The support images' FAISS index, its image ids in row order, and its fingerprint.
 
-    Loaded from `cache_dir/indexes/<fingerprint>/` when a complete, matching copy is there (meta.json
-    is written last and marks completeness); otherwise embedded, built and saved.
+    Loaded from `cache_dir/indexes/<fingerprint>/` (index.faiss, and meta.json: what the index was
+    built from and its SHA-256, written last) when a complete, matching, intact copy is there;
+    otherwise embedded, built and saved (a damaged copy is reported in one line and replaced).
     """
     images = support.unique_images()
     ids = [image_id for image_id, _ in images]
@@ -166,34 +157,28 @@ def load_or_build_index(
         "image_ids": ids,
         "encoder": encoder.name,
         "dataset_fingerprint": support.fingerprint,
+        "content_fingerprint": support.content_fingerprint,
         "split": support.name,
         "count": len(ids),
     }
     folder = Path(cache_dir) / "indexes" / fingerprint if cache_dir is not None else None
-    if folder is not None and (folder / "meta.json").is_file():
-        index = _load_index(folder, meta)
+    if folder is not None:
+        index = read_entry(folder / "index.faiss", folder / "meta.json", meta, lambda data: _decode_index(data, len(ids)))
         if index is not None:
             return index, ids, fingerprint
-        log.warning("ignoring incomplete or mismatched index in %s; rebuilding", folder)
 
     vectors = embed(images, encoder, batch_size, None, fingerprint, "embed support", progress)
     index = faiss.IndexFlatIP(vectors.shape[1])
     index.add(vectors)
     if folder is not None:
-        (folder / "meta.json").unlink(missing_ok=True)  # the stale meta must not vouch for a new index
-        _atomic_write(folder / "index.faiss", lambda tmp: faiss.write_index(index, tmp))
-        _atomic_write(folder / "meta.json", lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=1)))
+        write_entry(folder / "index.faiss", faiss.serialize_index(index).tobytes(), folder / "meta.json", meta)
     return index, ids, fingerprint
 
 
-def _load_index(folder: Path, expected_meta: dict) -> faiss.IndexFlatIP | None:
-    try:
-        meta = json.loads((folder / "meta.json").read_text())
-        index = faiss.read_index(str(folder / "index.faiss"))
-    except Exception:  # missing, truncated or garbage files
-        return None
-    if meta != expected_meta or index.ntotal != expected_meta["count"] or not isinstance(index, faiss.IndexFlatIP):
-        return None
+def _decode_index(data: bytes, count: int) -> faiss.IndexFlatIP:
+    index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+    if not isinstance(index, faiss.IndexFlatIP) or index.ntotal != count:
+        raise ValueError(f"holds a {type(index).__name__} of {index.ntotal} vectors, not an IndexFlatIP of {count}")
     return index
 
 
