@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from PIL import Image
 
 from .errors import UserError
+from .paths import Confinement
 
 
 class ImageRef(Protocol):
@@ -68,12 +69,16 @@ class FileImage:
 
 @dataclass(frozen=True)
 class DatasetImage:
-    """Row `index` of an Arrow-backed Hugging Face dataset; decoded only when loaded."""
+    """Row `index` of an Arrow-backed Hugging Face dataset; decoded only when loaded.
+
+    An image stored as a path (no bytes) is opened only inside `inside` (relative paths from its folder).
+    """
 
     dataset: Any = field(repr=False, compare=False)
     index: int
     column: str
     fingerprint: str
+    inside: Confinement = field(repr=False, compare=False)
 
     @property
     def key(self) -> str:
@@ -100,10 +105,10 @@ class DatasetImage:
             import io
 
             return _decode(io.BytesIO(value["bytes"]), f"row {self.index} of column {self.column!r}")
-        if isinstance(value, dict) and value.get("path"):
-            return open_image(Path(value["path"]))
-        if isinstance(value, str):
-            return open_image(Path(value))
+        path = value.get("path") if isinstance(value, dict) else value if isinstance(value, str) else None
+        if path:
+            where = f"row {self.index} of column {self.column!r}"
+            return open_image(self.inside.check(path, where, "store the image's bytes in the dataset"))
         raise UserError(
             f"row {self.index}: column {self.column!r} holds {type(value).__name__}, not an image; "
             "map the image column with the task's columns"

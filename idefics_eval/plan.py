@@ -109,10 +109,10 @@ def prepare(config: RunConfig, preloaded: bool = False) -> Prepared:
     spec = load_task(config.task, config.tasks_dirs)
     if spec.zero_shot_only and max(config.shots) > 0:
         raise UserError(f"task {spec.name} is zero-shot only (it has no support set); use --shots 0")
-    template = load_template(spec.prompt)
+    template = load_template(spec.prompt, where=f"{spec.path}: prompt {spec.prompt!r}")
     metric = get_metric(spec.metric)
     data = config.data if config.data is not None else (demo_data(spec) if config.demo else None)
-    queries = formats.load_split(spec, spec.query_split, data)
+    queries = formats.load_split(spec, spec.query_split, data, config.cache_dir)
     support = _load_support(config, spec, data)
     if not queries.examples:
         raise UserError(f"the query split {queries.name} from {queries.source} is empty")
@@ -149,12 +149,12 @@ def _load_support(config: RunConfig, spec: TaskSpec, data: str | None) -> Exampl
     if max(config.shots) == 0:
         return ExampleSet(f"{spec.name}/none", "no shots asked for", ())
     if spec.support_task is None:
-        return formats.load_split(spec, spec.support_split, data)
+        return formats.load_split(spec, spec.support_split, data, config.cache_dir)
     support_spec = load_task(spec.support_task, config.tasks_dirs)
     support_data = config.support_data
     if support_data is None and config.demo:
         support_data = demo_data(support_spec)
-    return formats.load_split(support_spec, support_spec.support_split, support_data)
+    return formats.load_split(support_spec, support_spec.support_split, support_data, config.cache_dir)
 
 
 def _check_writable(folder: Path, flag: str = "--output-dir") -> None:

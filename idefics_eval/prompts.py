@@ -24,6 +24,7 @@ import yaml
 
 from .errors import UserError
 from .examples import Example, ImageRef
+from .paths import Confinement
 from .tasks import builtin_dir
 
 IMAGE = "<image>"
@@ -158,10 +159,17 @@ def parse_template(path: Path) -> PromptTemplate:
     )
 
 
-def load_template(name: str, prompts_dirs: tuple[Path, ...] = ()) -> PromptTemplate:
-    """A template by name from the shipped `prompts/` folder (later folders override)."""
+def load_template(name: str, prompts_dirs: tuple[Path, ...] = (), where: str | None = None) -> PromptTemplate:
+    """A template by name from the shipped `prompts/` folder (later folders override).
+
+    The name may not lead out of the folder it is looked up in (`../tasks/x`, `/etc/x`, a link out):
+    a task file names a template, not any YAML file. `where` names the task file's key in messages.
+    """
     for folder in (*reversed(prompts_dirs), builtin_dir("prompts")):
-        path = folder / f"{name}.yaml"
+        path = Confinement(folder, "the prompts folder").check(
+            f"{name}.yaml", where or f"prompt {name!r}", "give the name of a template in it, without .yaml",
+            what="template file",
+        )
         if path.is_file():
             return parse_template(path)
     raise UserError(f"prompt template {name!r} not found in {builtin_dir('prompts')}; check the task's prompt key")

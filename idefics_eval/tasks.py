@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from .errors import UserError
+from .paths import Confinement
 
 REQUESTS = ("generate", "rank", "match")  # match: every caption scored with every image (Winoground)
 SHOT_ANSWERS = ("most_common", "first", "random_reference", "label")
@@ -135,9 +136,9 @@ def _candidates(where: str, data: Any, task_dir: Path) -> tuple[Candidates, byte
         classes = _str_list(f"{here}.classes", data["classes"])
     elif "classes_file" in data:
         name = _typed(f"{here}.classes_file", data["classes_file"], str)
-        path = (task_dir / name).resolve()
-        if task_dir.resolve() not in path.parents:
-            raise UserError(f"{here}.classes_file {name!r} must lie in the task's folder {task_dir}")
+        path = Confinement(task_dir, "the task's folder").check(
+            name, f"{here}.classes_file", "put the class list beside the task file and name it there", what="file"
+        )
         if not path.is_file():
             raise UserError(f"{here}.classes_file: {path} not found")
         extra = path.read_bytes()

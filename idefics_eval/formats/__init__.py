@@ -10,7 +10,6 @@ with no --data the task's hub id is used. Third-party formats register through t
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..examples import ExampleSet, FileImage
+from ..paths import Confinement
 from ..tasks import TaskSpec, VqaJsonSplit
 from .huggingface import has_data_files, is_save_to_disk_folder, load_huggingface
 from .vqa_json import load_vqa_json
@@ -63,8 +63,9 @@ def register(file_format: FileFormat) -> FileFormat:
     return file_format
 
 
-def load_split(spec: TaskSpec, split: str, data: str | None) -> ExampleSet:
-    """Load harness split `split` (e.g. "validation") of `spec` from `data` (the --data value, or None)."""
+def load_split(spec: TaskSpec, split: str, data: str | None, cache_dir: Path | None = None) -> ExampleSet:
+    """Load harness split `split` (e.g. "validation") of `spec` from `data` (the --data value, or None);
+    a Hugging Face dataset keeps what the datasets library prepares under `cache_dir` (--cache-dir)."""
     name = f"{spec.name}/{split}"
     if data is None:
         if spec.huggingface is None:
@@ -72,7 +73,7 @@ def load_split(spec: TaskSpec, split: str, data: str | None) -> ExampleSet:
                 f"task {spec.name!r} has no huggingface source, so it needs its files: pass --data with the folder "
                 f"holding its {_supported(spec)} files"
             )
-        return _huggingface(spec, split, spec.huggingface.path, name)
+        return _huggingface(spec, split, spec.huggingface.path, name, cache_dir)
 
     folder = Path(data).expanduser()
     if folder.is_dir():
@@ -102,7 +103,7 @@ def load_split(spec: TaskSpec, split: str, data: str | None) -> ExampleSet:
                 f"data folder {folder} (--data) holds a Hugging Face dataset ({kind}) but task {spec.name!r} has no "
                 f"huggingface source; it reads {_supported(spec)}"
             )
-        return _huggingface(spec, split, str(folder), name)
+        return _huggingface(spec, split, str(folder), name, cache_dir)
     if folder.exists():
         raise UserError(f"--data {data}: not a folder; pass the folder holding the data files")
     if not _HUB_ID.match(data) or ".." in data:
@@ -112,20 +113,18 @@ def load_split(spec: TaskSpec, split: str, data: str | None) -> ExampleSet:
             f"data folder not found: {data} (--data); task {spec.name!r} has no huggingface source, so --data "
             f"must be a folder holding its {_supported(spec)} files"
         )
-    return _huggingface(spec, split, data, name)
+    return _huggingface(spec, split, data, name, cache_dir)
 
 
 def _contained(examples: ExampleSet, folder: Path, spec: TaskSpec) -> ExampleSet:
-    """Refuse image paths from annotation files that leave the data folder ("../../etc/passwd" as an
-    image id). Checked lexically, so a data folder may still hold symbolic links to image folders."""
-    root = os.path.normpath(os.path.abspath(folder))
+    """Refuse image paths that leave the data folder, whichever reader built them ("../../etc/passwd"
+    as an image id, a task's `images: /elsewhere`, a symbolic link in the folder that points out)."""
+    inside = Confinement(folder, "the data folder")
+    fix = f"fix the annotation or the task's file pattern ({spec.path}), or move the images into the data folder"
     for example in examples.examples:
         for image in (example.image, *example.extra_images):
             if isinstance(image, FileImage):
-                path = os.path.normpath(os.path.abspath(image.path))
-                if os.path.commonpath([root, path]) != root:
-                    raise UserError(f"example {example.id}: its image path {image.path} leaves the data folder {folder}; "
-                                    f"fix the annotation or the task's file pattern ({spec.path})")
+                inside.check(image.path, f"{examples.name} example {example.id}", fix)
     return examples
 
 
@@ -134,12 +133,13 @@ def _holds(file_format: FileFormat, splits: Mapping[str, Mapping[str, str]], fol
     return any((folder / files[key]).exists() for files in splits.values() for key in file_format.markers if key in files)
 
 
-def _huggingface(spec: TaskSpec, split: str, location: str, name: str) -> ExampleSet:
+def _huggingface(spec: TaskSpec, split: str, location: str, name: str, cache_dir: Path | None) -> ExampleSet:
     assert spec.huggingface is not None
     splits = spec.huggingface.splits
     if split not in splits:
         raise UserError(f"{spec.path}: sources.huggingface has no split {split!r} (it has: {', '.join(splits)})")
-    return load_huggingface(location, splits[split], spec.huggingface.columns, name, config=spec.huggingface.config)
+    return load_huggingface(location, splits[split], spec.huggingface.columns, name, config=spec.huggingface.config,
+                            cache_dir=cache_dir)
 
 
 def _supported(spec: TaskSpec) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 
 from ..errors import UserError
 from ..examples import DatasetImage, Example, ExampleSet, FileImage, ImageRef
+from ..paths import Confinement
 
 REQUIRED_COLUMNS = ("id", "image")
 METADATA_NAMES = frozenset(
@@ -28,6 +29,7 @@ ROW = "@row"  # `columns.id` / `columns.image_id` value: the row number is the i
 SPECIAL_KEYS = frozenset({"id", "image", "image_id", "answers", "label", "candidates", "extra_image", "relevance"})
 IMAGE_KEYS = ("image", "extra_image")
 DATA_FILE_SUFFIXES = (".parquet", ".jsonl", ".json", ".csv", ".arrow")
+PATH_FIX = "image paths must name files inside it: move the image there, or store its bytes in the dataset"
 
 
 def is_save_to_disk_folder(folder: Path) -> bool:
@@ -44,7 +46,8 @@ def has_data_files(folder: Path) -> bool:
 
 
 def load_huggingface(
-    location: str, split: str, columns: Mapping[str, str], name: str, config: str | None = None
+    location: str, split: str, columns: Mapping[str, str], name: str, config: str | None = None,
+    cache_dir: Path | None = None,
 ) -> ExampleSet:
     """Load split `split` (the dataset's own split name) of the dataset at `location`.
 
@@ -62,6 +65,11 @@ def load_huggingface(
     * metadata names (`answer_type`, `question_type`, `multiple_choice_answer`, `domain`, and FairFace's
       `gender`, `race`, `age`) go to `Example.metadata`, a ClassLabel integer as its class name; any
       other key (e.g. `question`, `caption`) is a prompt field (`Example.fields`).
+
+    `cache_dir` is the run's cache folder: the datasets library keeps what it prepares under
+    `cache_dir/datasets` (given to it as an argument; None: the library's own default). Image paths,
+    in path columns or image features stored without their bytes, must name files inside the local
+    folder (or, for a hub id, inside the library's download folders).
     """
     import datasets
 
@@ -74,19 +82,20 @@ def load_huggingface(
             "holding the ground truth"
         )
     folder = Path(location).expanduser()
-    base: Path | None = None
+    cache = None if cache_dir is None else str(Path(cache_dir) / "datasets")
     if folder.is_dir():
-        base = folder.resolve()
+        inside = Confinement(folder.resolve(), "the data folder")
         if is_save_to_disk_folder(folder):
             dataset = _from_disk(folder, split)
         else:
-            dataset = _from_files(folder, split)
-        source = str(base)
+            dataset = _from_files(folder, split, cache)
+        source = str(folder.resolve())
     else:
+        inside = _download_folders(cache)
         shown = location if config is None else f"{location}' config '{config}"
         try:
             args = (location,) if config is None else (location, config)
-            dataset = datasets.load_dataset(*args, split=split)
+            dataset = datasets.load_dataset(*args, split=split, cache_dir=cache)
         except Exception as error:  # hub errors come in many types: not found, offline, bad split
             raise UserError(
                 f"cannot load Hugging Face dataset '{shown}' split {split!r} ({_describe(error)}); "
@@ -102,7 +111,7 @@ def load_huggingface(
             "save it with save_to_disk and pass the folder with --data"
         )
     identity = location if config is None else f"{location}:{config}"  # names the data when Arrow has no fingerprint
-    return _examples(dataset, columns, name, source, base, identity, split)
+    return _examples(dataset, columns, name, source, inside, identity, split)
 
 
 def _from_disk(folder: Path, split: str):
@@ -122,11 +131,20 @@ def _from_disk(folder: Path, split: str):
     return loaded
 
 
-def _from_files(folder: Path, split: str):
+def _download_folders(cache: str | None) -> Confinement:
+    """Where a hub dataset's image files may lie: the datasets cache and the hub cache it downloads to."""
+    import datasets
+    from huggingface_hub import constants
+
+    folders = (Path(cache or datasets.config.HF_DATASETS_CACHE), Path(constants.HF_HUB_CACHE))
+    return Confinement(folders, "the datasets library's download folders")
+
+
+def _from_files(folder: Path, split: str, cache: str | None):
     import datasets
 
     try:
-        loaded = datasets.load_dataset(str(folder))
+        loaded = datasets.load_dataset(str(folder), cache_dir=cache)
     except Exception as error:
         raise UserError(
             f"{folder}: cannot load the data files ({_describe(error)}); name them by split "
@@ -155,7 +173,7 @@ def _pick_split(loaded: Mapping[str, Any], split: str, where: str):
 
 
 def _examples(
-    dataset, columns: Mapping[str, str], name: str, source: str, base: Path | None, location: str, split: str
+    dataset, columns: Mapping[str, str], name: str, source: str, inside: Confinement, location: str, split: str
 ) -> ExampleSet:
     import datasets
 
@@ -174,6 +192,7 @@ def _examples(
 
     # Image columns: image features stay in Arrow (read per row on demand), path strings are read here.
     feature_images: set[str] = set()
+    stored_paths: dict[str, list[str | None]] = {}
     for key in IMAGE_KEYS:
         if key not in columns:
             continue
@@ -183,6 +202,7 @@ def _examples(
             feature_images.add(key)
             if feature.decode:
                 dataset = dataset.cast_column(column, datasets.Image(decode=False))
+            stored_paths[key] = _paths_without_bytes(dataset, column)
         elif not (isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string")):
             raise UserError(
                 f"{source} split {split!r}: column {column!r} is {feature}, neither an image nor a path string; "
@@ -226,10 +246,15 @@ def _examples(
     def image_ref(key: str, index: int, where: str) -> ImageRef:
         column = columns[key]
         if key in feature_images:
+            if stored_paths[key][index] is not None:  # opened from disk when loaded: refuse an escape now
+                inside.check(stored_paths[key][index], where, PATH_FIX, f"image path (column {column!r})")
             # The extra image's key must differ from the main image's key of the same row.
             mark = fingerprint if key == "image" else f"{fingerprint}/{column}"
-            return DatasetImage(dataset=dataset, index=index, column=column, fingerprint=mark)
-        return FileImage(_resolve(values[column][index], base, where, column))
+            return DatasetImage(dataset=dataset, index=index, column=column, fingerprint=mark, inside=inside)
+        value = values[column][index]
+        if not isinstance(value, str) or not value:
+            raise UserError(f"{where}: column {column!r} holds {value!r}, not an image path")
+        return FileImage(inside.check(value, where, PATH_FIX, f"image path (column {column!r})"))
 
     examples = []
     for index, example_id in enumerate(ids):
@@ -289,13 +314,15 @@ def _class_names(values: list[Any], feature: Any) -> list[Any]:
     return [None if value is None or value < 0 else feature.int2str(value) for value in values]
 
 
-def _resolve(value: Any, base: Path | None, where: str, column: str) -> Path:
-    if not isinstance(value, str) or not value:
-        raise UserError(f"{where}: column {column!r} holds {value!r}, not an image path")
-    path = Path(value).expanduser()
-    if not path.is_absolute() and base is not None:
-        path = base / path
-    return path
+def _paths_without_bytes(dataset, column: str) -> list[str | None]:
+    """Per row of an image feature column, the path of an image stored without its bytes (read from
+    disk when loaded), else None. Reads the paths and the bytes' null mask only, not the bytes."""
+    table = dataset.select_columns([column]).with_format("arrow")[:]
+    found: list[str | None] = []
+    for chunk in table.column(column).chunks:
+        missing = chunk.field("bytes").is_null().to_pylist()
+        found += [path if absent else None for path, absent in zip(chunk.field("path").to_pylist(), missing)]
+    return found
 
 
 def _records(value: Any) -> Any:

@@ -224,8 +224,8 @@ def test_hub_id_goes_to_load_dataset_with_the_split(tmp_path, monkeypatch):
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     monkeypatch.chdir(tmp_path)  # no local folder of that name
-    loaded = load_huggingface("HuggingFaceM4/VQAv2", "validation", COLUMNS, "vqav2/validation")
-    assert calls == [("HuggingFaceM4/VQAv2", (), {"split": "validation"})]
+    loaded = load_huggingface("HuggingFaceM4/VQAv2", "validation", COLUMNS, "vqav2/validation", cache_dir=tmp_path / "run-cache")
+    assert calls == [("HuggingFaceM4/VQAv2", (), {"split": "validation", "cache_dir": str(tmp_path / "run-cache" / "datasets")})]
     assert loaded.source == "HuggingFaceM4/VQAv2"
     assert loaded.examples[1].image.load().mode == "RGB"
 
@@ -399,7 +399,7 @@ def test_hub_config_goes_to_load_dataset(tmp_path, monkeypatch):
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     monkeypatch.chdir(tmp_path)
     loaded = load_huggingface("facebook/textvqa", "validation", COLUMNS, "textvqa/validation", config="textvqa")
-    assert calls == [("facebook/textvqa", ("textvqa",), {"split": "validation"})]
+    assert calls == [("facebook/textvqa", ("textvqa",), {"split": "validation", "cache_dir": None})]
     assert loaded.source == "facebook/textvqa:textvqa" and len(loaded) == 2
 
 

@@ -122,8 +122,8 @@ def test_no_data_uses_the_hub_id_and_dataset_split(monkeypatch):
         return hf_rows()
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
-    loaded = load_split(SPEC, "validation", None)
-    assert calls == [("HuggingFaceM4/VQAv2", {"split": "val"})]
+    loaded = load_split(SPEC, "validation", None, Path("/run/cache"))
+    assert calls == [("HuggingFaceM4/VQAv2", {"split": "val", "cache_dir": "/run/cache/datasets"})]
     assert loaded.source == "HuggingFaceM4/VQAv2" and loaded.name == "vqav2/validation"
 
 
@@ -132,7 +132,7 @@ def test_a_hub_id_given_as_data(tmp_path, monkeypatch):
     monkeypatch.setattr(datasets, "load_dataset", lambda path, **kwargs: calls.append((path, kwargs)) or hf_rows())
     monkeypatch.chdir(tmp_path)
     load_split(SPEC, "train", "someone/vqav2-mirror")
-    assert calls == [("someone/vqav2-mirror", {"split": "train"})]
+    assert calls == [("someone/vqav2-mirror", {"split": "train", "cache_dir": None})]
 
 
 @pytest.mark.parametrize("data", ["./not-here", "../nope/data", "/definitely/not/here", "~/no-such-folder-xyz"])
