@@ -78,6 +78,36 @@ def tasks_dir(tmp_path: Path, old: str, new: str) -> Path:
     return folder
 
 
+def image_linked_outside(data: Path) -> None:
+    victim = sorted((data / "val2014").iterdir())[0]
+    outside = data.parent / "outside" / victim.name
+    outside.parent.mkdir()
+    victim.rename(outside)
+    victim.symlink_to(outside)
+
+
+def hf_image_path_outside(tmp_path: Path) -> Path:
+    """A jsonl dataset with the vqav2 task's columns whose one row names an image outside its folder."""
+    folder = tmp_path / "hf"
+    (folder / "images").mkdir(parents=True)
+    image = sorted((DEMO / "val2014").iterdir())[0]
+    shutil.copy(image, folder / "images" / "a.jpg")
+    shutil.copy(image, tmp_path / "outside.jpg")
+    rows = [{"question_id": number, "image": path, "image_id": number, "question": "what?", "answers": [{"answer": "x"}],
+             "answer_type": "other", "question_type": "what"} for number, path in enumerate(["images/a.jpg", "../outside.jpg"])]
+    import datasets
+
+    # A save_to_disk folder, as load_dataset on jsonl files prints progress bars even with --no-progress.
+    shown = not datasets.utils.are_progress_bars_disabled()
+    datasets.disable_progress_bars()
+    try:
+        datasets.DatasetDict({split: datasets.Dataset.from_list(rows) for split in ("train", "validation")}).save_to_disk(str(folder))
+    finally:
+        if shown:
+            datasets.enable_progress_bars()
+    return folder
+
+
 def checkpoint_without_image_tokens(tmp_path: Path) -> Path:
     from transformers import IdeficsProcessor
     from transformers.models.idefics.image_processing_pil_idefics import IdeficsImageProcessorPil
@@ -141,6 +171,9 @@ RUN_CASES = {
     "duplicate query ids": (lambda t: ["--data", str(data_copy(t, duplicate_question))], "duplicate"),
     "annotation pointing at a missing image": (lambda t: ["--data", str(data_copy(t, lambda d: sorted((d / "val2014").iterdir())[0].unlink()))], "COCO_val2014_"),
     "empty query split": (lambda t: ["--data", str(data_copy(t, empty_split))], "empty"),
+    "image file linked outside the data folder": (lambda t: ["--data", str(data_copy(t, image_linked_outside))], "through a symbolic link"),
+    "Hugging Face image path outside the data folder": (lambda t: ["--data", str(hf_image_path_outside(t))], "../outside.jpg leaves the data folder"),
+    "task prompt outside the prompts folder": (lambda t: ["--tasks-dir", str(tasks_dir(t, "prompt: vqa", "prompt: ../tasks/vqav2"))], "leaves the prompts folder"),
     "data folder that does not exist": (lambda t: ["--data", str(t / "nowhere" / "data")], "data folder not found"),
     "winoground with shots": (lambda t: ["--task", "winoground", "--shots", "0,4"], "zero-shot only"),
     "seeds with rices": (lambda t: ["--seeds", "1,2"], "--seeds applies to --selection random"),
