@@ -11,18 +11,31 @@ from .results import Result
 
 
 def summary_table(rows: Sequence[Result]) -> str:
-    """Shots down, metrics across; several seeds show mean ± std."""
-    records = []
-    for row in rows:
-        if row.selection == "random" and row.seed is not None and any(r.seed is None and r.shots == row.shots for r in rows):
-            continue  # the mean row stands for the seeds
-        record = {"task": row.task, "shots": row.shots, "selection": row.selection, "n": row.num_examples,
-                  "truncated": row.num_truncated, "skipped": row.num_skipped}
-        for name, value in row.metrics.items():
-            std = (row.metrics_std or {}).get(name)
-            record[name] = f"{value:.2f}" + (f" ± {std:.2f}" if std is not None else "")
-        records.append(record)
-    return pd.DataFrame.from_records(records).to_string(index=False)
+    """One table per task, in the order the tasks ran: shots down, that task's own metrics across
+    (tasks share no columns, so FairFace's group columns do not spill over VQA's table).
+    Several seeds show mean ± std."""
+    tables = []
+    for task in dict.fromkeys(row.task for row in rows):
+        records = [_summary_record(row) for row in rows if row.task == task and not _stood_for(row, rows)]
+        # a metric only some rows have (a group absent at one shot count) prints "-", not NaN
+        table = pd.DataFrame.from_records(records).fillna("-").to_string(index=False)
+        tables.append(f"{task}\n{table}")
+    return "\n\n".join(tables)
+
+
+def _stood_for(row: Result, rows: Sequence[Result]) -> bool:
+    """A random-selection seed row whose mean row (seed None, same task and shots) is shown instead."""
+    return row.selection == "random" and row.seed is not None and any(
+        r.seed is None and r.task == row.task and r.shots == row.shots for r in rows)
+
+
+def _summary_record(row: Result) -> dict:
+    record = {"shots": row.shots, "selection": row.selection, "n": row.num_examples, "truncated": row.num_truncated,
+              "skipped": row.num_skipped}
+    for name, value in row.metrics.items():
+        std = (row.metrics_std or {}).get(name)
+        record[name] = f"{value:.2f}" + (f" ± {std:.2f}" if std is not None else "")
+    return record
 
 
 def format_metrics(metrics: dict[str, float]) -> str:

@@ -223,3 +223,21 @@ def test_no_progress_hides_every_bar(tmp_path, capsys):
     assert code == 0 and err == ""
     code, _, err = invoke(capsys, *args, "--output-dir", str(tmp_path / "loud"), "--cache-dir", str(tmp_path / "c2"))
     assert code == 0 and "embed support" in err and "retrieve" in err
+
+
+def test_a_run_of_several_tasks_prints_one_table_per_task(tmp_path, capsys):
+    """Each task's table has that task's metrics as columns and no others, so no cell is NaN
+    (FairFace's group columns used to fill VQAv2's row with NaN in one shared table)."""
+    code, stdout, err = invoke(capsys, "run", "--task", "vqav2,fairface", "--demo", "--shots", "0", "--limit", "2",
+                               "--num-beams", "1", "--max-new-tokens", "3", "--output-dir", str(tmp_path / "out"),
+                               "--cache-dir", str(tmp_path / "cache"), "--no-progress")
+    assert code == 0, err
+    assert "NaN" not in stdout
+    metrics = {row["task"]: row["metrics"] for row in json.loads((tmp_path / "out" / "results.json").read_text())}
+    tables = stdout.split("\nresults: ")[0].split("\n\n")
+    titles = [table.splitlines()[0] for table in tables]
+    assert titles[0] == "vqav2" and sorted(titles) == sorted(metrics) and len(titles) == 4
+    for table, title in zip(tables, titles):
+        header = table.splitlines()[1].split()
+        assert header == ["shots", "selection", "n", "truncated", "skipped", *" ".join(metrics[title]).split()]
+        assert len(table.splitlines()) == 3  # the title, the header, the one zero-shot row
