@@ -266,14 +266,16 @@ def _run(config: RunConfig, p: Prepared, world: World, loaded: LoadedModel | Non
     return rows
 
 
-def run_tasks(configs: Sequence[RunConfig]) -> list[Result]:
-    """Several tasks with one model: every task is validated before the model loads, once."""
+def run_tasks(configs: Sequence[RunConfig], loaded: LoadedModel | None = None) -> list[Result]:
+    """Several tasks with one model: every task is validated before the model loads, once
+    (or, given an already-loaded model, before the first task runs)."""
     if len(configs) == 1:
-        return run(configs[0])
+        return run(configs[0], loaded=loaded)
     for config in configs:
-        prepare(config)
-    first = configs[0]
-    loaded = load_model(first.model or demo_model_name(first.demo_seed), device=current_world().device(first.device), dtype=first.dtype,
-                        demo_seed=first.demo_seed if first.demo else None, device_map=first.device_map,
-                        allow_pickle=first.allow_pickle_weights, progress=first.progress)
+        prepare(config, preloaded=loaded is not None)
+    if loaded is None:
+        first = configs[0]
+        loaded = load_model(first.model or demo_model_name(first.demo_seed), device=current_world().device(first.device),
+                            dtype=first.dtype, demo_seed=first.demo_seed if first.demo else None,
+                            device_map=first.device_map, allow_pickle=first.allow_pickle_weights, progress=first.progress)
     return [row for config in configs for row in run(config, loaded=loaded)]

@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
+import inspect
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
 import idefics_eval
+from idefics_eval import api
+from idefics_eval.cli import run as cli_run
 from idefics_eval.demo.model import build_model, build_processor
+from idefics_eval.errors import UserError
+from idefics_eval.plan import DEMO_DATA
 from idefics_eval.runner import RunConfig, run
+from idefics_eval.tasks import builtin_dir
+
+TASKS = builtin_dir("tasks")
 
 
 def test_evaluate_in_memory_model_equals_the_runner(tmp_path):
@@ -17,3 +32,121 @@ def test_evaluate_in_memory_model_equals_the_runner(tmp_path):
     for name in ("vqav2_0shot.jsonl", "vqav2_4shot.jsonl"):
         assert (tmp_path / "api" / "predictions" / name).read_text() == (tmp_path / "cli" / "predictions" / name).read_text()
     assert rows[0].config["model"]["fingerprint"] == reference[0].config["model"]["fingerprint"]
+
+
+NOT_FOR_A_LOADED_MODEL = {"model", "demo", "demo_seed", "device", "device_map", "dtype", "allow_pickle_weights"}
+SPELLED_OTHERWISE = {"task": "tasks", "no_progress": "progress"}
+
+
+def fast(**overrides) -> dict:
+    return {"limit": 2, "demo_data": True, "num_beams": 1, "max_new_tokens": 3} | overrides
+
+
+def predictions(folder: Path) -> dict[str, list[str]]:
+    return {f.name: [json.loads(line)["prediction"] for line in f.read_text().splitlines()]
+            for f in sorted((folder / "predictions").glob("*.jsonl"))}
+
+
+def test_every_run_option_is_an_evaluate_keyword():
+    """Parity with `idefics-eval run`: an option added there fails here until the API has it too, or
+    it is listed as meaningless for a model already in memory."""
+    keywords = set(inspect.signature(api.evaluate).parameters)
+    for option in cli_run.params:
+        if option.name not in NOT_FOR_A_LOADED_MODEL:
+            assert SPELLED_OTHERWISE.get(option.name, option.name) in keywords, (
+                f"run option {option.opts[0]} has no evaluate keyword; add it to idefics_eval.api.evaluate "
+                "or to NOT_FOR_A_LOADED_MODEL with the reason")
+
+
+def test_every_keyword_reaches_the_run_configuration(monkeypatch, tmp_path):
+    seen = []
+    monkeypatch.setattr(api, "run_tasks", lambda configs, loaded: seen.extend(configs) or [])
+    model, processor = build_model(0), build_processor()
+    given = {"selection": "random", "seeds": (3, 4), "rices_encoder": "openai/clip", "batch_size": "auto",
+             "num_beams": 2, "max_new_tokens": 7, "max_length": 99, "cache_dir": tmp_path / "c", "image_cache_mb": 5,
+             "image_cache_dir": tmp_path / "spill", "overwrite": True, "on_bad_example": "skip",
+             "plain_generation": True, "progress": True, "limit": 4}
+    api.evaluate(model, processor, "vqav2,fairface", shots=[0, 2], output_dir=tmp_path / "out",
+                 data={"vqav2": "/vqa"}, support_data="/support", demo_data=True, **given)
+    assert [c.task for c in seen] == ["vqav2", "fairface_gender", "fairface_race", "fairface_age"]
+    for config in seen:
+        assert {name: getattr(config, name) for name in given} == given
+        assert config.shots == (0, 2) and config.support_data == "/support" and config.model is None
+    assert (seen[0].data, seen[0].demo) == ("/vqa", False)
+    assert (seen[1].data, seen[1].demo) == (None, True)
+
+
+def test_data_for_a_task_not_evaluated_is_refused():
+    with pytest.raises(UserError, match="data names 'okvqa', which is not among the tasks"):
+        api.evaluate(build_model(0), build_processor(), ["vqav2"], data={"okvqa": "/data"})
+
+
+def test_tasks_dirs_finds_a_task_file_outside_the_package(tmp_path):
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "my_vqa.yaml").write_text((TASKS / "vqav2.yaml").read_text().replace("name: vqav2", "name: my_vqa"))
+    model, processor = build_model(0), build_processor()
+    with pytest.raises(UserError, match="unknown task 'my_vqa'"):
+        api.evaluate(model, processor, ["my_vqa"], data=str(DEMO_DATA / "vqav2"), output_dir=tmp_path / "none", **fast(demo_data=False))
+    rows = api.evaluate(model, processor, ["my_vqa"], data=str(DEMO_DATA / "vqav2"), tasks_dirs=[tasks],
+                        output_dir=tmp_path / "out", **fast(demo_data=False))
+    assert [(r.task, r.num_examples) for r in rows] == [("my_vqa", 2)]
+
+
+def test_seeds_give_one_row_per_seed_and_their_mean(tmp_path):
+    rows = api.evaluate(build_model(0), build_processor(), ["vqav2"], shots=[2], selection="random", seeds=[0, 1],
+                        output_dir=tmp_path / "out", **fast())
+    assert [(r.shots, r.seed) for r in rows] == [(2, 0), (2, 1), (2, None)]
+    assert rows[2].metrics_std is not None and rows[2].config["shots"]["seeds"] == [0, 1]
+    shots = {f.name: [json.loads(line)["shots"] for line in f.read_text().splitlines()]
+             for f in (tmp_path / "out" / "predictions").glob("*.jsonl")}
+    assert len(shots) == 2 and len({json.dumps(s) for s in shots.values()}) == 2  # the seeds drew other shots
+
+
+def test_max_new_tokens_and_max_length_change_what_is_generated(tmp_path):
+    model, processor = build_model(0), build_processor()
+    default = api.evaluate(model, processor, ["vqav2"], shots=[2], output_dir=tmp_path / "default", **fast(max_new_tokens=None))
+    short = api.evaluate(model, processor, ["vqav2"], shots=[2], output_dir=tmp_path / "short", **fast(max_new_tokens=1))
+    for long, one in zip(*(predictions(tmp_path / name)["vqav2_2shot.jsonl"] for name in ("default", "short"))):
+        assert long.startswith(one) and len(one) < len(long)  # the first token only
+    assert (default[0].config["generation"]["max_new_tokens"], short[0].config["generation"]["max_new_tokens"]) == (15, 1)
+    assert default[0].num_truncated == 0
+    cut = api.evaluate(model, processor, ["vqav2"], shots=[2], max_length=90, output_dir=tmp_path / "cut",
+                       **fast(max_new_tokens=None))
+    assert cut[0].num_truncated == 2 and cut[0].config["generation"]["max_length"] == 90  # both queries lost shots
+
+
+def test_a_model_not_where_the_cli_puts_it_gets_one_warning_line(monkeypatch, tmp_path):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the CLI's choice on this machine: float32 on CPU
+    processor = build_processor()
+    with pytest.warns(api.PlacementWarning) as caught:
+        api.evaluate(build_model(0).to(torch.float16), processor, ["vqav2"], output_dir=tmp_path / "half", **fast())
+    assert len(caught) == 1
+    message = str(caught[0].message)
+    assert "float16 on cpu" in message and "float32 on cpu" in message and "\n" not in message
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        api.evaluate(build_model(0), processor, ["vqav2"], output_dir=tmp_path / "full", **fast())
+    assert not [w for w in caught if issubclass(w.category, api.PlacementWarning)]
+
+
+def test_train_mode_and_padding_side_are_restored(tmp_path):
+    model, processor = build_model(0), build_processor()
+    model.train()
+    model.model.vision_model.eval()  # a frozen tower stays in eval mode
+    processor.tokenizer.padding_side = "right"
+    before = {name: module.training for name, module in model.named_modules()}
+    modes_seen = set()
+    model.register_forward_pre_hook(lambda module, args: modes_seen.add(module.training))
+    api.evaluate(model, processor, ["vqav2"], output_dir=tmp_path / "out", **fast())
+    assert modes_seen == {False}  # evaluated in eval mode
+    assert {name: module.training for name, module in model.named_modules()} == before
+    assert processor.tokenizer.padding_side == "right"
+
+    def fail(module, args):
+        raise RuntimeError("out of memory")
+
+    model.register_forward_pre_hook(fail)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        api.evaluate(model, processor, ["vqav2"], output_dir=tmp_path / "failed", **fast())
+    assert {name: module.training for name, module in model.named_modules()} == before
