@@ -243,12 +243,15 @@ def sweep(**options) -> None:
 @click.option("--resamples", default=1000, show_default=True, help="Bootstrap resamples.")
 @click.option("--bootstrap-seed", default=0, show_default=True)
 @click.option("--tasks-dir", "tasks_dirs", multiple=True, type=click.Path(path_type=Path))
+@click.option("--allow-partial", is_flag=True,
+              help="Card layout: export rows of --limit runs, the bundled demo data or skipped queries, marked as partial.")
 def export(results: tuple[Path, ...], fmt: str, output: Path | None, layout: str, selection: str, decimals: int, no_ci: bool,
-           resamples: int, bootstrap_seed: int, tasks_dirs: tuple[Path, ...]) -> None:
+           resamples: int, bootstrap_seed: int, tasks_dirs: tuple[Path, ...], allow_partial: bool) -> None:
     """Export results folders as the model card's table or a long table with intervals."""
     from .export import export as export_table
 
-    text = export_table(list(results), fmt, layout, selection, decimals, not no_ci, resamples, bootstrap_seed, tuple(tasks_dirs))
+    text = export_table(list(results), fmt, layout, selection, decimals, not no_ci, resamples, bootstrap_seed, tuple(tasks_dirs),
+                        allow_partial)
     _write_or_print(text, output)
 
 
@@ -290,21 +293,28 @@ def compare(runs: tuple[Path, ...], reference: str | None, all_metrics: bool, fm
     if reference is not None:
         if len(runs) != 1:
             raise UserError(f"--reference compares one run, {len(runs)} given")
-        records, notes = compare_reference(runs[0], reference, not no_ci, resamples, bootstrap_seed, tuple(tasks_dirs))
+        comparison = compare_reference(runs[0], reference, not no_ci, resamples, bootstrap_seed, tuple(tasks_dirs))
         header, title = REFERENCE_HEADER, f"{runs[0]} against the model card's {reference}"
     else:
         if len(runs) != 2:
             raise UserError(f"give two runs to compare (RUN_A RUN_B), or one with --reference; {len(runs)} given")
-        records, notes = compare_runs(runs[0], runs[1], all_metrics, resamples, bootstrap_seed, tuple(tasks_dirs))
+        comparison = compare_runs(runs[0], runs[1], all_metrics, resamples, bootstrap_seed, tuple(tasks_dirs))
         header, title = PAIRED_HEADER, f"A = {runs[0]}, B = {runs[1]}; paired bootstrap, 95% interval of B - A"
+    differ = f"A and B differ in: {'; '.join(comparison.differences)}" if comparison.differences else None
+    warning = f"warning: {comparison.warning}" if comparison.warning else None
     if fmt == "csv":
-        text = to_csv(records, header)
+        text = to_csv(comparison.records, header)
     elif fmt == "json":
-        text = to_json(records)
-    else:
-        text = f"{title}\n\n" + to_markdown(records, header, left=("model", "task", "selection", "metric", "excludes 0"), decimals=2)
+        text = to_json(comparison.records)
+    else:  # what makes the numbers incomparable comes before them
+        lines = [title, *filter(None, (differ, warning))]
+        text = "\n".join(lines) + "\n\n" + to_markdown(comparison.records, header, left=("model", "task", "selection", "metric",
+                                                                                         "excludes 0"), decimals=2)
+    if fmt != "markdown" or output is not None:  # the table's file holds no prose: say it where a person reads
+        for line in filter(None, (differ, warning)):
+            click.echo(line, err=True)
     _write_or_print(text, output)
-    for note in notes:
+    for note in comparison.notes:
         click.echo(f"note: {note}", err=True)
 
 

@@ -8,6 +8,10 @@ Two layouts:
   card as printed: "-" where a task was not run at that shot count, values with `decimals`
   decimals, Winoground as "group (text/image)". CSV and JSON are for programs: one raw number per
   cell, empty (null) where not run, Winoground's three scores in three columns.
+  The card puts numbers side by side, so it refuses what would mislead there (comparability.py):
+  a model's cells made with different settings or n, and partial cells (--limit, the bundled demo
+  data, skipped queries) unless `allow_partial`, which marks them (PARTIAL_MARK and a footnote in
+  markdown, the `Partial` column in CSV and JSON).
 * `long`: one row per model x task x shots x selection x seed x metric, with the 95% bootstrap
   interval (idefics_eval/bootstrap.py), the number of queries and a hash of the row's configuration.
 
@@ -26,6 +30,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .comparability import PARTIAL_SETTINGS, differences, partial
 from .errors import UserError
 from .results import Result, read_results
 
@@ -62,8 +67,10 @@ NUMERIC_COLUMNS = tuple(
     for part in ([CardColumn(f"Winoground ({score} score)", column.task, score) for score in WINOGROUND_SCORES]
                  if column.task == "winoground" else [column])
 )
-NUMERIC_HEADER = ("Model", "Shots", *(column.title for column in NUMERIC_COLUMNS))
+PARTIAL_COLUMN = "Partial"  # CSV and JSON: the row's partial cells and why (--allow-partial), empty when none
+NUMERIC_HEADER = ("Model", "Shots", *(column.title for column in NUMERIC_COLUMNS), PARTIAL_COLUMN)
 NOT_RUN = "-"
+PARTIAL_MARK = "†"  # markdown: after a partial cell's number, explained in a footnote under the table
 
 LONG_HEADER = ("model", "task", "shots", "selection", "seed", "metric", "value", "ci_low", "ci_high", "n", "std",
                "config_hash", "results")
@@ -147,24 +154,58 @@ def _number(value: float | None, decimals: int) -> str:
     return NOT_RUN if value is None or math.isnan(value) else f"{value:.{decimals}f}"
 
 
-def card_records(entries: Sequence[Entry], selection: str = "rices", decimals: int = 1, numbers: bool = False) -> list[dict]:
+def card_records(entries: Sequence[Entry], selection: str = "rices", decimals: int = 1, numbers: bool = False,
+                 allow_partial: bool = False) -> list[dict]:
     """The card's rows: {column title: text}; with `numbers`, {NUMERIC_HEADER title: raw number,
-    None where not run}."""
+    None where not run}. Each row's PARTIAL_COLUMN names its partial cells (None when there are none);
+    in text, a partial cell's number carries PARTIAL_MARK."""
     records = []
     for model, cells in reported_entries(entries, selection).items():
-        shots = sorted({k for (task, k) in cells if task in CARD_BY_TASK})
-        for k in shots:
+        cells = {key: entry for key, entry in cells.items() if key[0] in CARD_BY_TASK}
+        check_comparable(model, cells)
+        partial_cells = {key: found for key, entry in cells.items() if (found := partial(entry.row))}
+        if partial_cells and not allow_partial:
+            (task, k), found = next(iter(partial_cells.items()))
+            more = f" (and {len(partial_cells) - 1} more cells)" if len(partial_cells) > 1 else ""
+            raise UserError(f"{model} {task} {k}-shot is partial ({found}){more}: the card is for full runs; rerun on the "
+                            "full data (without --limit, with --data), or pass --allow-partial to export it marked")
+        for k in sorted({k for (_, k) in cells}):
             record: dict = {"Model": model, "Shots": k}
             for column in NUMERIC_COLUMNS if numbers else CARD_COLUMNS:
                 entry = cells.get((column.task, k))
                 metrics = entry.row.metrics if entry else {}
-                record[column.title] = metrics.get(column.metric) if numbers else _card_text(column, metrics, decimals)
+                mark = PARTIAL_MARK if (column.task, k) in partial_cells else ""
+                record[column.title] = metrics.get(column.metric) if numbers else _card_text(column, metrics, decimals) + mark
+            marked = [f"{task} ({found})" for (task, shots), found in partial_cells.items() if shots == k]
+            record[PARTIAL_COLUMN] = "; ".join(marked) or None
             records.append(record)
     if not records:
-        tasks = sorted({e.row.task for e in entries})
-        raise UserError(f"none of the tasks run ({', '.join(tasks)}) with --selection {selection} is a column of the model "
-                        "card; use --layout long")
+        raise _nothing_for_the_card(entries, selection)
     return records
+
+
+def check_comparable(model: str, cells: dict[tuple[str, int], Entry]) -> None:
+    """One model's card cells were made alike: every cell of a task with the same settings and n as
+    the task's first, and every cell with the run-wide settings of the model's first (dtype, data,
+    encoder, ...). Partial cells are not a mix (they are refused or marked instead)."""
+    first_of_task: dict[str, Entry] = {}
+    for (task, shots), entry in sorted(cells.items(), key=lambda item: item[0][1]):
+        for other in (first_of_task.setdefault(task, entry), next(iter(first_of_task.values()))):
+            found = differences(other.row, entry.row, ignore=PARTIAL_SETTINGS)
+            if found:
+                raise UserError(f"{model}: {other.row.task} {other.row.shots}-shot and {task} {shots}-shot differ in "
+                                f"{', '.join(found)}, so the card would mix them; rerun them with the same settings, or "
+                                "use --layout long (a line per row, with its n and config hash)")
+
+
+def _nothing_for_the_card(entries: Sequence[Entry], selection: str) -> UserError:
+    card_tasks = sorted({e.row.task for e in entries if e.row.task in CARD_BY_TASK})
+    others = sorted({e.row.selection for e in entries if e.row.task in CARD_BY_TASK} - {selection})
+    if card_tasks and others:
+        return UserError(f"the card's tasks here ({', '.join(card_tasks)}) have --selection {others[0]} rows only, and the card "
+                         f"layout reports --selection {selection} rows; export with --selection {others[0]}")
+    tasks = sorted({e.row.task for e in entries})
+    return UserError(f"none of the tasks run ({', '.join(tasks)}) is a column of the model card; use --layout long")
 
 
 def _card_text(column: CardColumn, metrics: dict[str, float], decimals: int) -> str:
@@ -174,6 +215,13 @@ def _card_text(column: CardColumn, metrics: dict[str, float], decimals: int) -> 
         group, text, image = (_number(metrics.get(score), decimals) for score in WINOGROUND_SCORES)
         return f"{group} ({text}/{image})"
     return _number(metrics[column.metric], decimals)
+
+
+def _footnotes(records: Sequence[dict]) -> str:
+    """The markdown's explanation of its PARTIAL_MARKs: a line per card row with partial cells."""
+    lines = [f"{PARTIAL_MARK} partial, not comparable with full runs: {r['Model']} {r['Shots']}-shot {r[PARTIAL_COLUMN]}"
+             for r in records if r[PARTIAL_COLUMN]]
+    return "".join(f"\n{line}" for line in lines) + ("\n" if lines else "")
 
 
 def long_records(entries: Sequence[Entry], intervals: bool = True, resamples: int = 1000, seed: int = 0,
@@ -251,16 +299,17 @@ def to_json(records: Sequence[dict]) -> str:
 
 
 def export(folders: Sequence[Path], fmt: str, layout: str = "card", selection: str = "rices", decimals: int = 1,
-           intervals: bool = True, resamples: int = 1000, seed: int = 0, tasks_dirs: tuple[Path, ...] = ()) -> str:
+           intervals: bool = True, resamples: int = 1000, seed: int = 0, tasks_dirs: tuple[Path, ...] = (),
+           allow_partial: bool = False) -> str:
     """The text of the exported table."""
     entries = load_entries(folders)
     if layout == "card":
-        records = card_records(entries, selection, decimals, numbers=fmt in ("json", "csv"))
+        records = card_records(entries, selection, decimals, numbers=fmt in ("json", "csv"), allow_partial=allow_partial)
         if fmt == "json":
             return to_json(records)
         if fmt == "csv":
             return to_csv(records, NUMERIC_HEADER)
-        return to_markdown(records, CARD_HEADER, left=("Model",), blank_repeats=("Model",))
+        return to_markdown(records, CARD_HEADER, left=("Model",), blank_repeats=("Model",)) + _footnotes(records)
     records = long_records(entries, intervals, resamples, seed, tasks_dirs)
     if fmt == "json":
         return to_json(records)

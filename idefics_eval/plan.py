@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import formats
+from .comparability import BUNDLED
 from .engine import STOP_WORDS, GenerationSettings
 from .errors import UserError
 from .examples import ExampleSet
@@ -18,7 +19,7 @@ from .prompts import PromptTemplate, load_template
 from .results import read_results
 from .tasks import TaskSpec, load_task
 
-DEMO_DATA = Path(__file__).resolve().parent / "demo" / "data"
+DEMO_DATA = BUNDLED
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class Prepared:
     all_queries_fingerprint: str
     data: str | None
     generation: GenerationSettings
+    num_queries: int  # the query split's size before --limit: what a full run scores
 
 
 def demo_data(spec: TaskSpec) -> str:
@@ -116,7 +118,7 @@ def prepare(config: RunConfig, preloaded: bool = False) -> Prepared:
     support = _load_support(config, spec, data)
     if not queries.examples:
         raise UserError(f"the query split {queries.name} from {queries.source} is empty")
-    all_queries_fingerprint = queries.fingerprint
+    all_queries_fingerprint, num_queries = queries.fingerprint, len(queries.examples)
     if config.limit is not None:
         queries = ExampleSet(queries.name, queries.source, queries.examples[: config.limit])
     refuse_undefined(metric, queries.examples, queries.name)
@@ -132,7 +134,7 @@ def prepare(config: RunConfig, preloaded: bool = False) -> Prepared:
         first_line=spec.generation.first_line,
         strip_quotes=spec.generation.strip_quotes,
     )
-    return Prepared(config, spec, template, metric, support, queries, all_queries_fingerprint, data, generation)
+    return Prepared(config, spec, template, metric, support, queries, all_queries_fingerprint, data, generation, num_queries)
 
 
 def _check_run_folder(folder: Path) -> None:

@@ -21,6 +21,7 @@ from .export import CARD_BY_TASK, Entry, headline_metric
 PANEL = (4.2, 3.3)  # inches per panel
 LEGEND_ROW = 0.3  # inches per row of legend entries
 LEGEND_CHARACTER, LEGEND_HANDLE = 0.09, 0.8  # inches per character of an entry (10 pt), and for its line sample
+TITLE_POINTS, TITLE_CHARACTER = 13, 0.6  # the figure title's size, and a character's width in ems
 DPI = 150
 MAX_COLUMNS = 4
 
@@ -66,6 +67,14 @@ def panel_title(task: str) -> tuple[str, str]:
     return name, unit[:-1]
 
 
+def wrap_title(title: str, width: float) -> str:
+    """`title` with each line wrapped to `width` inches, so that a long note stays inside the figure."""
+    import textwrap
+
+    characters = max(20, int(width * 72 / (TITLE_POINTS * TITLE_CHARACTER)))
+    return "\n".join(textwrap.fill(line, characters, break_on_hyphens=False) for line in title.splitlines())
+
+
 def _axes(panels: int, legend_labels: Sequence[str], title: str):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -74,7 +83,7 @@ def _axes(panels: int, legend_labels: Sequence[str], title: str):
     figure = Figure(figsize=figure_size(panels, legend_labels), dpi=DPI, layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.subplots(rows, columns, squeeze=False)
-    figure.suptitle(title, fontsize=13)
+    figure.suptitle(wrap_title(title, columns * PANEL[0]), fontsize=TITLE_POINTS)
     flat = list(axes.flat)
     for unused in flat[panels:]:
         unused.set_visible(False)
@@ -234,11 +243,36 @@ def reference_series(reference: str, metrics: dict[str, str]) -> list[Series]:
 def plot_results(folders: Sequence[Path], output_dir: Path, references: Sequence[str] = (), selection: str = "rices",
                  intervals: bool = False, resamples: int = 1000, seed: int = 0, tasks_dirs: tuple[Path, ...] = ()) -> list[Path]:
     """Write `shot_scaling.png` for the results folders into `output_dir`; return the files written."""
+    figure = results_figure(folders, references, selection, intervals, resamples, seed, tasks_dirs)
+    return [save(figure, Path(output_dir) / "shot_scaling.png")]
+
+
+def results_figure(folders: Sequence[Path], references: Sequence[str] = (), selection: str = "rices", intervals: bool = False,
+                   resamples: int = 1000, seed: int = 0, tasks_dirs: tuple[Path, ...] = ()):
+    """The shot-scaling figure of results folders, with the model card's curves of `references`; its
+    title says when the runs' rows are partial, so not comparable with the card's."""
     from .export import load_entries
 
-    series, metrics = shot_scaling_series(load_entries(folders), selection, intervals, resamples, seed, tasks_dirs)
+    entries = load_entries(folders)
+    series, metrics = shot_scaling_series(entries, selection, intervals, resamples, seed, tasks_dirs)
     if not metrics:
         raise UserError(f"no {selection} results to plot in {', '.join(map(str, folders))}")
+    title = "Shot scaling"
     for reference in references:
         series += reference_series(reference, metrics)
-    return [save(shot_scaling_figure(series, metrics), Path(output_dir) / "shot_scaling.png")]
+    if references and (below := below_reference(entries, selection)):
+        title += f"\npartial, n below the model card's full splits: {below}"
+    return shot_scaling_figure(series, metrics, title)
+
+
+def below_reference(entries: Sequence[Entry], selection: str) -> str:
+    """Why the plotted rows are partial, per model ("m (--limit 8, bundled demo data)"), or ""."""
+    from .comparability import partial
+    from .export import reported_entries
+
+    found: dict[str, dict[str, None]] = {}
+    for model, cells in reported_entries(entries, selection).items():
+        for entry in cells.values():
+            if (reason := partial(entry.row)) is not None:
+                found.setdefault(model, {}).update(dict.fromkeys(reason.reasons))
+    return "; ".join(f"{model} ({', '.join(reasons)})" for model, reasons in found.items())

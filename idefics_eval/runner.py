@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from .comparability import bundled_data
 from .distributed import World, world as current_world
 from .engine import AUTO_BATCH_OFF_GPU, Generator, generate_all, longest_first, resolve_batch_size
 from .errors import UserError
@@ -185,6 +186,14 @@ def _zero_shot_selection(config: RunConfig) -> dict:
     return {"selection": config.selection, "seed": None} | seeds
 
 
+def _scope(p: Prepared) -> dict:
+    """What a row records beside its identity so that reports can tell comparable numbers apart
+    (idefics_eval/comparability.py): the full split's size, the bundled data, the options given."""
+    options = {"num_beams": p.config.num_beams, "max_new_tokens": p.config.max_new_tokens, "max_length": p.config.max_length}
+    return {"num_queries": p.num_queries, "demo_data": bundled_data(p.queries.source), "request": p.spec.request,
+            "generation_options": {name: value for name, value in options.items() if value is not None}}
+
+
 def run(config: RunConfig, loaded: LoadedModel | None = None) -> list[Result]:
     """Evaluate one task at every requested shot count; write predictions and results.json.
 
@@ -254,7 +263,7 @@ def _run(config: RunConfig, p: Prepared, world: World, loaded: LoadedModel | Non
                     config=identity | {"shots": files_identity or _zero_shot_selection(config),
                                        "limit": config.limit, "processes": world.size, "batch_size": batch_size,
                                        "plain_generation": config.plain_generation,
-                                       "versions": package_versions(), "command": sys.argv},
+                                       "versions": package_versions(), "command": sys.argv} | _scope(p),
                 )
             )
     if not world.is_main:

@@ -3,7 +3,8 @@
 `table_run` writes results.json rows with chosen metric values and no predictions (enough for the
 card layout and plots); `scored_run` writes real predictions files for a task's bundled demo queries,
 scored by the task's metric, with rows exactly as the runner records them (data source, query
-fingerprint, limit, model), so that intervals and paired comparisons can be computed from them.
+fingerprint, limit, split size, generation settings, selection, model), so that intervals, paired
+comparisons and the comparability checks can be computed from them.
 """
 
 from __future__ import annotations
@@ -26,10 +27,12 @@ def _config(model: str, fingerprint: str, task: str, **extra) -> dict:
             "command": ["idefics-eval", "run", "--task", task]} | extra
 
 
-def table_run(folder: Path, model: str, cells: Mapping[tuple[str, int], Mapping[str, float]], fingerprint: str = "f" * 16) -> Path:
-    """A results folder whose rows carry `cells[(task, shots)]` as their metrics."""
-    rows = [Result(task=task, shots=shots, selection="rices", seed=None, metrics=dict(metrics), num_examples=100,
-                   num_truncated=0, predictions=None, config=_config(model, fingerprint, task))
+def table_run(folder: Path, model: str, cells: Mapping[tuple[str, int], Mapping[str, float]], fingerprint: str = "f" * 16,
+              num_examples: int = 100, **settings) -> Path:
+    """A results folder whose rows carry `cells[(task, shots)]` as their metrics, and `settings` in
+    their config (generation={...}, limit=8, ...)."""
+    rows = [Result(task=task, shots=shots, selection="rices", seed=None, metrics=dict(metrics), num_examples=num_examples,
+                   num_truncated=0, predictions=None, config=_config(model, fingerprint, task, **settings))
             for (task, shots), metrics in cells.items()]
     merge_results(folder / "results.json", rows)
     return folder
@@ -41,9 +44,11 @@ def demo_queries(task: str) -> list[Example]:
 
 
 def scored_run(folder: Path, model: str, task: str, answers: Mapping[int, Callable[[int, Example], Prediction]],
-               limit: int | None = None, fingerprint: str = "f" * 16) -> Path:
+               limit: int | None = None, fingerprint: str = "f" * 16, selection: str = "rices", seed: int | None = None,
+               num_beams: int | None = None) -> Path:
     """Predictions for the first `limit` demo queries of `task` at each shot count of `answers`
-    (`answers[shots](i, example)` makes query i's prediction), scored, with their results rows."""
+    (`answers[shots](i, example)` makes query i's prediction), scored, with their results rows;
+    `selection` and `seed` name the shots' selection, `num_beams` is a --num-beams given."""
     spec = load_task(task)
     split = formats.load_split(spec, spec.query_split, demo_data(spec))
     examples = list(split.examples[:limit] if limit else split.examples)
@@ -52,13 +57,18 @@ def scored_run(folder: Path, model: str, task: str, answers: Mapping[int, Callab
     for shots, answer in answers.items():
         predictions = [answer(i, example) for i, example in enumerate(examples)]
         predictions = [replace(p, score=metric.score(p, e)) for p, e in zip(predictions, examples)]
-        path = prediction_file(folder, task, shots, None)
+        row_seed = seed if shots > 0 else None  # zero-shot is evaluated once for every seed, as the runner does
+        path = prediction_file(folder, task, shots, row_seed)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("".join(p.to_json() + "\n" for p in predictions))
         data = {"source": split.source, "query_split": split.name, "query_fingerprint": split.fingerprint}
-        rows.append(Result(task=task, shots=shots, selection="rices", seed=None, metrics=metric.aggregate(predictions, examples),
-                           num_examples=len(examples), num_truncated=0, predictions=str(prediction_file(Path("."), task, shots, None)),
-                           config=_config(model, fingerprint, task, data=data, limit=limit)))
+        generation = {"max_new_tokens": spec.generation.max_new_tokens, "num_beams": num_beams or spec.generation.num_beams}
+        config = _config(model, fingerprint, task, data=data, limit=limit, generation=generation, num_queries=len(split.examples),
+                         demo_data=True, request=spec.request, shots={"selection": selection, "seed": row_seed},
+                         generation_options={"num_beams": num_beams} if num_beams else {})
+        rows.append(Result(task=task, shots=shots, selection=selection, seed=row_seed, metrics=metric.aggregate(predictions, examples),
+                           num_examples=len(examples), num_truncated=0, predictions=str(prediction_file(Path("."), task, shots, row_seed)),
+                           config=config))
     merge_results(folder / "results.json", rows)
     return folder
 

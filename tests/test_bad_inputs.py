@@ -288,6 +288,14 @@ def test_export_of_a_folder_without_results(previous, tmp_path, capsys):
     assert_clean_refusal(code, err, "results.json", previous, before)
 
 
+def test_export_of_a_limited_demo_run_to_the_card(previous, tmp_path, capsys):
+    """The runner's own rows say they are partial: --limit 2 of the bundled data's 32 queries."""
+    before = (previous / "results.json").read_bytes()
+    code, err = invoke(capsys, "export", str(previous), "--format", "csv", "-o", str(tmp_path / "card.csv"))
+    assert_clean_refusal(code, err, "vqav2 0-shot is partial (n=2 of 32: --limit 2, bundled demo data)", previous, before)
+    assert "--allow-partial" in err and not (tmp_path / "card.csv").exists()
+
+
 def test_corrupt_image_stops_naming_query_and_path_or_is_skipped_and_counted(tmp_path, capsys):
     data = data_copy(tmp_path)
     victim = sorted((data / "val2014").iterdir())[0]

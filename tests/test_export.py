@@ -26,8 +26,10 @@ CARD_9B = """
 | | 16 | 57.2 | 49.0 | 28.1 | 45.0 | 68.0 | 99.6 | 87.2 | 65.0 | - | - | 52.5 | - | 66.0 | - |
 | | 32 | 57.9 | 50.4 | 28.2 | 45.9 | 69.7 | 101.5 | 88.6 | 66.0 | - | - | 53.1 | - | 63.4 | - |
 """
-# CSV and JSON: the same columns, Winoground's three scores apart (one number per cell).
-NUMERIC_COLUMNS = [*CARD_COLUMNS[:-1], "Winoground (group score)", "Winoground (text score)", "Winoground (image score)"]
+# CSV and JSON: the same columns, Winoground's three scores apart (one number per cell), and the
+# row's partial cells (--allow-partial) in a text column of their own.
+NUMERIC_COLUMNS = [*CARD_COLUMNS[:-1], "Winoground (group score)", "Winoground (text score)", "Winoground (image score)",
+                   "Partial"]
 METRICS = {"vqav2": "vqa_accuracy", "okvqa": "vqa_accuracy", "textvqa": "textvqa_accuracy", "vizwiz": "vizwiz_accuracy",
            "textcaps": "cider", "coco": "cider", "nocaps": "cider", "flickr30k": "cider", "imagenet": "accuracy",
            "visdial": "ndcg", "hatefulmemes": "roc_auc", "scienceqa": "accuracy", "renderedsst2": "accuracy"}
@@ -141,3 +143,69 @@ def test_cli_export_writes_the_file_and_refuses_a_folder_without_results(tmp_pat
         main(["export", str(run), str(tmp_path / "empty")])
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and "holds no results.json" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_limited_run_is_refused_without_allow_partial_and_marked_with_it(tmp_path, capsys):
+    import pandas as pd
+
+    run = scored_run(tmp_path / "run", "m", "vqav2", {0: vqa_answers(lambda i: i % 2 == 0), 4: vqa_answers(lambda i: True)}, limit=8)
+    with pytest.raises(SystemExit) as exit_:
+        main(["export", str(run)])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and len(err.strip().splitlines()) == 1
+    assert "m vqav2 0-shot is partial (n=8 of 32: --limit 8, bundled demo data) (and 1 more cells)" in err
+    assert "--allow-partial" in err
+
+    table = export([run], "markdown", allow_partial=True).splitlines()
+    rows = [dict(zip(CARD_COLUMNS, cells(line))) for line in table[2:4]]
+    assert [r["VQAv2 (OE VQA acc)"] for r in rows] == ["50.0\u2020", "100.0\u2020"]
+    assert table[5:] == [f"\u2020 partial, not comparable with full runs: m {k}-shot vqav2 (n=8 of 32: --limit 8, bundled demo data)"
+                         for k in (0, 4)]
+    frame = pd.read_csv(io.StringIO(export([run], "csv", allow_partial=True)))
+    assert str(frame["VQAv2 (OE VQA acc)"].dtype) == "float64" and frame["VQAv2 (OE VQA acc)"].tolist() == [50.0, 100.0]
+    assert frame["Partial"].tolist() == ["vqav2 (n=8 of 32: --limit 8, bundled demo data)"] * 2
+    records = json.loads(export([run], "json", allow_partial=True))
+    assert [r["Partial"] for r in records] == ["vqav2 (n=8 of 32: --limit 8, bundled demo data)"] * 2
+    full = table_run(tmp_path / "full", "full", {("vqav2", 0): {"vqa_accuracy": 50.0}})
+    assert json.loads(export([full], "json"))[0]["Partial"] is None
+
+
+@pytest.mark.parametrize("first, second, message", [
+    ({"generation": {"num_beams": 3}}, {"generation": {"num_beams": 1}}, "vqav2 0-shot and vqav2 4-shot differ in num_beams 3 vs 1"),
+    ({"num_examples": 100}, {"num_examples": 50}, "vqav2 0-shot and vqav2 4-shot differ in n 100 vs 50"),
+    ({"plain_generation": False}, {"plain_generation": True}, "vqav2 0-shot and vqav2 4-shot differ in plain_generation no vs yes"),
+])
+def test_a_models_cells_made_with_different_settings_are_refused(tmp_path, capsys, first, second, message):
+    a = table_run(tmp_path / "a", "m", {("vqav2", 0): {"vqa_accuracy": 50.0}}, **first)
+    b = table_run(tmp_path / "b", "m", {("vqav2", 4): {"vqa_accuracy": 55.0}}, **second)
+    with pytest.raises(SystemExit) as exit_:
+        main(["export", str(a), str(b), "--allow-partial"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and len(err.strip().splitlines()) == 1
+    assert f"error: m: {message}" in err and "rerun them with the same settings" in err
+
+
+def test_tasks_differ_only_in_what_is_not_their_own(tmp_path, capsys):
+    """Tasks have their own defaults (coco 20 new tokens, vqav2 15): those never count as a mix, an
+    option given to one task's run and not the other's does."""
+    vqa = table_run(tmp_path / "vqa", "m", {("vqav2", 0): {"vqa_accuracy": 50.0}}, num_examples=30,
+                    generation={"max_new_tokens": 15}, generation_options={})
+    coco = table_run(tmp_path / "coco", "m", {("coco", 0): {"cider": 80.0}}, generation={"max_new_tokens": 20}, generation_options={})
+    (record,) = json.loads(export([vqa, coco], "json"))
+    assert (record["VQAv2 (OE VQA acc)"], record["Coco (CIDEr)"]) == (50.0, 80.0)
+    greedy = table_run(tmp_path / "greedy", "m", {("coco", 0): {"cider": 80.0}}, generation={"num_beams": 1},
+                       generation_options={"num_beams": 1})
+    with pytest.raises(SystemExit):
+        main(["export", str(vqa), str(greedy)])
+    assert "differ in generation options the task's defaults vs --num-beams 1" in capsys.readouterr().err
+
+
+def test_a_random_shot_run_is_pointed_to_its_selection(tmp_path, capsys):
+    run = scored_run(tmp_path / "run", "m", "vqav2", {0: vqa_answers(lambda i: True), 4: vqa_answers(lambda i: i < 4)}, limit=8,
+                     selection="random", seed=0)
+    with pytest.raises(SystemExit):
+        main(["export", str(run)])
+    err = capsys.readouterr().err
+    assert "have --selection random rows only" in err and "export with --selection random" in err and "--layout long" not in err
+    records = json.loads(export([run], "json", selection="random", allow_partial=True))
+    assert [(r["Shots"], r["VQAv2 (OE VQA acc)"]) for r in records] == [(0, 100.0), (4, 50.0)]

@@ -8,7 +8,7 @@ from reporting_runs import scored_run, table_run, vqa_answers
 
 from idefics_eval.cli import main
 from idefics_eval.export import load_entries
-from idefics_eval.plots import DPI, figure_size, reference_series, shot_scaling_figure, shot_scaling_series
+from idefics_eval.plots import DPI, figure_size, reference_series, results_figure, shot_scaling_figure, shot_scaling_series
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -75,3 +75,12 @@ def test_the_sweep_plot_has_a_panel_per_task_and_one_for_the_selection_score(tmp
              for shots in (0, 4)]
     path = plot_sweep(checkpoints, table, selection_scores(table), checkpoints[1], "mean-normalised", tmp_path / "sweep.png")
     assert png_size(path) == tuple(int(v * DPI) for v in figure_size(3, ["0-shot", "4-shot", "best: late", "mean-normalised"]))
+
+
+def test_the_published_curve_beside_a_limited_run_says_it_is_partial(tmp_path):
+    run = scored_run(tmp_path / "run", "m", "vqav2", {0: vqa_answers(lambda i: i % 2 == 0)}, limit=8)
+    title = results_figure([run], ["idefics-9b"]).get_suptitle()
+    assert " ".join(title.split()) == "Shot scaling partial, n below the model card's full splits: m (--limit 8, bundled demo data)"
+    assert results_figure([run]).get_suptitle() == "Shot scaling"  # nothing to compare it with
+    full = table_run(tmp_path / "full", "m", {("vqav2", 0): {"vqa_accuracy": 50.0}})
+    assert results_figure([full], ["idefics-9b"]).get_suptitle() == "Shot scaling"

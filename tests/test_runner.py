@@ -32,6 +32,10 @@ def test_random_selection_over_seeds_reports_mean_and_std(tmp_path):
     values = [r.metrics["vqa_accuracy"] for r in per_seed]
     assert mean.metrics["vqa_accuracy"] == pytest.approx(sum(values) / 3)
     assert mean.metrics_std is not None and mean.config["shots"]["seeds"] == [0, 1, 2]
+    # what the reports need to tell comparable rows apart (idefics_eval/comparability.py)
+    recorded = {key: per_seed[0].config[key] for key in ("limit", "num_queries", "demo_data", "request", "generation_options")}
+    assert recorded == {"limit": 4, "num_queries": 32, "demo_data": True, "request": "generate",
+                        "generation_options": {"num_beams": 1, "max_new_tokens": 5}}
     shots = {seed: [line["shots"] for line in lines(tmp_path / "out" / "predictions" / f"vqav2_4shot_seed{seed}.jsonl")]
              for seed in (0, 1, 2)}
     assert shots[0] != shots[1] != shots[2]
@@ -58,7 +62,7 @@ def test_random_zero_shot_is_evaluated_once_for_all_seeds(tmp_path, monkeypatch)
     assert len(json.loads((tmp_path / "out" / "results.json").read_text())) == 5
     exported = json.loads(export([tmp_path / "out"], "json", "long", intervals=False))
     assert [(r["seed"], r["std"]) for r in exported if r["shots"] == 0 and r["metric"] == "vqa_accuracy"] == [(None, 0.0)]
-    paired, _ = compare_runs(tmp_path / "out", tmp_path / "out", resamples=10)
+    paired = compare_runs(tmp_path / "out", tmp_path / "out", resamples=10).records
     assert [(r["shots"], r["seed"]) for r in paired] == [(0, None), (4, 1), (4, 2), (4, 3)]
 
 

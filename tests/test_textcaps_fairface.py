@@ -55,7 +55,7 @@ def test_demo_run_and_rescore(task, tmp_path):
             assert groups == {"accuracy/gender", "accuracy/race", "accuracy/age"}
             assert {"spread/gender", "spread/race", "spread/age"} <= set(row.metrics)
     if task == "textcaps":
-        card = list(csv.DictReader(io.StringIO(export([tmp_path / "out"], "csv"))))
+        card = list(csv.DictReader(io.StringIO(export([tmp_path / "out"], "csv", allow_partial=True))))  # --limit 6
         assert list(card[0]) == list(NUMERIC_HEADER) and [r["Shots"] for r in card] == ["0", "4"]
         assert all(float(r["TextCaps (CIDEr)"]) >= 0 and r["Coco (CIDEr)"] == "" for r in card)
         assert CARD_HEADER.index("TextCaps (CIDEr)") == CARD_HEADER.index("VizWiz (OE VQA acc)") + 1
