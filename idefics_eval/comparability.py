@@ -81,7 +81,8 @@ def settings(row: Result) -> dict[str, str]:
         found["queries"] = f"{data['query_split']}{_short(data.get('query_fingerprint'))}"
     found["demo data"] = is_demo_data(row)
     if "limit" in config:
-        found["limit"] = config["limit"] if config["limit"] is not None else FULL
+        limit, total = config["limit"], config.get("num_queries")
+        found["limit"] = FULL if limit is None or (total is not None and limit >= total) else limit
     generation = dict(config.get("generation", {}))
     if config.get("request", "generate") != "generate":
         generation = {k: v for k, v in generation.items() if k not in GENERATION_ONLY}

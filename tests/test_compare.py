@@ -66,6 +66,8 @@ def test_every_differing_setting_is_listed_before_the_numbers(tmp_path, capsys):
     greedy = scored_run(tmp_path / "greedy", "m", "vqav2", {0: vqa_answers(lambda i: i < 8)}, limit=8, num_beams=1)
     beams = scored_run(tmp_path / "beams", "m", "vqav2", {0: vqa_answers(lambda i: i < 16)})
     assert compare_runs(greedy, beams, resamples=50).differences == ["n 8 vs 32", "limit 8 vs full", "num_beams 1 vs 3"]
+    whole = scored_run(tmp_path / "whole", "m", "vqav2", {0: vqa_answers(lambda i: i < 16)}, limit=100)  # 32 queries: all
+    assert compare_runs(whole, beams, resamples=50).differences == []
     main(["compare", str(greedy), str(beams), "--resamples", "50", "--format", "csv"])
     captured = capsys.readouterr()
     assert captured.err.splitlines() == ["A and B differ in: n 8 vs 32; limit 8 vs full; num_beams 1 vs 3"]
