@@ -13,7 +13,8 @@ Two layouts:
   data, skipped queries) unless `allow_partial`, which marks them (PARTIAL_MARK and a footnote in
   markdown, the `Partial` column in CSV and JSON).
 * `long`: one row per model x task x shots x selection x seed x metric, with the 95% bootstrap
-  interval (idefics_eval/bootstrap.py), the number of queries and a hash of the row's configuration.
+  interval (idefics_eval/bootstrap.py), the number of queries, a hash of the row's configuration
+  and why the row is partial (empty for a full run).
 
 The model of a row is the name its results record (`config.model.name`); two different weights under
 one name (same folder retrained) are told apart by their fingerprint.
@@ -73,7 +74,7 @@ NOT_RUN = "-"
 PARTIAL_MARK = "†"  # markdown: after a partial cell's number, explained in a footnote under the table
 
 LONG_HEADER = ("model", "task", "shots", "selection", "seed", "metric", "value", "ci_low", "ci_high", "n", "std",
-               "config_hash", "results")
+               "config_hash", "results", "partial")
 
 
 def headline_metric(task: str, metrics: dict[str, float]) -> str:
@@ -235,6 +236,7 @@ def long_records(entries: Sequence[Entry], intervals: bool = True, resamples: in
     for entry in entries:
         row = entry.row
         found = data.intervals(row, entry.folder, resamples, seed) if intervals and row.predictions else {}
+        found_partial = partial(row)
         for name, value in row.metrics.items():
             interval = found.get(name)
             records.append({
@@ -242,7 +244,7 @@ def long_records(entries: Sequence[Entry], intervals: bool = True, resamples: in
                 "seed": row.seed, "metric": name, "value": value,
                 "ci_low": interval.low if interval else None, "ci_high": interval.high if interval else None,
                 "n": row.num_examples, "std": (row.metrics_std or {}).get(name),
-                "config_hash": config_hash(row), "results": str(entry.folder),
+                "config_hash": config_hash(row), "results": str(entry.folder), "partial": str(found_partial) if found_partial else None,
             })
     return records
 
