@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 
+from .console import one_line, quiet_libraries
 from .errors import UserError
 
 SWEEP_INCOMPLETE = 3  # a sweep wrote its table, but some checkpoints failed
@@ -148,7 +149,8 @@ def score(task: str, predictions_file: Path, data: str | None, demo: bool, limit
     from .reports import format_metrics
     from .scoring import score_file
 
-    metrics, count = score_file(task, predictions_file, data, demo, tuple(tasks_dirs), limit=limit)
+    with quiet_libraries():  # no bars of its own: the data loading's would only surround its output
+        metrics, count = score_file(task, predictions_file, data, demo, tuple(tasks_dirs), limit=limit)
     click.echo(f"{task}: {count} predictions")
     click.echo(format_metrics(metrics))
 
@@ -250,8 +252,9 @@ def export(results: tuple[Path, ...], fmt: str, output: Path | None, layout: str
     """Export results folders as the model card's table or a long table with intervals."""
     from .export import export as export_table
 
-    text = export_table(list(results), fmt, layout, selection, decimals, not no_ci, resamples, bootstrap_seed, tuple(tasks_dirs),
-                        allow_partial)
+    with quiet_libraries():  # no bars of its own: the data loading's would only surround its output
+        text = export_table(list(results), fmt, layout, selection, decimals, not no_ci, resamples, bootstrap_seed,
+                            tuple(tasks_dirs), allow_partial)
     _write_or_print(text, output)
 
 
@@ -270,7 +273,9 @@ def plot(results: tuple[Path, ...], output_dir: Path, references: tuple[str, ...
     """Plot shot-scaling curves (metric against shots, one panel per task) as PNG."""
     from .plots import plot_results
 
-    for path in plot_results(list(results), output_dir, references, selection, ci, resamples, bootstrap_seed, tuple(tasks_dirs)):
+    with quiet_libraries():
+        paths = plot_results(list(results), output_dir, references, selection, ci, resamples, bootstrap_seed, tuple(tasks_dirs))
+    for path in paths:
         click.echo(f"wrote {path}")
 
 
@@ -293,12 +298,14 @@ def compare(runs: tuple[Path, ...], reference: str | None, all_metrics: bool, fm
     if reference is not None:
         if len(runs) != 1:
             raise UserError(f"--reference compares one run, {len(runs)} given")
-        comparison = compare_reference(runs[0], reference, not no_ci, resamples, bootstrap_seed, tuple(tasks_dirs))
+        with quiet_libraries():
+            comparison = compare_reference(runs[0], reference, not no_ci, resamples, bootstrap_seed, tuple(tasks_dirs))
         header, title = REFERENCE_HEADER, f"{runs[0]} against the model card's {reference}"
     else:
         if len(runs) != 2:
             raise UserError(f"give two runs to compare (RUN_A RUN_B), or one with --reference; {len(runs)} given")
-        comparison = compare_runs(runs[0], runs[1], all_metrics, resamples, bootstrap_seed, tuple(tasks_dirs))
+        with quiet_libraries():
+            comparison = compare_runs(runs[0], runs[1], all_metrics, resamples, bootstrap_seed, tuple(tasks_dirs))
         header, title = PAIRED_HEADER, f"A = {runs[0]}, B = {runs[1]}; paired bootstrap, 95% interval of B - A"
     differ = f"A and B differ in: {'; '.join(comparison.differences)}" if comparison.differences else None
     warning = f"warning: {comparison.warning}" if comparison.warning else None
@@ -342,16 +349,16 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=args, prog_name="idefics-eval", standalone_mode=False)
     except UserError as error:
-        click.echo(f"error: {error}", err=True)
+        click.echo(f"error: {one_line(error)}", err=True)
         sys.exit(2)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
     except click.ClickException as error:
-        click.echo(f"error: {error.format_message()}", err=True)
+        click.echo(f"error: {one_line(error.format_message())}", err=True)
         sys.exit(2)
     except Exception as error:  # an internal error: one line unless --debug
         if "--debug" in args:
             raise
-        click.echo(f"internal error: {type(error).__name__}: {error} (re-run with --debug for the traceback)", err=True)
+        click.echo(f"internal error: {type(error).__name__}: {one_line(error)} (re-run with --debug for the traceback)", err=True)
         sys.exit(1)

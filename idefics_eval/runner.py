@@ -18,6 +18,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .comparability import bundled_data
+from .console import quiet_libraries
 from .distributed import World, world as current_world
 from .engine import AUTO_BATCH_OFF_GPU, Generator, generate_all, longest_first, resolve_batch_size
 from .errors import UserError
@@ -201,9 +202,10 @@ def run(config: RunConfig, loaded: LoadedModel | None = None) -> list[Result]:
     Under torchrun every process calls this; rank 0 writes the shared files and returns the rows.
     """
     world = current_world()
-    p = prepare(config, preloaded=loaded is not None)
-    with folder_lock(config.output_dir, enabled=world.is_main) as folder:
-        return _run(config, p, world, loaded, folder)
+    with quiet_libraries(not config.progress):
+        p = prepare(config, preloaded=loaded is not None)
+        with folder_lock(config.output_dir, enabled=world.is_main) as folder:
+            return _run(config, p, world, loaded, folder)
 
 
 def _run(config: RunConfig, p: Prepared, world: World, loaded: LoadedModel | None, folder: RunFolder) -> list[Result]:
@@ -280,11 +282,12 @@ def run_tasks(configs: Sequence[RunConfig], loaded: LoadedModel | None = None) -
     (or, given an already-loaded model, before the first task runs)."""
     if len(configs) == 1:
         return run(configs[0], loaded=loaded)
-    for config in configs:
-        prepare(config, preloaded=loaded is not None)
-    if loaded is None:
-        first = configs[0]
-        loaded = load_model(first.model or demo_model_name(first.demo_seed), device=current_world().device(first.device),
-                            dtype=first.dtype, demo_seed=first.demo_seed if first.demo else None,
-                            device_map=first.device_map, allow_pickle=first.allow_pickle_weights, progress=first.progress)
+    first = configs[0]
+    with quiet_libraries(not first.progress):
+        for config in configs:
+            prepare(config, preloaded=loaded is not None)
+        if loaded is None:
+            loaded = load_model(first.model or demo_model_name(first.demo_seed), device=current_world().device(first.device),
+                                dtype=first.dtype, demo_seed=first.demo_seed if first.demo else None,
+                                device_map=first.device_map, allow_pickle=first.allow_pickle_weights, progress=first.progress)
     return [row for config in configs for row in run(config, loaded=loaded)]

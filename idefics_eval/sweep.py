@@ -122,15 +122,17 @@ def _run_config(config: SweepConfig, checkpoint: Checkpoint, task: str):
 
 def run_sweep(config: SweepConfig) -> SweepResult:
     """Evaluate every cell (resuming finished ones), then write sweep.csv, sweep.json and sweep.png."""
+    from .console import quiet_libraries
     from .runner import prepare
 
     if not config.tasks:
         raise UserError("--tasks is empty; give task names like vqav2,okvqa")
     checkpoints = find_checkpoints(config.checkpoints)
     _check_select_by(config.select_by, config.tasks)
-    for task in config.tasks:  # every task's data and settings checked before the first load; the
-        # checkpoints and their folders are each checked in their turn, so that one bad one fails alone
-        prepare(replace(_run_config(config, checkpoints[0], task), model=None, output_dir=config.output_dir), preloaded=True)
+    with quiet_libraries(not config.progress):
+        for task in config.tasks:  # every task's data and settings checked before the first load; the
+            # checkpoints and their folders are each checked in their turn, so that one bad one fails alone
+            prepare(replace(_run_config(config, checkpoints[0], task), model=None, output_dir=config.output_dir), preloaded=True)
     rows: dict[str, list[Result]] = {}
     failed: dict[str, str] = {}
     for checkpoint in checkpoints:
