@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+from safetensors import SafetensorError, safe_open
 from transformers import (
     AutoProcessor,
     IdeficsForVisionText2Text,
@@ -20,6 +20,7 @@ from transformers import (
     PretrainedConfig,
 )
 
+from .console import quiet_libraries
 from .errors import UserError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -102,6 +103,18 @@ def check_checkpoint(name: str, families: tuple[str, ...] = SUPPORTED_FAMILIES) 
     if not (path / "config.json").is_file():
         raise UserError(f"{name} holds no model (no config.json); point --model at a checkpoint folder")
     check_family(read_checkpoint_config(path / "config.json"), name, families)
+    for weights in sorted(path.glob("*.safetensors")):
+        check_safetensors(weights)
+
+
+def check_safetensors(path: Path) -> None:
+    """A safetensors file whose header does not parse or does not cover the file's bytes (an
+    interrupted download) is found here: opening reads only the header, not the tensors."""
+    try:
+        with safe_open(str(path), framework="pt"):
+            pass
+    except (SafetensorError, OSError) as error:
+        raise UserError(f"{path} is corrupt or truncated ({error}); re-download it") from None
 
 
 def read_checkpoint_config(path: Path) -> dict:
@@ -146,20 +159,6 @@ CANARY_NAME = "idefics-eval/canary"
 CANARY_DIR = Path(__file__).resolve().parent / "canary" / "weights"
 
 
-@contextmanager
-def _quiet_loading(quiet: bool):
-    from transformers.utils import logging as hf_logging
-
-    was_enabled = hf_logging.is_progress_bar_enabled()
-    if quiet:
-        hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if quiet and was_enabled:
-            hf_logging.enable_progress_bar()
-
-
 def demo_model_name(demo_seed: int | None) -> str:
     """What `--demo` loads: the trained canary (a checkpoint folder shipped in the package, loaded
     like any other), or with a seed the random tiny model."""
@@ -182,7 +181,7 @@ def load_model(
     all visible GPUs (and CPU memory); inputs then go to the device of the first layers.
     Only safetensors weights load unless `allow_pickle` (a .bin file is a pickle that can run code),
     and remote code is never trusted: IDEFICS is part of transformers. `progress=False` (--no-progress)
-    hides the weight-loading bar.
+    keeps the libraries' bars and warnings off stderr while the weights load.
     """
     resolved_device = resolve_device(device)
     resolved_dtype = resolve_dtype(dtype, resolved_device)
@@ -203,11 +202,13 @@ def load_model(
                 check_family(PretrainedConfig.get_config_dict(name)[0], name)
             processor = AutoProcessor.from_pretrained(name, trust_remote_code=False)
             _check_processor_type(processor, name)  # before the (long) weight loading
-            with _quiet_loading(not progress or folder.resolve() == CANARY_DIR):  # the canary loads in an instant: no bar
+            with quiet_libraries(not progress or folder.resolve() == CANARY_DIR):  # the canary loads in an instant: no bar
                 model = IdeficsForVisionText2Text.from_pretrained(
                     name, dtype=resolved_dtype, device_map=device_map, use_safetensors=None if allow_pickle else True,
                     trust_remote_code=False,
                 )
+        except SafetensorError as error:  # a hub checkpoint's cached file (local folders are checked above)
+            raise UserError(f"a weights file of {name} is corrupt or truncated ({error}); re-download it") from None
         except (OSError, ValueError) as error:
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             hint = "" if Path(name).expanduser().is_dir() else " (offline? download the checkpoint and pass its folder)"
