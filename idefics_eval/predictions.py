@@ -81,7 +81,7 @@ def read_predictions(path: Path) -> list[Prediction]:
             prediction = _parse(raw.decode("utf-8"), f"{path}:{number}")
         except UnicodeDecodeError:
             raise UserError(f"{path}:{number} is not UTF-8 text; predictions files are UTF-8 JSON lines") from None
-        except (json.JSONDecodeError, ValueError, TypeError):
+        except (json.JSONDecodeError, ValueError, TypeError, RecursionError):
             raise UserError(f"{path}:{number} is not a JSON prediction line") from None
         if prediction.id in seen:
             raise UserError(f"{path}:{number}: query id {prediction.id} appears twice")
@@ -99,7 +99,7 @@ def _complete_lines(path: Path) -> tuple[list[Prediction], int]:
             break
         try:
             found.append(_parse(line.decode("utf-8"), str(path)))
-        except (json.JSONDecodeError, UnicodeDecodeError, ValueError, TypeError, UserError):
+        except (json.JSONDecodeError, UnicodeDecodeError, ValueError, TypeError, RecursionError, UserError):
             break
         good_end += len(line)
     return found, good_end

@@ -17,6 +17,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from .console import one_line
 from .errors import UserError
 
 PACKAGES = ("idefics-eval", "torch", "transformers", "datasets", "faiss-cpu", "numpy", "pillow", "pycocoevalcap")
@@ -79,14 +80,78 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 
 def read_results(path: Path) -> list[Result]:
-    """The rows of a results.json; anything else there (invalid JSON, wrong shapes) is a `UserError`."""
+    """The rows of a results.json; anything else there (invalid JSON, wrong shapes or types) is a
+    `UserError`, so that run, export, plot and compare never meet a row they cannot read."""
     data = read_json_file(path, "results file")
-    if not isinstance(data, list) or not all(isinstance(row, dict) for row in data):
-        raise _not_ours(path, "results file", "expected a list of result rows")
-    try:
-        return [Result(**row) for row in data]
-    except TypeError as error:
-        raise _not_ours(path, "results file", str(error)) from None
+    if not isinstance(data, list):
+        raise _not_ours(path, "results file", f"expected a list of result rows, found {_kind(data)}")
+    rows = []
+    for index, row in enumerate(data):
+        problem = _row_problem(row)
+        if problem:
+            raise _not_ours(path, "results file", f"row {index}: {problem}")
+        rows.append(Result(**row))
+    return rows
+
+
+_NUMBER = (int, float)
+_MISSING = object()
+# What run, export, plot and compare read from a row, by dotted path: the JSON types each may hold
+# where present ("numbers": an object of numbers, as metric name -> value). Parents come first.
+ROW_SCHEMA: dict[str, tuple] = {
+    "task": (str,), "shots": (int,), "selection": (str,), "seed": (int, None), "metrics": ("numbers",),
+    "num_examples": (int,), "num_truncated": (int,), "predictions": (str, None), "config": (dict,),
+    "metrics_std": ("numbers", None), "num_skipped": (int,),
+    "config.model": (dict,), "config.model.name": (str,), "config.model.fingerprint": (str,),
+    "config.data": (dict,), "config.data.source": (str, None), "config.data.query_fingerprint": (str, None),
+    "config.shots": (dict,), "config.limit": (int, None), "config.batch_size": (int, str),
+}
+REQUIRED_FIELDS = ("task", "shots", "selection", "seed", "metrics", "num_examples", "num_truncated", "predictions")
+
+
+def _row_problem(row: Any) -> str | None:
+    """What is wrong with one row of a results.json, or None."""
+    if not isinstance(row, dict):
+        return f"expected an object, found {_kind(row)}"
+    unknown = sorted((name for name in row if name not in ROW_SCHEMA), key=str)
+    missing = [name for name in REQUIRED_FIELDS if name not in row]
+    if unknown or missing:
+        return f"unknown field {unknown[0]!r}" if unknown else f"missing field {missing[0]!r}"
+    for path, kinds in ROW_SCHEMA.items():
+        value = _lookup(row, path)
+        if value is _MISSING:
+            continue
+        if not any(_is(value, kind) for kind in kinds):
+            return f"{path} holds {_kind(value)}"
+        if "numbers" in kinds and isinstance(value, dict):
+            wrong = next((key for key, number in value.items() if not _is(number, _NUMBER)), None)
+            if wrong is not None:
+                return f"{path}[{wrong!r}] holds {_kind(value[wrong])}, not a number"
+    return None
+
+
+def _lookup(row: dict, path: str) -> Any:
+    value: Any = row
+    for name in path.split("."):
+        if not isinstance(value, dict) or name not in value:
+            return _MISSING
+        value = value[name]
+    return value
+
+
+def _is(value: Any, kind) -> bool:
+    if kind is None:
+        return value is None
+    if kind == "numbers":
+        return isinstance(value, dict)
+    return isinstance(value, kind) and not isinstance(value, bool)  # JSON true is not a count
+
+
+def _kind(value: Any) -> str:
+    """A JSON value as the user would name it: 'a string', 'a list', 'the number 5'."""
+    if isinstance(value, bool) or value is None or isinstance(value, _NUMBER):
+        return f"the value {json.dumps(value)}"
+    return {str: "a string", list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
 
 
 def read_json_file(path: Path, what: str):
@@ -97,10 +162,12 @@ def read_json_file(path: Path, what: str):
         raise _not_ours(path, what, "not UTF-8 text") from None
     except json.JSONDecodeError as error:
         raise _not_ours(path, what, f"invalid JSON: {error}") from None
+    except RecursionError:
+        raise _not_ours(path, what, "nested too deeply to read") from None
 
 
 def _not_ours(path: Path, what: str, reason: str) -> UserError:
-    reason = " ".join(reason.split())
+    reason = one_line(reason)
     return UserError(f"{path} is not a {what} written by idefics-eval ({reason}); restore it, or move it away and rerun")
 
 

@@ -61,6 +61,8 @@ def read_json(path: Path) -> Any:
         ) from None
     except UnicodeDecodeError as error:
         raise UserError(f"{path}: not UTF-8 text ({error.reason}); re-download the file") from None
+    except RecursionError:
+        raise UserError(f"{path}: nested too deeply to read; re-download the file") from None
 
 
 def read_object(path: Path, key: str | None = None) -> dict[str, Any]:
@@ -88,6 +90,8 @@ def read_jsonl(path: Path) -> list[tuple[int, Any]]:
                         f"{path}: line {number}: invalid JSON at column {error.colno} ({error.msg}); "
                         "each line must hold one JSON object"
                     ) from None
+                except RecursionError:
+                    raise UserError(f"{path}: line {number}: nested too deeply to read; each line must hold one JSON object") from None
     except UnicodeDecodeError as error:
         raise UserError(f"{path}: not UTF-8 text ({error.reason}); re-download the file") from None
     return found
