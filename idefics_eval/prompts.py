@@ -20,12 +20,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from .errors import UserError
 from .examples import Example, ImageRef
 from .paths import Confinement
-from .tasks import builtin_dir
+from .tasks import builtin_dir, read_yaml
 
 IMAGE = "<image>"
 FAKE_TOKEN = "<fake_token_around_image>"
@@ -126,10 +124,7 @@ def most_common_answer(example: Example) -> str:
 
 def parse_template(path: Path) -> PromptTemplate:
     raw = path.read_bytes()
-    try:
-        data = yaml.safe_load(raw)
-    except yaml.YAMLError as error:
-        raise UserError(f"{path}: is not valid YAML ({getattr(error, 'problem', error)})") from None
+    data = read_yaml(path, raw)
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a mapping with name, version, prefix and example")
     allowed = {"name", "version", "prefix", "example"}
@@ -149,6 +144,8 @@ def parse_template(path: Path) -> PromptTemplate:
         raise UserError(f"{path}: example must contain {IMAGE} exactly once, found {example.count(IMAGE)}")
     if not any(slot in example.split(IMAGE)[1] for slot in TARGETS):
         raise UserError(f"{path}: example must contain {{answer}} or {{class_name}} after {IMAGE}")
+    for part in example.split(IMAGE):
+        _check_slots(path, part)
     return PromptTemplate(
         name=data["name"],
         version=data["version"],
@@ -157,6 +154,22 @@ def parse_template(path: Path) -> PromptTemplate:
         path=path,
         digest=hashlib.sha256(raw).hexdigest(),
     )
+
+
+class _AnyText(dict):
+    def __missing__(self, key: str) -> str:
+        return "text"
+
+
+def _check_slots(path: Path, text: str) -> None:
+    """Fill the slots of one part of the example (each side of the image is filled on its own) with
+    placeholder text, so that a stray brace, a positional {} or a format that text cannot take is
+    found when the template loads, not at the first query."""
+    try:
+        text.format_map(_AnyText())
+    except (ValueError, IndexError, KeyError, AttributeError, TypeError) as error:
+        raise UserError(f"{path}: the example template {text!r} cannot be filled ({error}); slots are {{field}} with a "
+                        "field name, and a literal brace is written {{ or }}") from None
 
 
 def load_template(name: str, prompts_dirs: tuple[Path, ...] = (), where: str | None = None) -> PromptTemplate:

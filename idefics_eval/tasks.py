@@ -149,15 +149,24 @@ def _candidates(where: str, data: Any, task_dir: Path) -> tuple[Candidates, byte
     return Candidates(source, classes, normalize), extra
 
 
-def parse_task(path: Path) -> TaskSpec:
-    """Read and validate one task file; every problem is a `UserError` naming the file and key."""
-    raw = path.read_bytes()
+def read_yaml(path: Path, raw: bytes) -> Any:
+    """The YAML value in `raw` (the bytes of `path`: a task, group or prompt file); a file the parser
+    cannot read, including one nested deeper than Python's recursion allows, is a `UserError`."""
     try:
-        data = yaml.safe_load(raw)
+        return yaml.safe_load(raw)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark else ""
-        raise UserError(f"{path}:{line} is not valid YAML ({getattr(error, 'problem', error)})") from None
+        raise UserError(f"{path}:{line} is not valid YAML ({getattr(error, 'problem', None) or error})") from None
+    except RecursionError:
+        raise UserError(f"{path} is nested too deeply to read (lists or mappings hundreds of levels inside each other); "
+                        "fix the file: its values are plain mappings, lists and strings") from None
+
+
+def parse_task(path: Path) -> TaskSpec:
+    """Read and validate one task file; every problem is a `UserError` naming the file and key."""
+    raw = path.read_bytes()
+    data = read_yaml(path, raw)
     where = str(path)
     top = _check_keys(
         where,
@@ -265,10 +274,7 @@ def task_groups(tasks_dirs: tuple[Path, ...] = ()) -> dict[str, tuple[str, ...]]
         path = folder / GROUPS_FILE
         if not path.is_file():
             continue
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as error:
-            raise UserError(f"{path}: is not valid YAML ({getattr(error, 'problem', error)})") from None
+        data = read_yaml(path, path.read_bytes()) or {}
         if not isinstance(data, dict):
             raise UserError(f"{path}: expected a mapping of group names to lists of task names")
         for name, members in data.items():
