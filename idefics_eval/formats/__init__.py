@@ -66,6 +66,25 @@ def register(file_format: FileFormat) -> FileFormat:
 def load_split(spec: TaskSpec, split: str, data: str | None, cache_dir: Path | None = None) -> ExampleSet:
     """Load harness split `split` (e.g. "validation") of `spec` from `data` (the --data value, or None);
     a Hugging Face dataset keeps what the datasets library prepares under `cache_dir` (--cache-dir)."""
+    return _with_answers(_load_split(spec, split, data, cache_dir), spec, split)
+
+
+def _with_answers(examples: ExampleSet, spec: TaskSpec, split: str) -> ExampleSet:
+    """Refuse a record without answers where the task needs them, whatever format it came from: a
+    generated task scores its queries against them, and shots show one unless they show the label.
+    Found here, before the model loads, not in the metric or the prompt mid-run."""
+    scored = split == spec.query_split and spec.request == "generate"
+    shown = split == spec.support_split and spec.request != "match" and spec.shot_answer != "label"
+    if not (scored or shown):
+        return examples
+    for example in examples.examples:
+        if not example.answers:
+            raise UserError(f"{examples.source}: example {example.id} of {examples.name} has no answers (an empty answer "
+                            f"or caption list); task {spec.name} needs at least one per record: fix the record or remove it")
+    return examples
+
+
+def _load_split(spec: TaskSpec, split: str, data: str | None, cache_dir: Path | None) -> ExampleSet:
     name = f"{spec.name}/{split}"
     if data is None:
         if spec.huggingface is None:
