@@ -107,6 +107,8 @@ def prepare(config: RunConfig, preloaded: bool = False) -> Prepared:
     _check_run_folder(config.output_dir)
     if config.image_cache_dir is not None:
         _check_writable(config.image_cache_dir, "--image-cache-dir")
+    if config.cache_dir is not None and config.selection == "rices" and max(config.shots) > 0:  # where RICES keeps its index
+        _check_writable(config.cache_dir, "--cache-dir")
 
     spec = load_task(config.task, config.tasks_dirs)
     if spec.zero_shot_only and max(config.shots) > 0:
