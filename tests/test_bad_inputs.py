@@ -10,15 +10,18 @@ import sys
 import time
 from pathlib import Path
 
+import click
 import pytest
 
 from idefics_eval import predictions, runner
 from idefics_eval.cli import main
+from idefics_eval.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "idefics_eval" / "demo" / "data" / "vqav2"
 VAL_Q = "v2_OpenEnded_mscoco_val2014_questions.json"
 VAL_A = "v2_mscoco_val2014_annotations.json"
+TRAIN_A = "v2_mscoco_train2014_annotations.json"
 
 
 def invoke(capsys, *args: str) -> tuple[int, str]:
@@ -64,6 +67,17 @@ def duplicate_question(data: Path) -> None:
 def empty_split(data: Path) -> None:
     edit_json(data / VAL_Q, lambda r: r.update(questions=[]))
     edit_json(data / VAL_A, lambda r: r.update(annotations=[]))
+
+
+def no_answers(annotations: str):
+    """An edit giving the first annotation of `annotations` an empty answer list."""
+    return lambda data: edit_json(data / annotations, lambda r: r["annotations"][0].update(answers=[]))
+
+
+def blocked(tmp_path: Path) -> Path:
+    """A folder path that cannot be created: it goes through a file."""
+    (tmp_path / "file").write_text("x")
+    return tmp_path / "file" / "folder"
 
 
 def long_question(data: Path) -> None:
@@ -134,6 +148,20 @@ def pickle_checkpoint(tmp_path: Path) -> Path:
     return folder
 
 
+def damaged_weights(damage):
+    """A copy of the canary checkpoint whose model.safetensors bytes went through `damage`."""
+    def make(tmp_path: Path) -> str:
+        from idefics_eval.models import CANARY_DIR
+
+        folder = tmp_path / "damaged"
+        shutil.copytree(CANARY_DIR, folder)
+        weights = folder / "model.safetensors"
+        weights.write_bytes(damage(weights.read_bytes()))
+        return str(folder)
+
+    return make
+
+
 GPT2_CONFIG = {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "n_embd": 1600, "n_layer": 48, "n_head": 25}
 
 
@@ -166,6 +194,12 @@ RUN_CASES = {
     "task file unknown key": (lambda t: ["--tasks-dir", str(tasks_dir(t, "metric: vqa_accuracy", "metric: vqa_accuracy\nmetrik: x"))], "unknown key 'metrik'"),
     "task file wrong type": (lambda t: ["--tasks-dir", str(tasks_dir(t, "version: 1", "version: one"))], "version: expected int"),
     "task file invalid YAML": (lambda t: ["--tasks-dir", str(tasks_dir(t, "request: generate", "request: [generate"))], "not valid YAML"),
+    "task file nested too deeply": (lambda t: ["--tasks-dir", str(tasks_dir(t, "request: generate", "request: " + "[" * 10_000))],
+                                    "vqav2.yaml is nested too deeply to read"),
+    "query with an empty answer list": (lambda t: ["--data", str(data_copy(t, no_answers(VAL_A)))], "of vqav2/validation has no answers"),
+    "shot with an empty answer list": (lambda t: ["--data", str(data_copy(t, no_answers(TRAIN_A)))], "of vqav2/train has no answers"),
+    "unwritable cache folder": (lambda t: ["--cache-dir", str(blocked(t))], "cannot write to the --cache-dir folder"),
+    "file name with a newline": (lambda t: ["--data", str(t / "new\nline")], "new line (--data)"),
     "missing annotation file": (lambda t: ["--data", str(data_copy(t, lambda d: (d / VAL_A).unlink()))], VAL_A),
     "annotations with the wrong schema": (lambda t: ["--data", str(data_copy(t, drop_answers))], "answers"),
     "duplicate query ids": (lambda t: ["--data", str(data_copy(t, duplicate_question))], "duplicate"),
@@ -199,6 +233,8 @@ MODEL_CASES = {
     "config.json invalid JSON": (checkpoint_with_config('{"model_type": "idefics",'), "config.json is not valid JSON"),
     "config.json without model_type": (checkpoint_with_config('{"hidden_size": 64}'), "config.json has no model_type"),
     "config.json not an object": (checkpoint_with_config("[]"), "is not a model config"),
+    "truncated safetensors": (damaged_weights(lambda b: b[: len(b) // 2]), "model.safetensors is corrupt or truncated"),
+    "safetensors with a corrupt header": (damaged_weights(lambda b: b[:8] + b"#" + b[9:]), "model.safetensors is corrupt or truncated"),
     "demo and model together": (lambda t: str(DEMO), "--demo and --model both given"),
 }
 
@@ -451,3 +487,121 @@ def test_an_output_folder_removed_during_the_run_stops_it_in_one_line(case, tmp_
     monkeypatch.setattr(owner, name, original)
     assert invoke(capsys, *command)[0] == 0  # the rerun starts again
     assert [row["shots"] for row in json.loads((out / "results.json").read_text())] == [0, 1]
+
+
+@pytest.mark.parametrize("kind, case", [("run", "unwritable cache folder"), ("model", "truncated safetensors")])
+def test_cheap_checks_come_before_the_model_loads(kind, case, previous, tmp_path, capsys, monkeypatch):
+    def must_not_load(*args, **kwargs):
+        raise AssertionError(f"the model loaded before {case} was found")
+
+    monkeypatch.setattr(runner, "load_model", must_not_load)
+    if kind == "run":
+        test_bad_run_input(case, previous, tmp_path, capsys)
+    else:
+        test_bad_model(case, previous, tmp_path, capsys)
+
+
+def hf_rows(edit=None) -> list[dict]:
+    """Four VQAv2-style rows (HuggingFaceM4/VQAv2 columns) with tiny images, then `edit(rows)`."""
+    from PIL import Image
+
+    rows = [{"question_id": i, "image_id": i, "image": Image.new("RGB", (8, 8), (40 * i, 90, 20)), "question": f"Q{i}?",
+             "answers": ["yes", "yes", "no"], "answer_type": "yes/no", "question_type": "is"} for i in range(4)]
+    if edit:
+        edit(rows)
+    return rows
+
+
+HF_CASES = {  # a column holds one type in every row (Arrow), so the first two edit them all
+    "missing column": (lambda rows: [row.pop("question") for row in rows], "no column 'question'"),
+    "column of the wrong type": (lambda rows: [row.update(answers=5) for row in rows], "column 'answers' holds int, not answers"),
+    "empty answer list": (lambda rows: rows[0].update(answers=[]), "example 0 of vqav2/validation has no answers"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HF_CASES))
+def test_bad_huggingface_dataset_is_one_line(case, previous, tmp_path, capsys):
+    """Parquet files named by split, loaded by the datasets library: its bars and warnings stay off
+    stderr with --no-progress, so the refusal is the only line."""
+    import datasets
+
+    edit, message = HF_CASES[case]
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    for split in ("train", "validation"):  # of one schema, or the library refuses the folder
+        frame = datasets.Dataset.from_list(hf_rows(edit)).cast_column("image", datasets.Image())
+        frame.to_parquet(str(folder / f"{split}-00000.parquet"))
+    capsys.readouterr()  # what building the fixture printed
+    before = (previous / "results.json").read_bytes()
+    code, err = invoke(capsys, "run", "--task", "vqav2", "--demo", "--data", str(folder), "--shots", "0", "--limit", "2",
+                       "--num-beams", "1", "--cache-dir", str(tmp_path / "cache"), "--output-dir", str(previous), "--no-progress")
+    assert_clean_refusal(code, err, message, previous, before)
+
+
+ROW = {"task": "vqav2", "shots": 0, "selection": "rices", "seed": None, "metrics": {"vqa_accuracy": 50.0}, "num_examples": 2,
+       "num_truncated": 0, "predictions": "predictions/vqav2_0shot.jsonl", "config": {"model": {"name": "m", "fingerprint": "f"}}}
+WRONG_TYPED_RESULTS = {
+    "a JSON string": (b'"results"', "expected a list of result rows, found a string"),
+    "a row that is a list": (json.dumps([ROW, [ROW]]).encode(), "row 1: expected an object, found a list"),
+    "a score that is text": (json.dumps([ROW | {"metrics": {"vqa_accuracy": "high"}}]).encode(),
+                             "row 0: metrics['vqa_accuracy'] holds a string, not a number"),
+    "a shot count that is text": (json.dumps([ROW | {"shots": "4"}]).encode(), "row 0: shots holds a string"),
+    "a model that is not an object": (json.dumps([ROW | {"config": {"model": "m"}}]).encode(), "row 0: config.model holds a string"),
+    "nested too deeply": (b"[" * 100_000, "nested too deeply"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(WRONG_TYPED_RESULTS))
+def test_results_of_wrong_types_for_the_reports(case, previous, tmp_path, capsys):
+    content, message = WRONG_TYPED_RESULTS[case]
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "results.json").write_bytes(content)
+    for command in (["export", str(folder)], ["export", str(folder), "--layout", "long", "--no-ci"],
+                    ["compare", str(folder), str(previous)], ["plot", str(folder), "-o", str(tmp_path / "plots")]):
+        code, err = invoke(capsys, *command)
+        assert code == 2 and f"{folder / 'results.json'} is not a results file" in err and message in err, (command, err)
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert (folder / "results.json").read_bytes() == content
+
+
+TEMPLATE_CASES = {
+    "unbalanced opening brace": ('example: "<image>Question: {question Answer: {answer}\\n"', "'Question: {question Answer: {answer}\\n'"),
+    "stray closing brace": ('example: "Look} <image>Question: {question} Answer: {answer}"', "'Look} '"),
+    "positional slot": ('example: "<image>Question: {} Answer: {answer}"', "'Question: {} Answer: {answer}'"),
+    "nested too deeply": ("example: " + "[" * 10_000, "is nested too deeply to read"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TEMPLATE_CASES))
+def test_bad_prompt_template_is_refused_when_loaded(case, tmp_path):
+    from idefics_eval.prompts import parse_template
+
+    text, message = TEMPLATE_CASES[case]
+    path = tmp_path / "bad.yaml"
+    path.write_text(f"name: bad\nversion: 1\n{text}\n")
+    with pytest.raises(UserError) as refused:
+        parse_template(path)
+    assert str(refused.value).startswith(str(path)) and message in str(refused.value)
+    assert "\n" not in str(refused.value)
+
+
+ERROR_KINDS = {
+    "user error": (lambda: UserError("bad\ninput  in\ttwo lines"), 2, "error: bad input in two lines"),
+    "click error": (lambda: click.ClickException("bad\nflag"), 2, "error: bad flag"),
+    "internal error": (lambda: RuntimeError("broke\nhere"), 1, "internal error: RuntimeError: broke here (re-run"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ERROR_KINDS))
+def test_an_error_is_printed_on_one_line_whatever_its_text(case, capsys, monkeypatch):
+    from idefics_eval import reports
+
+    make, status, line = ERROR_KINDS[case]
+
+    def failing(*args, **kwargs):
+        raise make()
+
+    monkeypatch.setattr(reports, "task_table", failing)
+    code, err = invoke(capsys, "tasks")
+    assert code == status and err.startswith(line) and len(err.strip().splitlines()) == 1, err
