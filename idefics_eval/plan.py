@@ -107,7 +107,7 @@ def prepare(config: RunConfig, preloaded: bool = False) -> Prepared:
     _check_run_folder(config.output_dir)
     if config.image_cache_dir is not None:
         _check_writable(config.image_cache_dir, "--image-cache-dir")
-    if config.cache_dir is not None and config.selection == "rices" and max(config.shots) > 0:  # where RICES keeps its index
+    if config.cache_dir is not None:  # RICES indexes and the datasets library's files go there
         _check_writable(config.cache_dir, "--cache-dir")
 
     spec = load_task(config.task, config.tasks_dirs)
