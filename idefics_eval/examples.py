@@ -91,11 +91,18 @@ class DatasetImage:
         value = self.dataset[self.index][self.column]
         if isinstance(value, dict) and value.get("bytes") is not None:
             return hashlib.sha256(value["bytes"]).hexdigest()
-        if isinstance(value, dict) and value.get("path"):
-            return _file_digest(Path(value["path"]))
-        if isinstance(value, str):
-            return _file_digest(Path(value))
+        path = self._path(value)
+        if path is not None:  # the very file load() would open, confined the same way
+            return _file_digest(path)
         return _pixel_digest(self.load())  # a decoded image (or load's one-line error)
+
+    def _path(self, value: Any) -> Path | None:
+        """The file an image stored as a path names, refused in one line when it leaves `inside`."""
+        path = value.get("path") if isinstance(value, dict) else value if isinstance(value, str) else None
+        if not path:
+            return None
+        where = f"row {self.index} of column {self.column!r}"
+        return self.inside.check(path, where, "store the image's bytes in the dataset")
 
     def load(self) -> Image.Image:
         value = self.dataset[self.index][self.column]
@@ -105,10 +112,9 @@ class DatasetImage:
             import io
 
             return _decode(io.BytesIO(value["bytes"]), f"row {self.index} of column {self.column!r}")
-        path = value.get("path") if isinstance(value, dict) else value if isinstance(value, str) else None
-        if path:
-            where = f"row {self.index} of column {self.column!r}"
-            return open_image(self.inside.check(path, where, "store the image's bytes in the dataset"))
+        path = self._path(value)
+        if path is not None:
+            return open_image(path)
         raise UserError(
             f"row {self.index}: column {self.column!r} holds {type(value).__name__}, not an image; "
             "map the image column with the task's columns"

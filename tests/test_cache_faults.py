@@ -20,6 +20,7 @@ from idefics_eval import image_cache
 from idefics_eval.examples import DatasetImage, Example, ExampleSet, FileImage
 from idefics_eval.models import load_model
 from idefics_eval.plan import DEMO_DATA
+from idefics_eval.paths import Confinement
 from idefics_eval.runner import RunConfig, run
 from idefics_eval.shots import embed, embedding_fingerprint
 
@@ -195,11 +196,27 @@ def test_dataset_images_are_keyed_by_their_bytes_not_the_dataset_fingerprint(tmp
     cells = [{"bytes": png((200, 0, 0)), "path": None}, {"bytes": png((0, 0, 200)), "path": None},
              {"bytes": None, "path": str(tmp_path / "c.png")}]
     dataset = datasets.Dataset.from_dict({"image": cells}, features=features)
-    refs = [DatasetImage(dataset=dataset, index=i, column="image", fingerprint="same") for i in range(3)]
+    inside = Confinement(tmp_path, "the data folder")
+    refs = [DatasetImage(dataset=dataset, index=i, column="image", fingerprint="same", inside=inside) for i in range(3)]
     assert refs[0].key != refs[1].key  # rows differ by index; the same row of another content must differ too
     other = datasets.Dataset.from_dict({"image": cells[1:2] * 3}, features=features)
-    assert DatasetImage(other, 0, "image", "same").key == refs[0].key
-    assert DatasetImage(other, 0, "image", "same").digest() == refs[1].digest() != refs[0].digest()
+    assert DatasetImage(other, 0, "image", "same", inside).key == refs[0].key
+    assert DatasetImage(other, 0, "image", "same", inside).digest() == refs[1].digest() != refs[0].digest()
     before = refs[2].digest()
     (tmp_path / "c.png").write_bytes(png((0, 100, 0)))
     assert refs[2].digest() != before
+
+
+def test_a_dataset_image_path_leaving_its_folder_is_not_even_hashed(tmp_path):
+    import datasets
+
+    from idefics_eval.errors import UserError
+
+    outside = tmp_path / "outside.png"
+    outside.write_bytes(png((9, 9, 9)))
+    (tmp_path / "data").mkdir()
+    features = datasets.Features({"image": datasets.Image(decode=False)})
+    dataset = datasets.Dataset.from_dict({"image": [{"bytes": None, "path": "../outside.png"}]}, features=features)
+    ref = DatasetImage(dataset, 0, "image", "fp", Confinement(tmp_path / "data", "the data folder"))
+    with pytest.raises(UserError, match="leaves the data folder"):
+        ref.digest()
