@@ -18,6 +18,8 @@ from .console import one_line, quiet_libraries
 from .errors import UserError
 
 SWEEP_INCOMPLETE = 3  # a sweep wrote its table, but some checkpoints failed
+TASKS_DIR_HELP = "Extra folder of task files (and of their prompts, in its prompts/ subfolder); repeatable."
+PROMPTS_DIR_HELP = "Extra folder of prompt files, searched before the tasks folders and the shipped prompts; repeatable."
 
 
 def parse_counts(value: str, flag: str) -> tuple[int, ...]:
@@ -84,7 +86,8 @@ def cli(debug: bool) -> None:
               help="Memory for image features (each image through the vision tower once); least recently used go beyond it.")
 @click.option("--image-cache-dir", type=click.Path(path_type=Path),
               help="Write image features evicted from memory to files here and read them back instead of recomputing (default: no spill).")
-@click.option("--tasks-dir", "tasks_dirs", multiple=True, type=click.Path(path_type=Path), help="Extra folder of task files.")
+@click.option("--tasks-dir", "tasks_dirs", multiple=True, type=click.Path(path_type=Path), help=TASKS_DIR_HELP)
+@click.option("--prompts-dir", "prompts_dirs", multiple=True, type=click.Path(path_type=Path), help=PROMPTS_DIR_HELP)
 @click.option("--overwrite", is_flag=True, help="Replace predictions in --output-dir made under another configuration.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 @click.option("--on-bad-example", type=click.Choice(["stop", "skip"]), default="stop", show_default=True,
@@ -125,6 +128,7 @@ def run(**options) -> None:
         image_cache_mb=options["image_cache_mb"],
         image_cache_dir=options["image_cache_dir"],
         tasks_dirs=tuple(options["tasks_dirs"]),
+        prompts_dirs=tuple(options["prompts_dirs"]),
         overwrite=options["overwrite"],
         progress=not options["no_progress"],
         on_bad_example=options["on_bad_example"],
@@ -156,9 +160,16 @@ def score(task: str, predictions_file: Path, data: str | None, demo: bool, limit
 
 
 @cli.command()
-@click.option("--tasks-dir", "tasks_dirs", multiple=True, type=click.Path(path_type=Path))
-def tasks(tasks_dirs: tuple[Path, ...]) -> None:
-    """List the tasks with their metric, splits and request kind."""
+@click.option("--tasks-dir", "tasks_dirs", multiple=True, type=click.Path(path_type=Path), help=TASKS_DIR_HELP)
+@click.option("--prompts-dir", "prompts_dirs", multiple=True, type=click.Path(path_type=Path), help=PROMPTS_DIR_HELP)
+@click.option("--show", "show", metavar="NAME", help="Print one task's resolved definition: its keys after defaults, its prompt file and template.")
+def tasks(tasks_dirs: tuple[Path, ...], prompts_dirs: tuple[Path, ...], show: str | None) -> None:
+    """List the tasks with their metric, splits and request kind (or, with --show, one task in full)."""
+    if show is not None:
+        from .reports import task_definition
+
+        click.echo(task_definition(show, tuple(tasks_dirs), tuple(prompts_dirs)), nl=False)
+        return
     from .reports import task_table
 
     click.echo(task_table(tuple(tasks_dirs)))
@@ -195,7 +206,8 @@ def demo_model(directory: Path, seed: int) -> None:
 @click.option("--num-beams", type=int, help="Beam count (task default: 3; 1 = greedy).")
 @click.option("--max-new-tokens", type=int, help="Tokens to generate (task default).")
 @click.option("--cache-dir", type=click.Path(path_type=Path), help="Where retrieval indexes are kept (default: ~/.cache/idefics-eval).")
-@click.option("--tasks-dir", "tasks_dirs", multiple=True, type=click.Path(path_type=Path), help="Extra folder of task files.")
+@click.option("--tasks-dir", "tasks_dirs", multiple=True, type=click.Path(path_type=Path), help=TASKS_DIR_HELP)
+@click.option("--prompts-dir", "prompts_dirs", multiple=True, type=click.Path(path_type=Path), help=PROMPTS_DIR_HELP)
 @click.option("--overwrite", is_flag=True, help="Replace predictions made under another configuration.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 def sweep(**options) -> None:
@@ -220,6 +232,7 @@ def sweep(**options) -> None:
         dtype=options["dtype"],
         cache_dir=options["cache_dir"] or default_cache_dir(),
         tasks_dirs=tuple(options["tasks_dirs"]),
+        prompts_dirs=tuple(options["prompts_dirs"]),
         overwrite=options["overwrite"],
         progress=not options["no_progress"],
     )

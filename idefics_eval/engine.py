@@ -31,9 +31,7 @@ from .examples import ImageRef
 from .image_cache import ImageFeatureCache, encode_images, feature_kind, shared_cache
 from .models import LoadedModel
 from .prompts import Prompt
-
-# The IDEFICS authors cut generations at the first of these (PROTOCOL.md, generation settings).
-STOP_WORDS = ("Question", "Answer", "Image", "Caption", "User", "<end_of_utterance>", "\n")
+from .tasks import STOP_WORDS
 
 
 @dataclass(frozen=True)

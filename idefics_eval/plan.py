@@ -47,6 +47,7 @@ class RunConfig:
     image_cache_mb: int = DEFAULT_MAX_BYTES >> 20  # memory for image features (MiB), LRU beyond it
     image_cache_dir: Path | None = None  # where features evicted from memory go (and come back from); None: nowhere
     tasks_dirs: tuple[Path, ...] = ()
+    prompts_dirs: tuple[Path, ...] = ()  # searched for the task's prompt before the tasks folders (prompts.prompt_folders)
     overwrite: bool = False
     progress: bool = True
     on_bad_example: str = "stop"  # a corrupt or missing image met during the run: "stop" or "skip" (counted)
@@ -113,7 +114,7 @@ def prepare(config: RunConfig, preloaded: bool = False) -> Prepared:
     spec = load_task(config.task, config.tasks_dirs)
     if spec.zero_shot_only and max(config.shots) > 0:
         raise UserError(f"task {spec.name} is zero-shot only (it has no support set); use --shots 0")
-    template = load_template(spec.prompt, where=f"{spec.path}: prompt {spec.prompt!r}")
+    template = load_template(spec.prompt, config.prompts_dirs, f"{spec.path}: prompt {spec.prompt!r}", tasks_dirs=config.tasks_dirs)
     metric = get_metric(spec.metric)
     data = config.data if config.data is not None else (demo_data(spec) if config.demo else None)
     queries = formats.load_split(spec, spec.query_split, data, config.cache_dir)

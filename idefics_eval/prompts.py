@@ -23,11 +23,14 @@ from pathlib import Path
 from .errors import UserError
 from .examples import Example, ImageRef
 from .paths import Confinement
-from .tasks import builtin_dir, read_yaml
+from .tasks import PROMPT_KEY, builtin_dir, is_prompt_file, read_yaml
 
 IMAGE = "<image>"
 FAKE_TOKEN = "<fake_token_around_image>"
 TARGETS = ("{answer}", "{class_name}")
+PROMPT_REQUIRED = frozenset({"name", "version", PROMPT_KEY})  # documented in docs/task-files.md
+PROMPT_OPTIONAL = frozenset({"prefix"})
+PROMPTS_SUBFOLDER = "prompts"  # a tasks folder's own prompt files: <tasks-dir>/prompts/<name>.yaml
 
 
 @dataclass(frozen=True)
@@ -127,11 +130,11 @@ def parse_template(path: Path) -> PromptTemplate:
     data = read_yaml(path, raw)
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a mapping with name, version, prefix and example")
-    allowed = {"name", "version", "prefix", "example"}
+    allowed = PROMPT_REQUIRED | PROMPT_OPTIONAL
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise UserError(f"{path}: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})")
-    missing = sorted({"name", "version", "example"} - set(data))
+    missing = sorted(PROMPT_REQUIRED - set(data))
     if missing:
         raise UserError(f"{path}: missing required key {missing[0]!r}")
     for key in ("name", "prefix", "example"):
@@ -172,17 +175,46 @@ def _check_slots(path: Path, text: str) -> None:
                         "field name, and a literal brace is written {{ or }}") from None
 
 
-def load_template(name: str, prompts_dirs: tuple[Path, ...] = (), where: str | None = None) -> PromptTemplate:
-    """A template by name from the shipped `prompts/` folder (later folders override).
+def prompt_folders(tasks_dirs: tuple[Path, ...] = (), prompts_dirs: tuple[Path, ...] = ()) -> list[tuple[Path, bool]]:
+    """Where a prompt name is looked up, first match wins, each with whether only prompt files count.
+
+    Every --prompts-dir (the last given first), then every --tasks-dir (the last given first): its
+    `prompts/` subfolder, then the prompt files beside its tasks (only files that are prompt files,
+    see `tasks.is_prompt_file`, so a task's own file is never read as its template); then the
+    shipped prompts. User folders come first so that a user's template replaces a shipped one.
+    """
+    for folder in prompts_dirs:
+        if not folder.is_dir():
+            raise UserError(f"prompts folder not found: {folder}; give an existing folder to --prompts-dir")
+    folders = [(folder, False) for folder in reversed(prompts_dirs)]
+    for folder in reversed(tasks_dirs):
+        folders += [(folder / PROMPTS_SUBFOLDER, False), (folder, True)]
+    return [*folders, (builtin_dir("prompts"), False)]
+
+
+def resolve_template(
+    name: str, prompts_dirs: tuple[Path, ...] = (), where: str | None = None, *, tasks_dirs: tuple[Path, ...] = ()
+) -> Path:
+    """The file of template `name` (see `prompt_folders` for the search order).
 
     The name may not lead out of the folder it is looked up in (`../tasks/x`, `/etc/x`, a link out):
     a task file names a template, not any YAML file. `where` names the task file's key in messages.
     """
-    for folder in (*reversed(prompts_dirs), builtin_dir("prompts")):
+    searched = prompt_folders(tasks_dirs, prompts_dirs)
+    for folder, prompts_only in searched:
         path = Confinement(folder, "the prompts folder").check(
             f"{name}.yaml", where or f"prompt {name!r}", "give the name of a template in it, without .yaml",
             what="template file",
         )
-        if path.is_file():
-            return parse_template(path)
-    raise UserError(f"prompt template {name!r} not found in {builtin_dir('prompts')}; check the task's prompt key")
+        if path.is_file() and (not prompts_only or is_prompt_file(path)):
+            return path
+    folders = ", ".join(str(folder) for folder, _ in searched)
+    raise UserError(f"{where or 'prompt'}: template {name!r} not found in {folders}; "
+                    f"put {name}.yaml in one of them (or in --prompts-dir), or fix the task's prompt key")
+
+
+def load_template(
+    name: str, prompts_dirs: tuple[Path, ...] = (), where: str | None = None, *, tasks_dirs: tuple[Path, ...] = ()
+) -> PromptTemplate:
+    """Template `name`, from the user's folders before the shipped ones (see `resolve_template`)."""
+    return parse_template(resolve_template(name, prompts_dirs, where, tasks_dirs=tasks_dirs))

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 from .results import Result
 
@@ -57,3 +59,45 @@ def task_table(tasks_dirs: tuple[Path, ...] = ()) -> str:
 
     groups = "\n".join(f"group {name}: {', '.join(members)}" for name, members in task_groups(tasks_dirs).items())
     return pd.DataFrame.from_records(records).to_string(index=False) + ("\n\n" + groups if groups else "")
+
+
+def task_definition(name: str, tasks_dirs: tuple[Path, ...] = (), prompts_dirs: tuple[Path, ...] = ()) -> str:
+    """`tasks --show NAME`: the task's keys with every default filled in, the prompt file its `prompt`
+    resolved to (through --prompts-dir and --tasks-dir, as a run finds it) and that template, as YAML."""
+    from .prompts import parse_template, resolve_template
+    from .tasks import STOP_WORDS, load_task
+
+    spec = load_task(name, tasks_dirs)
+    prompt_path = resolve_template(spec.prompt, prompts_dirs, f"{spec.path}: prompt {spec.prompt!r}", tasks_dirs=tasks_dirs)
+    template = parse_template(prompt_path)
+    task = {key: getattr(spec, key) for key in ("name", "version", "title", "request", "metric", "prompt",
+                                                 "support_split", "query_split", "shot_answer", "support_task",
+                                                 "zero_shot_only", "seed")}
+    task["generation"] = {**asdict(spec.generation), "stop_words": spec.generation.stop_words or STOP_WORDS}
+    if spec.candidates is not None:
+        task["candidates"] = asdict(spec.candidates)
+    task["sources"] = {**spec.sources, **({"huggingface": asdict(spec.huggingface)} if spec.huggingface else {})}
+    document = {
+        "task_file": str(spec.path), "task_digest": spec.digest, "task": task,
+        "prompt_file": str(prompt_path), "prompt_digest": template.digest,
+        "prompt": {"name": template.name, "version": template.version, "prefix": template.prefix, "example": template.example},
+    }
+    return yaml.dump(_plain(document), Dumper=_ReadableDumper, sort_keys=False, default_flow_style=None,
+                     allow_unicode=True, width=100)
+
+
+def _plain(value):
+    """Mappings, tuples and config=None as the plain dicts and lists YAML writes."""
+    if isinstance(value, Mapping):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
+
+
+class _ReadableDumper(yaml.SafeDumper):
+    """Strings holding a line break are written double-quoted (`"...\\n"`), as the prompt files write them."""
+
+
+_ReadableDumper.add_representer(str, lambda dumper, data: dumper.represent_scalar(
+    "tag:yaml.org,2002:str", data, style='"' if "\n" in data else None))

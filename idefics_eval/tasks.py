@@ -7,6 +7,7 @@ than a schema library: the schema is small and every error must name the file an
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,6 +22,18 @@ from .paths import Confinement
 REQUESTS = ("generate", "rank", "match")  # match: every caption scored with every image (Winoground)
 SHOT_ANSWERS = ("most_common", "first", "random_reference", "label")
 NORMALIZE = ("sum", "mean")
+# The IDEFICS authors cut generations at the first of these (PROTOCOL.md, generation settings): the
+# default of a task's generation.stop_words.
+STOP_WORDS = ("Question", "Answer", "Image", "Caption", "User", "<end_of_utterance>", "\n")
+
+# The keys of a task file, by section: the parser checks against these and docs/task-files.md
+# documents each (tests/test_task_files_doc.py compares the two, so they cannot drift).
+TASK_REQUIRED = frozenset({"name", "version", "request", "metric", "prompt", "support_split", "query_split", "sources"})
+TASK_OPTIONAL = frozenset({"title", "generation", "candidates", "shot_answer", "support_task", "zero_shot_only", "seed"})
+GENERATION_KEYS = frozenset({"max_new_tokens", "num_beams", "stop_words", "first_line", "strip_quotes"})
+CANDIDATES_REQUIRED, CANDIDATES_OPTIONAL = frozenset({"source"}), frozenset({"classes", "classes_file", "normalize"})
+HUGGINGFACE_REQUIRED, HUGGINGFACE_OPTIONAL = frozenset({"path", "splits", "columns"}), frozenset({"config"})
+VQA_JSON_KEYS = frozenset({"questions", "annotations", "images", "image_file"})
 
 
 @dataclass(frozen=True)
@@ -45,7 +58,7 @@ class HuggingFaceSource:
 class Generation:
     max_new_tokens: int = 15
     num_beams: int = 3
-    stop_words: tuple[str, ...] | None = None  # None: the IDEFICS authors' list (engine.STOP_WORDS)
+    stop_words: tuple[str, ...] | None = None  # None: the IDEFICS authors' list (STOP_WORDS)
     first_line: bool = True  # keep only the first line of the answer
     strip_quotes: bool = False  # remove quotes around the whole answer
 
@@ -126,7 +139,7 @@ def _str_list(where: str, value: Any) -> tuple[str, ...]:
 
 def _candidates(where: str, data: Any, task_dir: Path) -> tuple[Candidates, bytes]:
     here = f"{where}: candidates"
-    data = _check_keys(here, data, {"source"}, {"classes", "classes_file", "normalize"})
+    data = _check_keys(here, data, CANDIDATES_REQUIRED, CANDIDATES_OPTIONAL)
     source = _choice(f"{here}.source", data["source"], ("classes", "example"))
     classes: tuple[str, ...] = ()
     extra = b""
@@ -168,17 +181,9 @@ def parse_task(path: Path) -> TaskSpec:
     raw = path.read_bytes()
     data = read_yaml(path, raw)
     where = str(path)
-    top = _check_keys(
-        where,
-        data,
-        {"name", "version", "request", "metric", "prompt", "support_split", "query_split", "sources"},
-        {"title", "generation", "candidates", "shot_answer", "support_task", "zero_shot_only", "seed"},
-    )
+    top = _check_keys(where, data, TASK_REQUIRED, TASK_OPTIONAL)
     request = _choice(f"{where}: request", top["request"], REQUESTS)
-    generation = _check_keys(
-        f"{where}: generation", top.get("generation", {}), set(),
-        {"max_new_tokens", "num_beams", "stop_words", "first_line", "strip_quotes"},
-    )
+    generation = _check_keys(f"{where}: generation", top.get("generation", {}), set(), GENERATION_KEYS)
     candidates, extra = None, b""
     if request == "rank" and "candidates" not in top:
         raise UserError(f"{where}: missing required key 'candidates' (a rank task says what it ranks)")
@@ -194,7 +199,7 @@ def parse_task(path: Path) -> TaskSpec:
     for format_name, splits in sources.items():
         here = f"{where}: sources.{format_name}"
         if format_name == "huggingface":
-            hf = _check_keys(here, splits, {"path", "splits", "columns"}, {"config"})
+            hf = _check_keys(here, splits, HUGGINGFACE_REQUIRED, HUGGINGFACE_OPTIONAL)
             columns = _str_map(f"{here}.columns", hf["columns"])
             if "id" not in columns or "image" not in columns:
                 raise UserError(f"{here}.columns: missing required key {'id' if 'id' not in columns else 'image'!r}")
@@ -210,7 +215,7 @@ def parse_task(path: Path) -> TaskSpec:
         file_sources[format_name] = {split: _str_map(f"{here}.{split}", files) for split, files in splits.items()}
     if "vqa_json" in file_sources:
         for split, files in file_sources["vqa_json"].items():
-            _check_keys(f"{where}: sources.vqa_json.{split}", files, {"questions", "annotations", "images", "image_file"})
+            _check_keys(f"{where}: sources.vqa_json.{split}", files, VQA_JSON_KEYS)
     stop_words = generation.get("stop_words")
     spec = TaskSpec(
         name=_typed(f"{where}: name", top["name"], str),
@@ -253,16 +258,35 @@ def builtin_dir(name: str) -> Path:
 
 
 GROUPS_FILE = "groups.yaml"
+PROMPT_KEY = "example"  # the key every prompt file has and no task file may have
+
+
+def is_prompt_file(path: Path) -> bool:
+    """Whether a YAML file in a tasks folder is a prompt template (a mapping with an `example` key)
+    rather than a task; a file that is not valid YAML is not, so the task parser reports it."""
+    stat = path.stat()
+    return _has_prompt_key(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=1024)  # keyed on the file's modification time and size: read once per version
+def _has_prompt_key(path: str, mtime_ns: int, size: int) -> bool:
+    try:
+        data = read_yaml(Path(path), Path(path).read_bytes())
+    except UserError:
+        return False
+    return isinstance(data, dict) and PROMPT_KEY in data
 
 
 def task_files(tasks_dirs: tuple[Path, ...] = ()) -> dict[str, Path]:
-    """Task name -> file, built-in tasks first; a file in a later folder overrides an earlier one."""
+    """Task name -> file, built-in tasks first; a file in a later folder overrides an earlier one.
+
+    Prompt files beside the tasks (see `is_prompt_file`) and groups.yaml are not tasks."""
     found: dict[str, Path] = {}
     for folder in (builtin_dir("tasks"), *tasks_dirs):
         if not folder.is_dir():
             raise UserError(f"tasks folder not found: {folder}")
         for path in sorted(folder.glob("*.yaml")):
-            if path.name != GROUPS_FILE:
+            if path.name != GROUPS_FILE and not is_prompt_file(path):
                 found[path.stem] = path
     return found
 
