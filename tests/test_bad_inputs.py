@@ -208,6 +208,8 @@ RUN_CASES = {
     "image file linked outside the data folder": (lambda t: ["--data", str(data_copy(t, image_linked_outside))], "through a symbolic link"),
     "Hugging Face image path outside the data folder": (lambda t: ["--data", str(hf_image_path_outside(t))], "../outside.jpg leaves the data folder"),
     "task prompt outside the prompts folder": (lambda t: ["--tasks-dir", str(tasks_dir(t, "prompt: vqa", "prompt: ../tasks/vqav2"))], "leaves the prompts folder"),
+    "task prompt in no prompts folder": (lambda t: ["--tasks-dir", str(tasks_dir(t, "prompt: vqa", "prompt: nope"))], "template 'nope' not found"),
+    "prompts folder that does not exist": (lambda t: ["--prompts-dir", str(t / "nowhere")], "prompts folder not found"),
     "data folder that does not exist": (lambda t: ["--data", str(t / "nowhere" / "data")], "data folder not found"),
     "winoground with shots": (lambda t: ["--task", "winoground", "--shots", "0,4"], "zero-shot only"),
     "seeds with rices": (lambda t: ["--seeds", "1,2"], "--seeds applies to --selection random"),
