@@ -319,31 +319,29 @@ class Scored:
 
 class QueryData:
     """Loads the query splits that results rows were evaluated on, each once, from the data source
-    the row records (`config.data.source`), and checks that it still holds the same queries."""
+    the row records (`config.data.source`), and checks that it still holds the same queries
+    (`scoring.load_queries` and `check_queries`, shared with `idefics-eval score`)."""
 
     def __init__(self, tasks_dirs: tuple[Path, ...] = ()):
         self.tasks_dirs = tasks_dirs
         self.splits: dict[tuple[str, str], ExampleSet] = {}
 
     def scored(self, row: Result, folder: Path) -> Scored:
-        from . import formats
+        from .scoring import Given, check_queries, load_queries
         from .tasks import load_task
 
         if row.predictions is None:
             raise UserError(f"{folder}: the {row.task} {row.shots}-shot row is a mean over seeds; intervals come from single runs")
         spec = load_task(row.task, self.tasks_dirs)
-        data = row.config.get("data", {})
-        source = data.get("source")
-        if (row.task, source) not in self.splits:
+        source = row.config.get("data", {}).get("source")
+        where = f"{folder}/results.json ({row.task})"
+        if (row.task, source) not in self.splits:  # the recorded data, loaded and checked as `score` does
             try:
-                self.splits[(row.task, source)] = formats.load_split(spec, spec.query_split, source)
+                self.splits[(row.task, source)] = load_queries(spec, row, Given(), where)
             except UserError as error:
-                raise UserError(f"{folder}: the confidence intervals of {row.task} need its query split, recorded as "
-                                f"{source!r}: {error} (or pass --no-ci)") from None
+                raise UserError(f"the confidence intervals need the query split: {error} (or pass --no-ci)") from None
         split = self.splits[(row.task, source)]
-        if data.get("query_fingerprint") not in (None, split.fingerprint):
-            raise UserError(f"{folder}: the {row.task} queries at {source} changed since the run (fingerprint "
-                            f"{split.fingerprint}, recorded {data['query_fingerprint']}); pass --no-ci or restore the data")
+        check_queries(split, row, Given(), where, [], remedy="restore the data, or pass --no-ci")
         limit = row.config.get("limit")
         examples = list(split.examples[:limit] if limit else split.examples)
         if len(examples) != row.num_examples + row.num_skipped:

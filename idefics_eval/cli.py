@@ -142,21 +142,49 @@ def run(**options) -> None:
 
 
 @cli.command()
-@click.option("--task", required=True, help="Task the predictions belong to.")
-@click.option("--predictions", "predictions_file", required=True, type=click.Path(path_type=Path))
-@click.option("--data", help="The task's data (as for `run`); default: the bundled sample data with --demo.")
-@click.option("--demo", is_flag=True, help="Score against the bundled sample data.")
-@click.option("--limit", type=int, help="The run evaluated only the first N queries.")
-@click.option("--tasks-dir", "tasks_dirs", multiple=True, type=click.Path(path_type=Path))
-def score(task: str, predictions_file: Path, data: str | None, demo: bool, limit: int | None, tasks_dirs: tuple[Path, ...]) -> None:
-    """Re-score a predictions file without a model."""
-    from .reports import format_metrics
-    from .scoring import score_file
+@click.argument("run_dir", required=False, type=click.Path(path_type=Path))
+@click.option("--predictions", "predictions_file", type=click.Path(path_type=Path), help="One predictions file, instead of RUN_DIR.")
+@click.option("--task", help="Task of the predictions (needed only for a file outside a run folder); with RUN_DIR: only these "
+                              "tasks (comma-separated).")
+@click.option("--data", help="The task's data (as for `run`); default: what the run recorded.")
+@click.option("--demo", is_flag=True, help="Score against the bundled sample data; default: what the run recorded.")
+@click.option("--limit", type=int, help="Score the first N queries; default: the run's --limit.")
+@click.option("--tasks-dir", "tasks_dirs", multiple=True, type=click.Path(path_type=Path),
+              help="Extra folder of task files; default: the run's.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Also write the metrics as JSON (RUN_DIR: rows as in results.json).")
+def score(run_dir: Path | None, predictions_file: Path | None, task: str | None, data: str | None, demo: bool, limit: int | None,
+          tasks_dirs: tuple[Path, ...], output: Path | None) -> None:
+    """Re-score a run folder (RUN_DIR) or one predictions file without a model, as the run recorded it."""
+    import json
+    from dataclasses import asdict
 
-    with quiet_libraries():  # no bars of its own: the data loading's would only surround its output
-        metrics, count = score_file(task, predictions_file, data, demo, tuple(tasks_dirs), limit=limit)
-    click.echo(f"{task}: {count} predictions")
-    click.echo(format_metrics(metrics))
+    from .scoring import Given, score_file, score_run
+
+    if (run_dir is None) == (predictions_file is None):
+        raise UserError("give a run folder (RUN_DIR) or --predictions FILE, one of the two")
+    if limit is not None and limit < 1:
+        raise UserError(f"--limit {limit}: give a positive number of queries")
+    given = Given(data=data, demo=demo, limit=limit, tasks_dirs=tuple(tasks_dirs))
+    if run_dir is not None:
+        from .reports import summary_table
+
+        names = None if task is None else [name.strip() for name in task.split(",") if name.strip()]
+        with quiet_libraries():  # no bars of its own: the data loading's would only surround its output
+            rescored = score_run(run_dir, given, names)
+        click.echo(summary_table(rescored.rows))
+        notes, text = rescored.notes, json.dumps([asdict(row) for row in rescored.rows], indent=2, ensure_ascii=False) + "\n"
+    else:
+        from .reports import format_metrics
+
+        with quiet_libraries():
+            name, metrics, count, notes = score_file(predictions_file, task, given)
+        click.echo(f"{name}: {count} predictions")
+        click.echo(format_metrics(metrics))
+        text = json.dumps({"task": name, "predictions": str(predictions_file), "num_examples": count, "metrics": metrics}, indent=2) + "\n"
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
+    if output is not None:
+        _write_or_print(text, output)
 
 
 @cli.command()

@@ -18,9 +18,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .formats import BUNDLED
 from .results import Result
 
-BUNDLED = Path(__file__).resolve().parent / "demo" / "data"  # the sample data of --demo and --demo-data
 FULL = "full"
 # Settings of one task: compared between rows of the same task only (tasks have their own defaults).
 TASK_SETTINGS = frozenset({"task file", "prompt", "queries", "n", "max_new_tokens", "num_beams", "stop_words",

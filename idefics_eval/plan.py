@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import formats
-from .comparability import BUNDLED
 from .engine import STOP_WORDS, GenerationSettings
 from .errors import UserError
 from .examples import ExampleSet
+from .formats import BUNDLED, demo_data
 from .image_cache import DEFAULT_MAX_BYTES
 from .metrics import Metric, get_metric, refuse_undefined
 from .models import check_checkpoint
@@ -69,13 +69,6 @@ class Prepared:
     data: str | None
     generation: GenerationSettings
     num_queries: int  # the query split's size before --limit: what a full run scores
-
-
-def demo_data(spec: TaskSpec) -> str:
-    folder = DEMO_DATA / spec.name
-    if not folder.is_dir():
-        raise UserError(f"task {spec.name} has no bundled sample data for --demo; give --data")
-    return str(folder)
 
 
 def prepare(config: RunConfig, preloaded: bool = False) -> Prepared:

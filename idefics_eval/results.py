@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,16 @@ class Result:
     @property
     def key(self) -> tuple:
         return (self.task, self.shots, self.selection, self.seed)
+
+
+def mean_over_seeds(rows: list[Result]) -> Result:
+    """The row of one task and shot count that stands for its random-selection seeds: mean and std."""
+    means = {name: statistics.fmean(r.metrics[name] for r in rows) for name in rows[0].metrics}
+    stds = {name: statistics.stdev([r.metrics[name] for r in rows]) for name in rows[0].metrics}
+    config = dict(rows[0].config)
+    config["shots"] = dict(config["shots"], seeds=[r.seed for r in rows])
+    return replace(rows[0], seed=None, metrics=means, metrics_std=stds, predictions=None, config=config,
+                   num_truncated=max(r.num_truncated for r in rows))
 
 
 @contextmanager

@@ -9,7 +9,6 @@ in order and writes the results.
 
 from __future__ import annotations
 
-import statistics
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -31,7 +30,7 @@ from .models import ClipEncoder, LoadedModel, VisionTowerEncoder, demo_model_nam
 from .plan import DEMO_DATA, Prepared, RunConfig, demo_data, prepare  # noqa: F401  (re-exported)
 from .predictions import Prediction, PredictionWriter, finish_predictions, prediction_file, read_predictions
 from .ranking import Ranker
-from .results import Result, merge_results, package_versions
+from .results import Result, mean_over_seeds, merge_results, package_versions
 from .shots import ShotSettings, build_selector
 from .store import Manifest, RunFolder, folder_lock, identity_of, recorded_batch_sizes, shots_identity
 
@@ -160,15 +159,6 @@ def _fitted(p: Prepared, loaded: LoadedModel, selector, shots: int, todo: list[E
     return kept, requests
 
 
-def _aggregate_seeds(rows: list[Result]) -> Result:
-    means = {name: statistics.fmean(r.metrics[name] for r in rows) for name in rows[0].metrics}
-    stds = {name: statistics.stdev([r.metrics[name] for r in rows]) for name in rows[0].metrics}
-    config = dict(rows[0].config)
-    config["shots"] = dict(config["shots"], seeds=[r.seed for r in rows])
-    return replace(rows[0], seed=None, metrics=means, metrics_std=stds, predictions=None, config=config,
-                   num_truncated=max(r.num_truncated for r in rows))
-
-
 def _settings(config: RunConfig) -> list[tuple[int | None, list[int]]]:
     """(seed, shot counts) in evaluation order. Zero-shot comes once and without a seed: it shows no
     shots, so every seed of random selection would give the same predictions."""
@@ -264,6 +254,7 @@ def _run(config: RunConfig, p: Prepared, world: World, loaded: LoadedModel | Non
                     predictions=str(prediction_file(Path("."), p.spec.name, shots, seed)),
                     config=identity | {"shots": files_identity or _zero_shot_selection(config),
                                        "limit": config.limit, "processes": world.size, "batch_size": batch_size,
+                                       "tasks_dirs": [str(Path(d).absolute()) for d in config.tasks_dirs],  # for `score RUN_DIR`
                                        "plain_generation": config.plain_generation,
                                        "versions": package_versions(), "command": sys.argv} | _scope(p),
                 )
@@ -271,7 +262,7 @@ def _run(config: RunConfig, p: Prepared, world: World, loaded: LoadedModel | Non
     if not world.is_main:
         return []
     if config.selection == "random" and len(config.seeds) > 1:
-        rows += [_aggregate_seeds([r for r in rows if r.shots == k]) for k in sorted(config.shots) if k > 0]
+        rows += [mean_over_seeds([r for r in rows if r.shots == k]) for k in sorted(config.shots) if k > 0]
     folder.check()  # the rows name predictions files that must still be there
     merge_results(config.output_dir / "results.json", rows)
     return rows

@@ -23,7 +23,9 @@ from ..tasks import TaskSpec, VqaJsonSplit
 from .huggingface import has_data_files, is_save_to_disk_folder, load_huggingface
 from .vqa_json import load_vqa_json
 
-__all__ = ["FileFormat", "load_split", "load_vqa_json", "load_huggingface", "file_formats"]
+__all__ = ["BUNDLED", "FileFormat", "demo_data", "file_formats", "load_huggingface", "load_split", "load_vqa_json"]
+
+BUNDLED = Path(__file__).resolve().parents[1] / "demo" / "data"  # the sample data of --demo and --demo-data
 
 # "name" or "owner/name", as the hub spells dataset ids; anything else given to --data is a path.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?$")
@@ -61,6 +63,14 @@ def file_formats() -> dict[str, FileFormat]:
 def register(file_format: FileFormat) -> FileFormat:
     _BUILTIN.append(file_format)
     return file_format
+
+
+def demo_data(spec: TaskSpec) -> str:
+    """The --data value of `spec`'s bundled sample data."""
+    folder = BUNDLED / spec.name
+    if not folder.is_dir():
+        raise UserError(f"task {spec.name} has no bundled sample data for --demo; give --data")
+    return str(folder)
 
 
 def load_split(spec: TaskSpec, split: str, data: str | None, cache_dir: Path | None = None) -> ExampleSet:
