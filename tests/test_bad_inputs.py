@@ -320,6 +320,34 @@ def test_bad_predictions_for_score(previous, tmp_path, capsys, edit, message):
     assert_clean_refusal(code, err, message, previous, before)
 
 
+def changed_run(previous: Path, tmp_path: Path, change) -> Path:
+    """A copy of the previous run whose results.json records something else than what is there."""
+    folder = tmp_path / "changed"
+    shutil.copytree(previous, folder)
+    rows = json.loads((folder / "results.json").read_text())
+    for row in rows:
+        change(row["config"])
+    (folder / "results.json").write_text(json.dumps(rows))
+    return folder
+
+
+SCORE_RUN_CASES = {
+    "not a run folder": (lambda previous, tmp: tmp, "is not a run folder (no results.json)"),
+    "data changed since the run": (lambda previous, tmp: changed_run(previous, tmp, lambda c: c["data"].update(
+        query_fingerprint="0" * 16)), "are not those the run scored"),
+    "task version changed since the run": (lambda previous, tmp: changed_run(previous, tmp, lambda c: c["task"].update(
+        version=9)), "the run used version 9"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SCORE_RUN_CASES))
+def test_bad_run_folder_for_score(case, previous, tmp_path, capsys):
+    make_folder, message = SCORE_RUN_CASES[case]
+    before = (previous / "results.json").read_bytes()
+    code, err = invoke(capsys, "score", str(make_folder(previous, tmp_path)))
+    assert_clean_refusal(code, err, message, previous, before)
+
+
 def test_export_of_a_folder_without_results(previous, tmp_path, capsys):
     before = (previous / "results.json").read_bytes()
     code, err = invoke(capsys, "export", str(tmp_path), "--format", "csv", "-o", str(tmp_path / "x.csv"))
