@@ -18,7 +18,7 @@ from .console import one_line, quiet_libraries
 from .errors import UserError
 
 SWEEP_INCOMPLETE = 3  # a sweep wrote its table, but some checkpoints failed
-TASKS_DIR_HELP = "Extra folder of task files (and of their prompts, in its prompts/ subfolder); repeatable."
+TASKS_DIR_HELP = "Extra folder of task files; their prompt files go in its prompts/ subfolder or beside them (docs/task-files.md); repeatable."
 PROMPTS_DIR_HELP = "Extra folder of prompt files, searched before the tasks folders and the shipped prompts; repeatable."
 
 

@@ -3,6 +3,7 @@
 A task file says where the data comes from, which split gives shots (support) and which is scored
 (query), the prompt template, the kind of request and the metric. Validation is hand-written rather
 than a schema library: the schema is small and every error must name the file and the key.
+docs/task-files.md documents every key (tests/test_task_files_doc.py keeps it equal to the key sets here).
 """
 
 from __future__ import annotations

@@ -142,3 +142,13 @@ def test_tasks_show_refuses_in_one_line(args, message, capsys):
     code, out, err = invoke(capsys, "tasks", *args)
     assert code == 2 and out == ""
     assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_sweep_passes_its_prompts_folders_to_every_run(tmp_path):
+    from idefics_eval.sweep import Checkpoint, SweepConfig, _run_config
+
+    prompts = tmp_path / "prompts"
+    config = SweepConfig(checkpoints="ckpts/*", tasks=("vqav2",), shots=(0,), output_dir=tmp_path / "out",
+                         prompts_dirs=(prompts,), tasks_dirs=(vqav2_naming(tmp_path / "tasks", "mine"),))
+    run = _run_config(config, Checkpoint(tmp_path / "step-1", "step-1", 1), "vqav2")
+    assert (run.prompts_dirs, run.tasks_dirs) == (config.prompts_dirs, config.tasks_dirs)
