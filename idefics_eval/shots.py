@@ -310,6 +310,7 @@ class RicesSelector(ShotSelector):
         self._encoder_name = encoder_name
         self._fingerprint = fingerprint
         self._top: dict[str, np.ndarray] = {}  # query id -> max_k support positions, most similar first
+        self._similarity: dict[str, np.ndarray] = {}  # query id -> their cosine similarities, same order
 
     @property
     def fingerprint(self) -> str:
@@ -327,6 +328,11 @@ class RicesSelector(ShotSelector):
 
     def _prompt_order(self, chosen):
         return chosen[::-1]  # most similar last, right before the query
+
+    def similarities(self, query: Example, k: int) -> list[float]:
+        """The cosine similarity of each of `select(query, k)`'s shots to the query image, in prompt order."""
+        self._chosen(query)  # an unknown query fails as select does
+        return [float(s) for s in self._prompt_order(self._similarity[query.id][:k])]
 
     def retrieve(self, index: faiss.IndexFlatIP, image_ids: list[str], queries: ExampleSet, vectors: np.ndarray,
                  progress: bool = True):
@@ -359,21 +365,24 @@ class RicesSelector(ShotSelector):
                     for c, image_scores, image_rows in zip(chunk, scores, rows):
                         image_id = query_images[c]
                         skip = rows_of.get(self._identity(image_id, by_query_image[image_id][0].image), [])
-                        ranked = _rank(image_scores, image_rows, rows_examples, skip, need, complete)
-                        if ranked is None:
+                        found = _rank(image_scores, image_rows, rows_examples, skip, need, complete)
+                        if found is None:
                             unresolved.append(c)
                             continue
+                        ranked, similarity = found
                         for q in by_query_image[image_id]:
-                            self._top[q.id] = ranked[ranked != self._by_id.get(q.id, -1)][: self.max_k]
+                            own = ranked != self._by_id.get(q.id, -1)
+                            self._top[q.id] = ranked[own][: self.max_k]
+                            self._similarity[q.id] = similarity[own][: self.max_k]
                         bar.update(1)
                 pending = np.array(unresolved, dtype=np.int64)
                 k_search = min(index.ntotal, 2 * k_search)
 
 
-def _rank(scores, rows, rows_examples, skip_rows, need: int, complete: bool) -> np.ndarray | None:
+def _rank(scores, rows, rows_examples, skip_rows, need: int, complete: bool) -> tuple[np.ndarray, np.ndarray] | None:
     """The `need` best support positions of the searched images (the query's own image, rows
-    `skip_rows`, left out) by (similarity desc, support order); None if the search may have cut
-    off a tie or better."""
+    `skip_rows`, left out) by (similarity desc, support order) and their similarities; None if the
+    search may have cut off a tie or better."""
     keep = (rows >= 0) & ~np.isin(rows, skip_rows)
     groups = [rows_examples[row] for row in rows[keep]]
     positions = np.concatenate(groups) if groups else np.zeros(0, np.int64)
@@ -381,7 +390,8 @@ def _rank(scores, rows, rows_examples, skip_rows, need: int, complete: bool) -> 
     # Unsearched images score <= the last searched one: only strictly better candidates are certain.
     if not complete and np.count_nonzero(similarity > scores[-1]) < need:
         return None
-    return positions[np.lexsort((positions, -similarity))[:need]]
+    best = np.lexsort((positions, -similarity))[:need]
+    return positions[best], similarity[best]
 
 
 def build_selector(

@@ -100,6 +100,22 @@ def test_rices_equals_brute_force_most_similar_last_and_nested(max_k):
         assert selector.select(query, 0) == []
 
 
+def test_rices_similarities_are_each_shots_cosine_in_prompt_order():
+    """What `idefics-eval prompt` prints beside each shot: its similarity to the query image."""
+    encoder = FakeEncoder()
+    selector = build_selector(ShotSettings("rices"), SUPPORT, QUERIES, 4, encoder, cache_dir=None)
+
+    def unit(image_ref):
+        vector = encoder.encode([image_ref.load()])[0]
+        return vector / max(np.linalg.norm(vector), 1e-12)
+
+    for query in QUERIES.examples:
+        shots = selector.select(query, 3)
+        expected = [float(np.dot(unit(shot.image), unit(query.image))) for shot in shots]
+        assert selector.similarities(query, 3) == pytest.approx(expected, abs=1e-5)
+        assert selector.similarities(query, 3) == sorted(selector.similarities(query, 3))  # most similar last
+
+
 def test_identical_image_is_the_last_shot_and_ties_follow_support_order():
     selector = build_selector(ShotSettings("rices"), SUPPORT, QUERIES, 6, FakeEncoder(), cache_dir=None)
     query = next(q for q in QUERIES.examples if q.id == "v_dup")  # same pixels as img0 and img1
@@ -126,10 +142,11 @@ def test_rank_refuses_a_cut_off_that_may_hide_a_tie():
     scores = np.array([1.0, 0.9, 0.5, 0.5], dtype=np.float32)  # row 4 is the query's own image
     rows = np.array([4, 0, 2, 3])  # unsearched row 1 may tie at 0.5, and its example comes first
     assert _rank(scores, rows, rows_examples, 4, 3, complete=False) is None
-    assert _rank(scores, rows, rows_examples, 4, 2, complete=False).tolist() == [0, 5]
+    assert _rank(scores, rows, rows_examples, 4, 2, complete=False)[0].tolist() == [0, 5]
     full_scores = np.array([1.0, 0.9, 0.5, 0.5, 0.5], dtype=np.float32)
-    ranked = _rank(full_scores, np.array([4, 0, 3, 2, 1]), rows_examples, 4, 4, complete=True)
+    ranked, similarity = _rank(full_scores, np.array([4, 0, 3, 2, 1]), rows_examples, 4, 4, complete=True)
     assert ranked.tolist() == [0, 5, 1, 2]
+    assert similarity.tolist() == pytest.approx([0.9, 0.9, 0.5, 0.5])
 
 
 def test_exclusion_when_support_and_queries_are_the_same_split():
