@@ -1,4 +1,4 @@
-"""The command line: `idefics-eval run | score | tasks | demo-model | sweep | export | plot | compare`.
+"""The command line: `idefics-eval run | prompt | score | tasks | demo-model | sweep | export | plot | compare`.
 
 User mistakes (`UserError`, bad flags) print one line and exit with status 2; anything else is an
 internal error: one line, status 1, and `--debug` shows the traceback. A sweep that finished but
@@ -139,6 +139,49 @@ def run(**options) -> None:
     if rows:  # under torchrun only rank 0 reports
         click.echo(summary_table(rows))
         click.echo(f"results: {config.output_dir / 'results.json'}")
+
+
+@cli.command()
+@click.option("--task", required=True, help="One task (see `idefics-eval tasks`).")
+@click.option("--shots", type=click.IntRange(min=0), required=True, help="Shot count, as one of run's --shots.")
+@click.option("--query-index", type=int, help="The query's position in the query split (default: 0, the first).")
+@click.option("--query-id", help="The query's id in the query split (instead of --query-index).")
+@click.option("--model", help="Hub name or local checkpoint folder (its processor; its weights only for RICES with --rices-encoder model).")
+@click.option("--demo", is_flag=True, help="The trained canary model and, without --data, the bundled sample data.")
+@click.option("--demo-seed", type=int, help="With --demo: the random tiny model with weights from this seed.")
+@click.option("--data", help="The task's data, as for run.")
+@click.option("--support-data", help="Data of the task shots come from, where it is another task (NoCaps: COCO).")
+@click.option("--selection", type=click.Choice(["rices", "random"]), default="rices", show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="The seed of --selection random.")
+@click.option("--rices-encoder", default="model", show_default=True, help="As for run.")
+@click.option("--max-length", type=int, help="Context limit in tokens, as for run.")
+@click.option("--max-new-tokens", type=int, help="Tokens kept for the answer when fitting the prompt, as for run.")
+@click.option("--cache-dir", type=click.Path(path_type=Path), help="Where retrieval indexes and embeddings are kept, as for run.")
+@click.option("--tasks-dir", "tasks_dirs", multiple=True, type=click.Path(path_type=Path), help="Extra folder of task files.")
+@click.option("--prompts-dir", "prompts_dirs", multiple=True, type=click.Path(path_type=Path), help=PROMPTS_DIR_HELP)
+@click.option("--device", default="auto", show_default=True, help="Where RICES embeds the images, as for run.")
+@click.option("--dtype", default="auto", show_default=True, help="The RICES encoder's dtype, as for run.")
+@click.option("--allow-pickle-weights", is_flag=True, help="Allow loading .bin (pickle) weights.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object: text, input_ids, shot_ids, similarities (ranked: candidates).")
+def prompt(**options) -> None:
+    """Dry run: print the prompt run feeds the model for one query (text, token count, shots); nothing is generated."""
+    import json
+
+    from .dry_run import format_view, prompt_view
+    from .plan import RunConfig
+
+    config = RunConfig(
+        task=options["task"], shots=(options["shots"],), output_dir=Path("."),  # a dry run writes nothing
+        model=options["model"], demo=options["demo"], demo_seed=options["demo_seed"], data=options["data"],
+        support_data=options["support_data"], selection=options["selection"], seeds=(options["seed"],),
+        rices_encoder=options["rices_encoder"], device=options["device"], dtype=options["dtype"],
+        max_length=options["max_length"], max_new_tokens=options["max_new_tokens"],
+        cache_dir=options["cache_dir"] or default_cache_dir(), tasks_dirs=tuple(options["tasks_dirs"]),
+        prompts_dirs=tuple(options["prompts_dirs"]),
+        progress=False, allow_pickle_weights=options["allow_pickle_weights"],
+    )
+    view = prompt_view(config, options["query_index"], options["query_id"])
+    click.echo(json.dumps(view.to_json()) if options["as_json"] else format_view(view))
 
 
 @cli.command()

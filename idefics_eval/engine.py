@@ -77,9 +77,14 @@ def postprocess(text: str, settings: GenerationSettings) -> str:
     return text
 
 
-def count_tokens(loaded: LoadedModel, prompt: Prompt) -> int:
+def token_ids(loaded: LoadedModel, prompt: Prompt) -> list[int]:
+    """The prompt's token ids as the processor encodes them (its text, tokenized; tested equal)."""
     tokenizer = loaded.processor.tokenizer
-    return len(tokenizer(prompt.processor_text(tokenizer.bos_token), add_special_tokens=False)["input_ids"])
+    return tokenizer(prompt.processor_text(tokenizer.bos_token), add_special_tokens=False)["input_ids"]
+
+
+def count_tokens(loaded: LoadedModel, prompt: Prompt) -> int:
+    return len(token_ids(loaded, prompt))
 
 
 class Generator:

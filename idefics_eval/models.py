@@ -15,6 +15,7 @@ from PIL import Image
 from safetensors import SafetensorError, safe_open
 from transformers import (
     AutoProcessor,
+    IdeficsConfig,
     IdeficsForVisionText2Text,
     IdeficsProcessor,
     PretrainedConfig,
@@ -223,6 +224,39 @@ def load_model(
     if demo_seed is None and Path(name).expanduser().resolve() == CANARY_DIR:
         name = CANARY_NAME  # the same name wherever the package is installed
     return LoadedModel(model, processor, name, weights_fingerprint(model), resolved_device, resolved_dtype)
+
+
+@dataclass
+class PromptSide:
+    """What rendering and measuring prompts needs of a model, without its weights: the processor
+    and the context length (`model_requests` reads only these, so a dry run loads no weights)."""
+
+    processor: IdeficsProcessor
+    name: str
+    max_length: int
+
+
+def load_prompt_side(name: str, *, demo_seed: int | None = None) -> PromptSide:
+    """The processor and config of the checkpoint `load_model` would load, checked as it checks them."""
+    if demo_seed is not None:
+        from .demo.model import DEMO_NAME, build_config, build_processor
+
+        processor, config, name = build_processor(), build_config(), f"{DEMO_NAME}-seed{demo_seed}"  # as build_model names it
+    else:
+        check_checkpoint(name)
+        try:
+            if local_folder(name) is None:
+                check_family(PretrainedConfig.get_config_dict(name)[0], name)
+            processor = AutoProcessor.from_pretrained(name, trust_remote_code=False)
+            config = IdeficsConfig.from_pretrained(name)
+        except (OSError, ValueError) as error:
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            hint = "" if Path(name).expanduser().is_dir() else " (offline? download the checkpoint and pass its folder)"
+            raise UserError(f"cannot load the processor of {name!r}: {first}{hint}") from None
+        if Path(name).expanduser().resolve() == CANARY_DIR:
+            name = CANARY_NAME
+    _check_processor_type(processor, name)
+    return PromptSide(processor, name, int(config.max_position_embeddings))
 
 
 class VisionTowerEncoder:

@@ -71,8 +71,9 @@ class Prepared:
     num_queries: int  # the query split's size before --limit: what a full run scores
 
 
-def prepare(config: RunConfig, preloaded: bool = False) -> Prepared:
-    """Validate everything that is cheap to check and load the annotations (not the images)."""
+def prepare(config: RunConfig, preloaded: bool = False, writes: bool = True) -> Prepared:
+    """Validate everything that is cheap to check and load the annotations (not the images).
+    `writes=False` (a dry run, `idefics-eval prompt`) leaves the output folders alone: nothing is written there."""
     if not config.shots:
         raise UserError("--shots is empty; give shot counts like 0,4,8")
     if config.limit is not None and config.limit < 1:
@@ -97,10 +98,11 @@ def prepare(config: RunConfig, preloaded: bool = False) -> Prepared:
         check_checkpoint(config.model)
     elif not config.demo and not preloaded:
         raise UserError("no model: give --model (a hub name or checkpoint folder) or --demo")
-    _check_writable(config.output_dir)
-    _check_run_folder(config.output_dir)
-    if config.image_cache_dir is not None:
-        _check_writable(config.image_cache_dir, "--image-cache-dir")
+    if writes:
+        _check_writable(config.output_dir)
+        _check_run_folder(config.output_dir)
+        if config.image_cache_dir is not None:
+            _check_writable(config.image_cache_dir, "--image-cache-dir")
     if config.cache_dir is not None:  # RICES indexes and the datasets library's files go there
         _check_writable(config.cache_dir, "--cache-dir")
 

@@ -21,7 +21,7 @@ from .console import quiet_libraries
 from .distributed import World, world as current_world
 from .engine import AUTO_BATCH_OFF_GPU, Generator, generate_all, longest_first, resolve_batch_size
 from .errors import UserError
-from .examples import Example
+from .examples import Example, ExampleSet
 from .image_cache import configure_shared_cache
 from .model_requests import (PromptTooLong, Tolerant, bad_example, check_context, fit_prompt, longest_ranking_requests,
                              matched, ranked)
@@ -50,6 +50,19 @@ class NoShots:
 
     def describe(self) -> dict:
         return {}
+
+    def similarities(self, query: Example, k: int) -> list[float]:
+        return []
+
+
+def shot_selector(p: Prepared, queries: ExampleSet, seed: int | None, max_k: int, encoder, progress: bool):
+    """The run's selector of up to `max_k` shots for `queries` (`idefics-eval prompt` builds the same)."""
+    if max_k == 0:
+        return NoShots()
+    config = p.config
+    return build_selector(ShotSettings(config.selection, seed or 0), p.support, queries, max_k, encoder, config.cache_dir,
+                          batch_size=4 * (AUTO_BATCH_OFF_GPU if config.batch_size == "auto" else config.batch_size),
+                          progress=progress)
 
 
 def _evaluate_setting(p: Prepared, loaded: LoadedModel, selector, shots: int, seed: int | None,
@@ -217,11 +230,7 @@ def _run(config: RunConfig, p: Prepared, world: World, loaded: LoadedModel | Non
         else:
             if not world.is_main:
                 world.barrier()  # rank 0 builds and caches the index first; the others then load it
-            selector = build_selector(
-                ShotSettings(config.selection, seed or 0), p.support, p.queries, max(shot_counts), encoder,
-                config.cache_dir, batch_size=4 * (AUTO_BATCH_OFF_GPU if config.batch_size == "auto" else config.batch_size),
-                progress=config.progress and world.is_main,
-            )
+            selector = shot_selector(p, p.queries, seed, max(shot_counts), encoder, config.progress and world.is_main)
             if world.is_main:
                 world.barrier()
         selection = selector.describe() | {"seed": seed}

@@ -1,0 +1,151 @@
+"""`idefics-eval prompt`: the dry run prints what the run feeds the model, for every bundled task.
+
+For each task, one `run --demo --limit 1` (more where the metric needs them) records the token ids
+the run builds for its queries (the generator's inputs, or the ranker's context and candidates) and
+the shots in its predictions file; `prompt --json` for each query must give the same ids, the same shots, and ids equal to
+IdeficsProcessor's own encoding of the prompt's interleaved images and text.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from transformers import AutoProcessor
+
+from idefics_eval import dry_run, ranking
+from idefics_eval.engine import Generator, load_image
+from idefics_eval.models import CANARY_DIR
+from idefics_eval.predictions import prediction_file, read_predictions
+from idefics_eval.tasks import load_task, task_files
+
+from conftest import invoke
+
+TASKS = sorted(task_files())
+LIMITS = {"hatefulmemes": 3}  # ROC AUC needs both classes: the bundled test split's first label 1 is its third query
+
+
+def limit(task: str) -> int:
+    """Queries per run: one, or the fewest the task's metric is defined on."""
+    return LIMITS.get(task, 1)
+
+
+def shot_counts(task: str) -> list[int]:
+    return [0] if load_task(task).zero_shot_only else [0, 2]
+
+
+@pytest.fixture(scope="module")
+def processor():
+    return AutoProcessor.from_pretrained(CANARY_DIR)
+
+
+def capture_run(monkeypatch, capsys, task: str, tmp_path) -> tuple[list, list]:
+    """Run `task` on its first query; return what each model request was built from, in run order:
+    generation inputs (token ids), and ranked contexts (context text, candidates' scored ids)."""
+    generated, ranked = [], []
+
+    def record(inputs):
+        for ids, mask in zip(inputs["input_ids"], inputs["attention_mask"]):
+            generated.append(ids[mask.bool()].tolist())
+        return inputs
+
+    text_inputs, encode, continuations = Generator.text_inputs, Generator.encode, ranking.continuations_ids
+    monkeypatch.setattr(Generator, "text_inputs", lambda self, prompts: record(text_inputs(self, prompts)))
+    monkeypatch.setattr(Generator, "encode", lambda self, prompts: record(encode(self, prompts)))
+
+    def scored(tokenizer, context, fulls):
+        result = continuations(tokenizer, context, fulls)
+        ranked.append((context, [ids[len(ids) - count:] for ids, count in result]))
+        return result
+
+    monkeypatch.setattr(ranking, "continuations_ids", scored)
+    shots = ",".join(map(str, shot_counts(task)))
+    code, _, err = invoke(capsys, "run", "--task", task, "--demo", "--shots", shots, "--limit", str(limit(task)), "--num-beams",
+                          "1", "--max-new-tokens", "3", "--output-dir", str(tmp_path / "run"), "--cache-dir",
+                          str(tmp_path / "cache"), "--no-progress")
+    assert code == 0, err
+    monkeypatch.undo()
+    return generated, ranked
+
+
+def dry(monkeypatch, capsys, task: str, shots: int, tmp_path, *extra: str) -> tuple[dict, dry_run.PromptView]:
+    """`prompt --json`'s object, and the view it printed (to reach the prompt's interleaved items)."""
+    views = []
+    build = dry_run.prompt_view
+    monkeypatch.setattr(dry_run, "prompt_view", lambda *args: views.append(build(*args)) or views[-1])
+    code, out, err = invoke(capsys, "prompt", "--task", task, "--demo", "--shots", str(shots), "--cache-dir",
+                            str(tmp_path / "cache"), "--json", *extra)
+    assert code == 0, err
+    monkeypatch.undo()
+    return json.loads(out), views[0]
+
+
+def processor_ids(processor, prompt) -> list[int]:
+    items = [item if isinstance(item, str) else load_image(item) for item in prompt.items]
+    return processor(text=[items], return_tensors="pt")["input_ids"][0].tolist()
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_prompt_is_what_the_run_feeds(task, processor, monkeypatch, capsys, tmp_path):
+    generated, ranked = capture_run(monkeypatch, capsys, task, tmp_path)
+    n = limit(task)
+    for setting, shots in enumerate(shot_counts(task)):
+        predictions = read_predictions(prediction_file(tmp_path / "run", task, shots, None))
+        shown = [dry(monkeypatch, capsys, task, shots, tmp_path, "--query-index", str(i)) for i in range(n)]
+        for (view_json, view), prediction in zip(shown, predictions, strict=True):
+            check_view(view_json, view, processor, prediction, shots)
+        if load_task(task).request == "generate":  # a batch runs longest first: compare as sets
+            assert sorted(generated[setting * n:(setting + 1) * n]) == sorted(j["input_ids"] for j, _ in shown)
+            assert all("candidates" not in j for j, _ in shown)
+            continue
+        # ranked: the ranker's context per request (Winoground: one per image) and each candidate's scored ids, in order
+        contexts = [context for j, _ in shown for context in j.get("contexts", [j])]
+        fed = ranked[setting * len(contexts):(setting + 1) * len(contexts)]
+        assert [c["text"] for c in contexts] == [text for text, _ in fed]
+        assert [[c["continuation_ids"] for c in context["candidates"]] for context in contexts] == [ids for _, ids in fed]
+
+
+def check_view(shown: dict, view: dry_run.PromptView, processor, prediction, shots: int) -> None:
+    """The printed ids are the processor's encoding of the prompt; the shots are the run's."""
+    assert set(shown) >= {"text", "input_ids", "shot_ids", "similarities"}
+    for context, request in zip(shown.get("contexts", [shown]), view.requests, strict=True):
+        assert context["input_ids"] == processor_ids(processor, request.prompt)
+        assert context["text"] == request.text
+    assert shown["query_id"] == prediction.id
+    assert shown["shot_ids"] == list(prediction.shots) and len(prediction.shots) == shots
+    assert shown["similarities"] is not None and len(shown["similarities"]) == shots
+    assert shown["similarities"] == sorted(shown["similarities"])  # RICES: most similar last
+
+
+def test_random_selection_shows_the_runs_shots_and_no_similarities(monkeypatch, capsys, tmp_path):
+    code, _, err = invoke(capsys, "run", "--task", "okvqa", "--demo", "--shots", "2", "--selection", "random", "--seeds", "3",
+                          "--limit", "1", "--num-beams", "1", "--max-new-tokens", "3", "--output-dir", str(tmp_path / "run"),
+                          "--no-progress")
+    assert code == 0, err
+    shown, _ = dry(monkeypatch, capsys, "okvqa", 2, tmp_path, "--selection", "random", "--seed", "3")
+    prediction = read_predictions(prediction_file(tmp_path / "run", "okvqa", 2, 3))[0]
+    assert shown["shot_ids"] == list(prediction.shots) and len(prediction.shots) == 2
+    assert shown["similarities"] is None
+
+
+def test_query_id_and_text_output(monkeypatch, capsys, tmp_path):
+    first, _ = dry(monkeypatch, capsys, "vqav2", 0, tmp_path, "--query-index", "1")
+    by_id, _ = dry(monkeypatch, capsys, "vqav2", 0, tmp_path, "--query-id", first["query_id"])
+    assert by_id == first
+    code, out, err = invoke(capsys, "prompt", "--task", "hatefulmemes", "--demo", "--shots", "2", "--cache-dir",
+                            str(tmp_path / "cache"))
+    assert code == 0, err
+    assert "similarity" in out and "tokens ---" in out and "candidates, each appended to the prompt above" in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--query-id", "no-such-query"], "--query-id 'no-such-query': no query of vqav2/validation has that id"),
+    (["--query-index", "100000"], "--query-index 100000: vqav2/validation has"),
+    (["--query-index", "-1"], "--query-index -1: vqav2/validation has"),
+    (["--query-index", "0", "--query-id", "x"], "--query-index and --query-id both given"),
+    (["--seed", "2"], "--seed applies to --selection random only"),
+])
+def test_bad_query_is_one_line_exit_2(args, message, capsys, tmp_path):
+    code, out, err = invoke(capsys, "prompt", "--task", "vqav2", "--demo", "--shots", "0", "--cache-dir", str(tmp_path), *args)
+    assert code == 2 and out == ""
+    assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
