@@ -241,6 +241,16 @@ MODEL_CASES = {
 }
 
 
+# `idefics-eval prompt` (the dry run) refuses what run refuses, and its own query choice, in one line.
+DRY_RUN_CASES = {
+    "query id not in the split": (["--query-id", "no-such-query"], "--query-id 'no-such-query': no query of vqav2/validation"),
+    "query index past the split": (["--query-index", "100000"], "--query-index 100000: vqav2/validation has"),
+    "context beyond the model's": (["--max-length", "4096"], "--max-length 4096 is more than the 2048 tokens"),
+    "more shots than the support split": (["--shots", "100000"], "fewer than the 100000 shots asked for"),
+    "zero-shot-only task": (["--task", "winoground", "--shots", "2"], "task winoground is zero-shot only"),
+}
+
+
 def assert_clean_refusal(code: int, err: str, message: str, previous: Path, before: bytes) -> None:
     assert code == 2, err
     assert message in err
@@ -279,6 +289,15 @@ def test_prompt_too_long_for_the_context(case, previous, tmp_path, capsys):
     code, err = invoke(capsys, "run", "--task", "vqav2", "--demo", "--shots", "0,4", "--limit", "2", "--num-beams", "1",
                        "--output-dir", str(folder), "--no-progress", *make_args(tmp_path))
     assert_clean_refusal(code, err, message, folder, before)
+
+
+@pytest.mark.parametrize("case", sorted(DRY_RUN_CASES))
+def test_bad_dry_run_input(case, previous, tmp_path, capsys):
+    args, message = DRY_RUN_CASES[case]
+    before = (previous / "results.json").read_bytes()
+    base = {"--task": "vqav2", "--shots": "2"} | dict(zip(args[::2], args[1::2]))
+    command = ["prompt", "--demo", "--cache-dir", str(tmp_path / "cache"), *[x for pair in base.items() for x in pair]]
+    assert_clean_refusal(*invoke(capsys, *command), message, previous, before)
 
 
 @pytest.mark.parametrize("case", sorted(MODEL_CASES))
