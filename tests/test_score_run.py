@@ -180,3 +180,16 @@ def test_a_file_outside_a_run_needs_its_task(run_dir, tmp_path, capsys):
     one_line_refusal(code, err, "pass --task")
     code, out, err = invoke(capsys, "score", "--predictions", str(loose), "--task", "vqav2", "--demo", "--limit", "3")
     assert code == 0 and out.startswith("vqav2: 3 predictions")
+
+
+def test_a_run_given_relative_data_is_scored_from_another_folder(tmp_path, monkeypatch, capsys):
+    """The run records its data folder as an absolute path, so the record does not depend on where it ran."""
+    shutil.copytree(VQAV2_DATA, tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    main(["run", "--task", "vqav2", "--data", "data", "--shots", "0", "--output-dir", "run", "--cache-dir", "cache", *TINY])
+    assert rows_of(tmp_path / "run" / "results.json")[0]["config"]["data"]["source"] == str(tmp_path / "data")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    code, _, err = invoke(capsys, "score", str(tmp_path / "run"), "-o", "rescored.json")
+    assert code == 0, err
+    assert metrics_by_key(rows_of(Path("rescored.json"))) == metrics_by_key(rows_of(tmp_path / "run" / "results.json"))
