@@ -194,9 +194,11 @@ def prompt(**options) -> None:
 @click.option("--limit", type=int, help="Score the first N queries; default: the run's --limit.")
 @click.option("--tasks-dir", "tasks_dirs", multiple=True, type=click.Path(path_type=Path),
               help="Extra folder of task files; default: the run's.")
+@click.option("--cache-dir", type=click.Path(path_type=Path),
+              help="The run's --cache-dir, where a Hugging Face dataset's files are kept (default: ~/.cache/idefics-eval).")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Also write the metrics as JSON (RUN_DIR: rows as in results.json).")
 def score(run_dir: Path | None, predictions_file: Path | None, task: str | None, data: str | None, demo: bool, limit: int | None,
-          tasks_dirs: tuple[Path, ...], output: Path | None) -> None:
+          tasks_dirs: tuple[Path, ...], cache_dir: Path | None, output: Path | None) -> None:
     """Re-score a run folder (RUN_DIR) or one predictions file without a model, as the run recorded it."""
     import json
     from dataclasses import asdict
@@ -207,7 +209,7 @@ def score(run_dir: Path | None, predictions_file: Path | None, task: str | None,
         raise UserError("give a run folder (RUN_DIR) or --predictions FILE, one of the two")
     if limit is not None and limit < 1:
         raise UserError(f"--limit {limit}: give a positive number of queries")
-    given = Given(data=data, demo=demo, limit=limit, tasks_dirs=tuple(tasks_dirs))
+    given = Given(data=data, demo=demo, limit=limit, tasks_dirs=tuple(tasks_dirs), cache_dir=cache_dir or default_cache_dir())
     if run_dir is not None:
         from .reports import summary_table
 

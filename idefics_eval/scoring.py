@@ -35,6 +35,7 @@ class Given:
     demo: bool = False
     limit: int | None = None
     tasks_dirs: tuple[Path, ...] = ()
+    cache_dir: Path | None = None  # where a hub dataset's files were kept (run's --cache-dir): found there, not downloaded again
 
     @property
     def chose_data(self) -> bool:
@@ -79,8 +80,8 @@ def query_split(spec: TaskSpec, row: Result | None, given: Given, where: str, no
 def load_queries(spec: TaskSpec, row: Result | None, given: Given, where: str) -> ExampleSet:
     recorded = (row.config.get("data") or {}) if row is not None else {}
     if given.chose_data or not recorded.get("source"):
-        return formats.load_split(spec, spec.query_split, given.data_for(spec))
-    return formats.load_split(spec, spec.query_split, recorded_data(recorded["source"], spec, where))
+        return formats.load_split(spec, spec.query_split, given.data_for(spec), given.cache_dir)
+    return formats.load_split(spec, spec.query_split, recorded_data(recorded["source"], spec, where), given.cache_dir)
 
 
 def check_queries(split: ExampleSet, row: Result | None, given: Given, where: str, notes: list[str],

@@ -193,3 +193,33 @@ def test_a_run_given_relative_data_is_scored_from_another_folder(tmp_path, monke
     code, _, err = invoke(capsys, "score", str(tmp_path / "run"), "-o", "rescored.json")
     assert code == 0, err
     assert metrics_by_key(rows_of(Path("rescored.json"))) == metrics_by_key(rows_of(tmp_path / "run" / "results.json"))
+
+
+def test_a_hub_source_is_loaded_as_the_run_loaded_it(run_dir, tmp_path, monkeypatch, capsys):
+    """A row recording a hub dataset is loaded by that id from the --cache-dir, where the run kept its
+    files; the loader here stands in for the hub."""
+    folder = tmp_path / "hub"
+    shutil.copytree(run_dir, folder)
+    edit_results(folder, lambda row: row["config"]["data"].update(source="HuggingFaceM4/VQAv2"))
+    calls = []
+
+    def from_cache(spec, split, location, name, cache_dir):
+        calls.append((location, cache_dir))
+        return formats.load_split(spec, split, str(VQAV2_DATA))
+
+    monkeypatch.setattr(formats, "_huggingface", from_cache)
+    code, _, err = invoke(capsys, "score", str(folder), "--task", "vqav2", "--cache-dir", str(tmp_path / "cache"),
+                          "-o", str(tmp_path / "rescored.json"))
+    assert code == 0, err
+    assert set(calls) == {("HuggingFaceM4/VQAv2", tmp_path / "cache")}
+    recorded = [r for r in rows_of(run_dir / "results.json") if r["task"] == "vqav2"]
+    assert metrics_by_key(rows_of(tmp_path / "rescored.json")) == metrics_by_key(recorded)
+
+
+def test_a_hub_source_with_a_config_is_loaded_by_its_id():
+    """The loader records a hub source as "id:config" where the task names a config; --data takes the id."""
+    from idefics_eval.scoring import recorded_data
+    from idefics_eval.tasks import load_task
+
+    assert recorded_data("HuggingFaceM4/COCO:2014_captions", load_task("coco"), "here") == "HuggingFaceM4/COCO"
+    assert recorded_data("HuggingFaceM4/VQAv2", load_task("vqav2"), "here") == "HuggingFaceM4/VQAv2"
