@@ -63,15 +63,16 @@ def evaluate(
     on_bad_example: str = "stop",
     plain_generation: bool = False,
     progress: bool = False,
+    run_name: str | None = None,
 ) -> list[Result]:
     """Evaluate `model` (an IdeficsForVisionText2Text, in place on its device) on `tasks`.
 
     `tasks` is a list of task or group names, or one string as `--task` takes it ("vqav2,fairface").
     `data` and `support_data` are one value for every task or a mapping task -> value; `demo_data`
     uses the bundled sample data for tasks without `data`. Every other keyword is the `run` option of
-    the same name (`tasks_dirs` is `--tasks-dir` and `prompts_dirs` `--prompts-dir`, repeated).
-    Returns the result rows (also written, with predictions, to `output_dir`, a temporary folder by
-    default).
+    the same name (`tasks_dirs` is `--tasks-dir` and `prompts_dirs` `--prompts-dir`, repeated;
+    `run_name` is `--name`, since `name` names the model). Returns the result rows (also written, with
+    predictions, to `output_dir`, a temporary folder by default).
 
     Warns (`PlacementWarning`, one line) when the model's dtype or device is not what the command
     line would use for the same checkpoint, since predictions then differ from `idefics-eval run`'s.
@@ -91,7 +92,7 @@ def evaluate(
         max_length=max_length, cache_dir=Path(cache_dir) if cache_dir is not None else None,
         image_cache_mb=image_cache_mb, image_cache_dir=Path(image_cache_dir) if image_cache_dir is not None else None,
         tasks_dirs=folders, prompts_dirs=tuple(Path(folder) for folder in prompts_dirs), overwrite=overwrite, progress=progress, on_bad_example=on_bad_example,
-        plain_generation=plain_generation,
+        plain_generation=plain_generation, run_name=run_name,
     )
     configs = [replace(config, task=task, data=data_of.get(task), support_data=support_of.get(task),
                        demo=demo_data and data_of.get(task) is None) for task in names]

@@ -58,7 +58,73 @@ def cli(debug: bool) -> None:
     """Few-shot evaluation of IDEFICS-style vision-language models with retrieved in-context examples."""
 
 
+RUN_CONFIG_FILE = "config.yaml"  # in the output folder: the options of the run that last finished there
+
+
+def _option_key(param: click.Parameter) -> str:
+    """The key of an option in a config file: its long name with underscores (`--tasks-dir` -> tasks_dir)."""
+    return max(param.opts, key=len).lstrip("-").replace("-", "_")
+
+
+def _config_defaults(ctx: click.Context, param: click.Parameter, path: Path | None) -> Path | None:
+    """--config FILE: the file's options become the command's defaults, so the command line overrides them."""
+    if path is not None:
+        ctx.default_map = read_run_config(ctx, path)
+    return path
+
+
+def read_run_config(ctx: click.Context, path: Path) -> dict:
+    """A YAML mapping of `run` options (keys with underscores or dashes) -> click's default map, every
+    value checked as the command line would check it; null stands for the option's default."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        reason = " ".join(str(getattr(error, "strerror", None) or error).split())
+        raise UserError(f"--config {path} cannot be read as YAML ({reason}); give a file of run options like `max_new_tokens: 3`") from None
+    if not isinstance(data, dict):
+        raise UserError(f"--config {path} is not a mapping of run options; write one `option: value` per line, like `max_new_tokens: 3`")
+    options = {_option_key(p): p for p in ctx.command.params if isinstance(p, click.Option) and p.name != "config"}
+    defaults = {}
+    for key, value in data.items():
+        option = options.get(str(key).replace("-", "_"))
+        if option is None:
+            raise UserError(f"--config {path}: unknown option {key!r}; the keys are the options of `idefics-eval run --help`, "
+                            "like max_new_tokens")
+        if value is None:
+            continue
+        if option.multiple and not isinstance(value, list):
+            value = [value]
+        elif isinstance(value, list) and not option.multiple:  # shots: [0, 4] as --shots 0,4
+            value = ",".join(map(str, value))
+        try:
+            option.type_cast_value(ctx, value)
+        except click.BadParameter as error:
+            raise UserError(f"--config {path}: {key}: {error.message}") from None
+        defaults[option.name] = value
+    return defaults
+
+
+def write_run_config(command: click.Command, options: dict, path: Path) -> None:
+    """The options a run resolved (given, from --config, or defaults), as the file --config reads."""
+    import yaml
+
+    from .results import write_text_atomic
+
+    def plain(value):
+        if isinstance(value, (tuple, list)):
+            return [plain(v) for v in value]
+        return str(value) if isinstance(value, Path) else value
+
+    resolved = {_option_key(p): plain(options[p.name]) for p in command.params if isinstance(p, click.Option) and p.name != "config"}
+    write_text_atomic(path, yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True))
+
+
 @cli.command()
+@click.option("--config", type=click.Path(path_type=Path, dir_okay=False), is_eager=True, expose_value=False,
+              callback=_config_defaults,
+              help=f"YAML file of run options (max_new_tokens: 3); options given here override it. Each run writes OUTPUT_DIR/{RUN_CONFIG_FILE}.")
 @click.option("--task", required=True, help="Task name, comma-separated names, or a group such as fairface (see `idefics-eval tasks`).")
 @click.option("--shots", default="0,4,8,16,32", show_default=True, help="Comma-separated shot counts.")
 @click.option("--model", help="Hub name (e.g. HuggingFaceM4/idefics-9b) or local checkpoint folder.")
@@ -95,6 +161,7 @@ def cli(debug: bool) -> None:
 @click.option("--plain-generation", is_flag=True,
               help="Use the reference paths (transformers generate on pixels; one full forward pass per ranked candidate): slower, same predictions.")
 @click.option("--allow-pickle-weights", is_flag=True, help="Allow loading .bin (pickle) weights; by default only safetensors load.")
+@click.option("--name", help="A name for this run, recorded in its results and shown by export and compare (default: none).")
 def run(**options) -> None:
     """Evaluate a model on one or more tasks (comma-separated, or a group) at several shot counts."""
     from dataclasses import replace
@@ -134,9 +201,11 @@ def run(**options) -> None:
         on_bad_example=options["on_bad_example"],
         plain_generation=options["plain_generation"],
         allow_pickle_weights=options["allow_pickle_weights"],
+        run_name=options["name"],
     )
     rows = run_tasks([replace(config, task=name) for name in names])
     if rows:  # under torchrun only rank 0 reports
+        write_run_config(click.get_current_context().command, options, config.output_dir / RUN_CONFIG_FILE)
         click.echo(summary_table(rows))
         click.echo(f"results: {config.output_dir / 'results.json'}")
 
@@ -283,6 +352,7 @@ def demo_model(directory: Path, seed: int) -> None:
 @click.option("--prompts-dir", "prompts_dirs", multiple=True, type=click.Path(path_type=Path), help=PROMPTS_DIR_HELP)
 @click.option("--overwrite", is_flag=True, help="Replace predictions made under another configuration.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
+@click.option("--name", help="A name for this sweep, recorded in every checkpoint's results (default: none).")
 def sweep(**options) -> None:
     """Evaluate every checkpoint on every task and shot count; name the best checkpoint."""
     from .sweep import SweepConfig, parse_task_values, run_sweep, summary_lines
@@ -308,6 +378,7 @@ def sweep(**options) -> None:
         prompts_dirs=tuple(options["prompts_dirs"]),
         overwrite=options["overwrite"],
         progress=not options["no_progress"],
+        run_name=options["name"],
     )
     result = run_sweep(config)
     click.echo("\n".join(summary_lines(result, config.select_by)))
@@ -392,7 +463,8 @@ def compare(runs: tuple[Path, ...], reference: str | None, all_metrics: bool, fm
             raise UserError(f"give two runs to compare (RUN_A RUN_B), or one with --reference; {len(runs)} given")
         with quiet_libraries():
             comparison = compare_runs(runs[0], runs[1], all_metrics, resamples, bootstrap_seed, tuple(tasks_dirs))
-        header, title = PAIRED_HEADER, f"A = {runs[0]}, B = {runs[1]}; paired bootstrap, 95% interval of B - A"
+        a, b = (f"{run} ({name})" if name else str(run) for run, name in zip(runs, comparison.names))
+        header, title = PAIRED_HEADER, f"A = {a}, B = {b}; paired bootstrap, 95% interval of B - A"
     differ = f"A and B differ in: {'; '.join(comparison.differences)}" if comparison.differences else None
     warning = f"warning: {comparison.warning}" if comparison.warning else None
     if fmt == "csv":

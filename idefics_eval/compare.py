@@ -53,6 +53,7 @@ class Comparison:
     notes: list[str] = field(default_factory=list)  # rows that could not be paired, cells the card lacks
     differences: list[str] = field(default_factory=list)  # settings that differ between the runs ("num_beams 1 vs 3")
     warning: str | None = None  # --reference: the run scored fewer queries than the card's full splits
+    names: tuple[str | None, ...] = ()  # the --name of each run compared (None: unnamed)
 
 
 def _single(entries: list[Entry], folder: Path) -> dict[tuple[str, int], list[Entry]]:
@@ -113,7 +114,13 @@ def compare_runs(folder_a: Path, folder_b: Path, all_metrics: bool = False, resa
             records += _paired_records(a, b, data, all_metrics, resamples, seed)
     if not records:
         raise UserError(f"{folder_a} and {folder_b} have no task and shot count in common to compare")
-    return Comparison(records, notes, _listed(found, tasks))
+    return Comparison(records, notes, _listed(found, tasks), names=(_run_name(rows_a), _run_name(rows_b)))
+
+
+def _run_name(rows: dict[tuple[str, int], list[Entry]]) -> str | None:
+    """The run's --name; the names joined when the folder holds rows of several named runs."""
+    names = sorted({entry.row.run_name for found in rows.values() for entry in found if entry.row.run_name})
+    return ", ".join(names) or None
 
 
 def _seed(seed: int | None) -> str:

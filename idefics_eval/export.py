@@ -17,7 +17,8 @@ Two layouts:
   and why the row is partial (empty for a full run).
 
 The model of a row is the name its results record (`config.model.name`); two different weights under
-one name (same folder retrained) are told apart by their fingerprint.
+one name (same folder retrained) are told apart by their fingerprint, and a run given `--name` is
+labelled "NAME (model)", so two named runs of one model are reported apart.
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ def task_title(task: str) -> str:
 
 @dataclass(frozen=True)
 class Entry:
-    """One results row, with the folder it came from and the model it is reported under."""
+    """One results row, with the folder it came from and the label it is reported under (model, run name)."""
 
     model: str
     folder: Path
@@ -119,7 +120,7 @@ def load_entries(folders: Sequence[Path]) -> list[Entry]:
         model = row.config.get("model", {})
         name = model.get("name", "unknown")
         label = name if len(fingerprints[name]) == 1 else f"{name} @{model.get('fingerprint', '')[:8]}"
-        entries.append(Entry(label, folder, row))
+        entries.append(Entry(f"{row.run_name} ({label})" if row.run_name else label, folder, row))
     return entries
 
 

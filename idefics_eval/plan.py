@@ -53,6 +53,7 @@ class RunConfig:
     on_bad_example: str = "stop"  # a corrupt or missing image met during the run: "stop" or "skip" (counted)
     plain_generation: bool = False  # the reference paths: model.generate on pixels, one full forward per candidate
     allow_pickle_weights: bool = False  # .bin checkpoints unpickle code; only safetensors load unless allowed
+    run_name: str | None = None  # --name: recorded in the rows and the manifest, shown by reports; not part of the identity
 
 
 @dataclass

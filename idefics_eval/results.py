@@ -12,8 +12,11 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -34,6 +37,55 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def utc_now() -> str:
+    """The time as UTC ISO 8601, to the second: what a row records of when it ran."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def environment(device) -> dict[str, str | None]:
+    """Where a row ran, beside `package_versions` (torch's and idefics-eval's versions are there): the
+    device's name, the CUDA version torch was built with, and the checkout's commit. Recorded, never
+    compared: a rerun elsewhere resumes the same folder."""
+    import torch
+
+    device = torch.device(device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{device.type}: {cpu_model()}"
+    return {"device": name, "cuda": torch.version.cuda, "commit": project_commit()}
+
+
+@lru_cache(maxsize=1)
+def cpu_model() -> str:
+    """The processor's model name ("AMD EPYC 7763 64-Core Processor"); platform.processor() is empty on Linux."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+@lru_cache(maxsize=1)
+def project_commit() -> str | None:
+    """The commit of the checkout idefics-eval runs from, with "-dirty" when the package's files
+    differ from it; None when it is not run from a git checkout (installed from a wheel) or git is
+    missing. Only the package folder counts toward "dirty": run outputs beside it do not."""
+    package = Path(__file__).resolve().parent
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=package, capture_output=True, text=True, timeout=10, check=True)
+        return done.stdout.strip()
+
+    try:
+        if Path(git("rev-parse", "--show-toplevel")).resolve() != package.parent:
+            return None  # a site-packages folder inside some other repository: that commit is not ours
+        commit = git("rev-parse", "HEAD")
+        return commit + ("-dirty" if git("status", "--porcelain", "--", ".") else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 @dataclass
 class Result:
     task: str
@@ -47,6 +99,13 @@ class Result:
     config: dict[str, Any] = field(default_factory=dict)  # task/prompt versions, model, shots, data, versions
     metrics_std: dict[str, float] | None = None  # over seeds, on aggregate rows only
     num_skipped: int = 0  # queries skipped (--on-bad-example skip), not in the metrics: an unreadable image, or a prompt too long even with no shots
+    # When, where and under which name the row was made; outside `config`, so that neither the
+    # manifest's identity nor the config hash depends on them (files written before have None / {}).
+    run_name: str | None = None  # --name
+    started: str | None = None  # UTC ISO 8601, when the evaluation of this row's predictions began
+    finished: str | None = None
+    duration_s: float | None = None  # seconds of evaluation; a resumed run counts only the part it did
+    environment: dict[str, str | None] = field(default_factory=dict)  # device, cuda, commit (see `environment`)
 
     @property
     def key(self) -> tuple:
@@ -59,8 +118,11 @@ def mean_over_seeds(rows: list[Result]) -> Result:
     stds = {name: statistics.stdev([r.metrics[name] for r in rows]) for name in rows[0].metrics}
     config = dict(rows[0].config)
     config["shots"] = dict(config["shots"], seeds=[r.seed for r in rows])
+    durations = [r.duration_s for r in rows]
     return replace(rows[0], seed=None, metrics=means, metrics_std=stds, predictions=None, config=config,
-                   num_truncated=max(r.num_truncated for r in rows))
+                   num_truncated=max(r.num_truncated for r in rows), started=min(r.started or "" for r in rows) or None,
+                   finished=max(r.finished or "" for r in rows) or None,
+                   duration_s=None if None in durations else round(sum(durations), 3))
 
 
 @contextmanager

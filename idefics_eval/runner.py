@@ -10,6 +10,7 @@ in order and writes the results.
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -30,9 +31,9 @@ from .models import ClipEncoder, LoadedModel, VisionTowerEncoder, demo_model_nam
 from .plan import DEMO_DATA, Prepared, RunConfig, demo_data, prepare  # noqa: F401  (re-exported)
 from .predictions import Prediction, PredictionWriter, finish_predictions, prediction_file, read_predictions
 from .ranking import Ranker
-from .results import Result, mean_over_seeds, merge_results, package_versions
+from .results import Result, environment, mean_over_seeds, merge_results, package_versions, utc_now
 from .shots import ShotSettings, build_selector
-from .store import Manifest, RunFolder, folder_lock, identity_of, recorded_batch_sizes, shots_identity
+from .store import Manifest, RunFolder, folder_lock, identity_of, recorded_rows, shots_identity
 
 def _encoder(config: RunConfig, loaded: LoadedModel):
     if config.selection != "rices":
@@ -190,6 +191,42 @@ def _zero_shot_selection(config: RunConfig) -> dict:
     return {"selection": config.selection, "seed": None} | seeds
 
 
+def _row(p: Prepared, loaded: LoadedModel, shots: int, seed: int | None, predictions: list[Prediction], identity: dict,
+         batch_size: int | str) -> Result:
+    """The results row of one setting's predictions; `identity` is the run's and the shots' identity."""
+    config = p.config
+    scored = [(pred, query) for pred, query in zip(predictions, p.queries.examples) if pred.error is None]
+    refuse_undefined(p.metric, [s[1] for s in scored], f"{p.queries.name}, {shots} shots, the queries not skipped")
+    metrics = p.metric.aggregate([s[0] for s in scored], [s[1] for s in scored])
+    one_for_all_seeds = shots == 0 and config.selection == "random" and len(config.seeds) > 1
+    return Result(
+        task=p.spec.name,
+        shots=shots,
+        selection=config.selection,
+        seed=seed,
+        metrics=metrics,
+        metrics_std=dict.fromkeys(metrics, 0.0) if one_for_all_seeds else None,
+        num_examples=len(scored),
+        num_skipped=len(predictions) - len(scored),
+        num_truncated=sum(pred.dropped_shots > 0 for pred, _ in scored),
+        predictions=str(prediction_file(Path("."), p.spec.name, shots, seed)),
+        config=identity | {"limit": config.limit, "processes": current_world().size, "batch_size": batch_size,
+                           "tasks_dirs": [str(Path(d).absolute()) for d in config.tasks_dirs],  # for `score RUN_DIR`
+                           "plain_generation": config.plain_generation,
+                           "versions": package_versions(), "command": sys.argv} | _scope(p),
+        run_name=config.run_name,
+        environment=environment(loaded.device),
+    )
+
+
+def _as_made(row: Result, earlier: Result) -> Result:
+    """A row whose predictions were all read back: the batch size, times and place of the run that made
+    them (unknown, None, for a row written before rows recorded them), not of the rerun that read them."""
+    row.config["batch_size"] = earlier.config.get("batch_size", row.config["batch_size"])
+    return replace(row, started=earlier.started, finished=earlier.finished, duration_s=earlier.duration_s,
+                   environment=earlier.environment)
+
+
 def _scope(p: Prepared) -> dict:
     """What a row records beside its identity so that reports can tell comparable numbers apart
     (idefics_eval/comparability.py): the full split's size, the bundled data, the options given."""
@@ -219,11 +256,11 @@ def _run(config: RunConfig, p: Prepared, world: World, loaded: LoadedModel | Non
     check_context(p, loaded)
     configure_shared_cache(loaded, config.image_cache_mb << 20, config.image_cache_dir)
     identity = identity_of(p, loaded)
-    manifest = Manifest(p, identity) if world.is_main else None
+    manifest = Manifest(p, identity, config.run_name) if world.is_main else None
     world.barrier()
     encoder = _encoder(config, loaded) if max(config.shots) > 0 else None
     rows: list[Result] = []
-    earlier_batch_sizes = recorded_batch_sizes(config.output_dir) if world.is_main else {}
+    earlier = recorded_rows(config.output_dir) if world.is_main else {}
     for seed, shot_counts in _settings(config):
         if max(shot_counts) == 0:
             selector = NoShots()
@@ -240,34 +277,16 @@ def _run(config: RunConfig, p: Prepared, world: World, loaded: LoadedModel | Non
             if manifest is not None:
                 manifest.claim(prediction_file(config.output_dir, p.spec.name, shots, seed), files_identity)
             world.barrier()
+            started, clock = utc_now(), time.monotonic()
             predictions, batch_size = _evaluate_setting(p, loaded, selector, shots, seed, world, folder)
             if not world.is_main:
                 continue
-            if batch_size is None:  # every prediction was there already: what the run that made them used
-                batch_size = earlier_batch_sizes.get((p.spec.name, shots, config.selection, seed), config.batch_size)
-            scored = [(pred, query) for pred, query in zip(predictions, p.queries.examples) if pred.error is None]
-            refuse_undefined(p.metric, [s[1] for s in scored], f"{p.queries.name}, {shots} shots, the queries not skipped")
-            metrics = p.metric.aggregate([s[0] for s in scored], [s[1] for s in scored])
-            one_for_all_seeds = shots == 0 and config.selection == "random" and len(config.seeds) > 1
-            rows.append(
-                Result(
-                    task=p.spec.name,
-                    shots=shots,
-                    selection=config.selection,
-                    seed=seed,
-                    metrics=metrics,
-                    metrics_std=dict.fromkeys(metrics, 0.0) if one_for_all_seeds else None,
-                    num_examples=len(scored),
-                    num_skipped=len(predictions) - len(scored),
-                    num_truncated=sum(pred.dropped_shots > 0 for pred, _ in scored),
-                    predictions=str(prediction_file(Path("."), p.spec.name, shots, seed)),
-                    config=identity | {"shots": files_identity or _zero_shot_selection(config),
-                                       "limit": config.limit, "processes": world.size, "batch_size": batch_size,
-                                       "tasks_dirs": [str(Path(d).absolute()) for d in config.tasks_dirs],  # for `score RUN_DIR`
-                                       "plain_generation": config.plain_generation,
-                                       "versions": package_versions(), "command": sys.argv} | _scope(p),
-                )
-            )
+            row = _row(p, loaded, shots, seed, predictions, identity | {"shots": files_identity or _zero_shot_selection(config)},
+                       config.batch_size if batch_size is None else batch_size)
+            row = replace(row, started=started, finished=utc_now(), duration_s=round(time.monotonic() - clock, 3))
+            if batch_size is None and row.key in earlier:  # every prediction was there already: what the run that made them used
+                row = _as_made(row, earlier[row.key])
+            rows.append(row)
     if not world.is_main:
         return []
     if config.selection == "random" and len(config.seeds) > 1:

@@ -16,7 +16,7 @@ from pathlib import Path
 from .errors import UserError
 from .models import LoadedModel
 from .plan import Prepared
-from .results import read_json_file, read_results, write_json_atomic
+from .results import Result, read_json_file, read_results, write_json_atomic
 
 def identity_of(p: Prepared, loaded: LoadedModel) -> dict:
     """What determines every predictions file of this task: a rerun in the same folder must match.
@@ -55,10 +55,11 @@ class Manifest:
     """`manifest.json`: per task and selection, the identity of the run and of each predictions file.
 
     A rerun whose identity differs from what the folder holds is refused (or, with --overwrite, the
-    old predictions are deleted), so predictions made under two configurations never mix.
+    old predictions are deleted), so predictions made under two configurations never mix. Beside the
+    identity, not in it, each entry records the latest run's `--name` (`run_name`).
     """
 
-    def __init__(self, p: Prepared, identity: dict):
+    def __init__(self, p: Prepared, identity: dict, run_name: str | None = None):
         self.p = p
         self.path = p.config.output_dir / "manifest.json"
         self.data = read_manifest(self.path)
@@ -71,7 +72,7 @@ class Manifest:
             for stale in {*self._files(f"{p.spec.name}_*shot*.jsonl*"), *self._listed(entry)}:
                 stale.unlink(missing_ok=True)
             entry = None
-        self.entry = entry or {"identity": identity, "files": {}}
+        self.entry = (entry or {"identity": identity, "files": {}}) | {"run_name": run_name}  # the latest run's --name
         self._save()
 
     def _files(self, pattern: str) -> list[Path]:
@@ -184,8 +185,8 @@ def folder_lock(output_dir: Path, enabled: bool = True):
         handle.close()
 
 
-def recorded_batch_sizes(output_dir: Path) -> dict[tuple, int | str]:
-    """The batch size each row of an earlier results.json in `output_dir` records, by row key."""
+def recorded_rows(output_dir: Path) -> dict[tuple, Result]:
+    """The rows of an earlier results.json in `output_dir`, by row key: what the run that made a
+    predictions file used (batch size) and when it ran, where a rerun finds the file finished."""
     path = output_dir / "results.json"
-    rows = read_results(path) if path.exists() else []
-    return {row.key: row.config["batch_size"] for row in rows if "batch_size" in row.config}
+    return {row.key: row for row in (read_results(path) if path.exists() else [])}

@@ -91,6 +91,7 @@ class SweepConfig:
     prompts_dirs: tuple[Path, ...] = ()
     overwrite: bool = False
     progress: bool = True
+    run_name: str | None = None  # --name, recorded in every checkpoint's rows
 
 
 @dataclass
@@ -118,7 +119,8 @@ def _run_config(config: SweepConfig, checkpoint: Checkpoint, task: str):
                      data=data, support_data=support, limit=config.limit, batch_size=config.batch_size,
                      device=config.device, dtype=config.dtype, num_beams=config.num_beams,
                      max_new_tokens=config.max_new_tokens, cache_dir=config.cache_dir,
-                     tasks_dirs=config.tasks_dirs, prompts_dirs=config.prompts_dirs, overwrite=config.overwrite, progress=config.progress)
+                     tasks_dirs=config.tasks_dirs, prompts_dirs=config.prompts_dirs, overwrite=config.overwrite, progress=config.progress,
+                     run_name=config.run_name)
 
 
 def run_sweep(config: SweepConfig) -> SweepResult:

@@ -34,8 +34,9 @@ def test_evaluate_in_memory_model_equals_the_runner(tmp_path):
     assert rows[0].config["model"]["fingerprint"] == reference[0].config["model"]["fingerprint"]
 
 
-NOT_FOR_A_LOADED_MODEL = {"model", "demo", "demo_seed", "device", "device_map", "dtype", "allow_pickle_weights"}
-SPELLED_OTHERWISE = {"task": "tasks", "no_progress": "progress"}
+NOT_FOR_A_LOADED_MODEL = {"model", "demo", "demo_seed", "device", "device_map", "dtype", "allow_pickle_weights",
+                          "config"}  # a file of run options: the API takes them as keywords
+SPELLED_OTHERWISE = {"task": "tasks", "no_progress": "progress", "name": "run_name"}  # evaluate's `name` names the model
 
 
 def fast(**overrides) -> dict:
@@ -65,7 +66,8 @@ def test_every_keyword_reaches_the_run_configuration(monkeypatch, tmp_path):
     given = {"selection": "random", "seeds": (3, 4), "rices_encoder": "openai/clip", "batch_size": "auto",
              "num_beams": 2, "max_new_tokens": 7, "max_length": 99, "cache_dir": tmp_path / "c", "image_cache_mb": 5,
              "image_cache_dir": tmp_path / "spill", "overwrite": True, "on_bad_example": "skip",
-             "plain_generation": True, "progress": True, "limit": 4, "prompts_dirs": (tmp_path / "prompts",)}
+             "plain_generation": True, "progress": True, "limit": 4, "prompts_dirs": (tmp_path / "prompts",),
+             "run_name": "nightly"}
     api.evaluate(model, processor, "vqav2,fairface", shots=[0, 2], output_dir=tmp_path / "out",
                  data={"vqav2": "/vqa"}, support_data="/support", demo_data=True, **given)
     assert [c.task for c in seen] == ["vqav2", "fairface_gender", "fairface_race", "fairface_age"]

@@ -92,6 +92,13 @@ def tasks_dir(tmp_path: Path, old: str, new: str) -> Path:
     return folder
 
 
+def config_file(tmp_path: Path, text: str) -> Path:
+    """A --config file of run options."""
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    return path
+
+
 def image_linked_outside(data: Path) -> None:
     victim = sorted((data / "val2014").iterdir())[0]
     outside = data.parent / "outside" / victim.name
@@ -216,6 +223,9 @@ RUN_CASES = {
     "ROC AUC over one class": (lambda t: ["--task", "hatefulmemes", "--shots", "0", "--limit", "1"], "ROC AUC needs both classes"),
     "unknown dtype": (lambda t: ["--dtype", "float8"], "--dtype 'float8'"),
     "no model": (lambda t: ["--no-demo"], "no model"),
+    "config file unknown key": (lambda t: ["--config", str(config_file(t, "max_new_token: 3\n"))], "unknown option 'max_new_token'"),
+    "config file bad value": (lambda t: ["--config", str(config_file(t, "limit: many\n"))], "limit: 'many' is not a valid integer"),
+    "config file not a mapping": (lambda t: ["--config", str(config_file(t, "- limit\n"))], "is not a mapping of run options"),
 }
 # Found only once the model is loaded (its context) and its tokenizer measures the prompts, before anything
 # runs on them; run into a folder holding the earlier results alone (their manifest would refuse the
