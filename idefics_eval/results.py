@@ -175,6 +175,8 @@ ROW_SCHEMA: dict[str, tuple] = {
     "task": (str,), "shots": (int,), "selection": (str,), "seed": (int, None), "metrics": ("numbers",),
     "num_examples": (int,), "num_truncated": (int,), "predictions": (str, None), "config": (dict,),
     "metrics_std": ("numbers", None), "num_skipped": (int,),
+    "run_name": (str, None), "started": (str, None), "finished": (str, None), "duration_s": (int, float, None),
+    "environment": (dict,),
     "config.model": (dict,), "config.model.name": (str,), "config.model.fingerprint": (str,),
     "config.data": (dict,), "config.data.source": (str, None), "config.data.query_fingerprint": (str, None),
     "config.shots": (dict,), "config.limit": (int, None), "config.batch_size": (int, str),
