@@ -123,3 +123,10 @@ def test_old_rows_without_provenance_still_read(named_run, tmp_path):
     (old / "results.json").write_text(json.dumps(stripped))
     entries = load_entries([old])
     assert [(e.model, e.row.started, e.row.environment) for e in entries] == [("idefics-eval/canary", None, {})] * 2
+
+
+def test_sweep_name_reaches_every_checkpoints_run(tmp_path):
+    from idefics_eval.sweep import Checkpoint, SweepConfig, _run_config
+
+    config = SweepConfig(checkpoints="ckpts/*", tasks=("vqav2",), shots=(0,), output_dir=tmp_path, run_name="nightly")
+    assert _run_config(config, Checkpoint(tmp_path / "step-1", "step-1", 1), "vqav2").run_name == "nightly"
