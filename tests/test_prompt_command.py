@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from transformers import AutoProcessor
+from transformers import AutoProcessor, IdeficsForVisionText2Text
 
 from idefics_eval import dry_run, ranking
+from idefics_eval.demo.model import save_demo_model
 from idefics_eval.engine import Generator, load_image
+from idefics_eval.formats import BUNDLED
 from idefics_eval.models import CANARY_DIR
 from idefics_eval.predictions import prediction_file, read_predictions
 from idefics_eval.tasks import load_task, task_files
@@ -39,7 +41,7 @@ def processor():
     return AutoProcessor.from_pretrained(CANARY_DIR)
 
 
-def capture_run(monkeypatch, capsys, task: str, tmp_path) -> tuple[list, list]:
+def capture_run(monkeypatch, capsys, task: str, tmp_path, *extra: str) -> tuple[list, list]:
     """Run `task` on its first query; return what each model request was built from, in run order:
     generation inputs (token ids), and ranked contexts (context text, candidates' scored ids)."""
     generated, ranked = [], []
@@ -62,18 +64,18 @@ def capture_run(monkeypatch, capsys, task: str, tmp_path) -> tuple[list, list]:
     shots = ",".join(map(str, shot_counts(task)))
     code, _, err = invoke(capsys, "run", "--task", task, "--demo", "--shots", shots, "--limit", str(limit(task)), "--num-beams",
                           "1", "--max-new-tokens", "3", "--output-dir", str(tmp_path / "run"), "--cache-dir",
-                          str(tmp_path / "cache"), "--no-progress")
+                          str(tmp_path / "cache"), "--no-progress", *extra)
     assert code == 0, err
     monkeypatch.undo()
     return generated, ranked
 
 
-def dry(monkeypatch, capsys, task: str, shots: int, tmp_path, *extra: str) -> tuple[dict, dry_run.PromptView]:
+def dry(monkeypatch, capsys, task: str, shots: int, tmp_path, *extra: str, model=("--demo",)) -> tuple[dict, dry_run.PromptView]:
     """`prompt --json`'s object, and the view it printed (to reach the prompt's interleaved items)."""
     views = []
     build = dry_run.prompt_view
     monkeypatch.setattr(dry_run, "prompt_view", lambda *args: views.append(build(*args)) or views[-1])
-    code, out, err = invoke(capsys, "prompt", "--task", task, "--demo", "--shots", str(shots), "--cache-dir",
+    code, out, err = invoke(capsys, "prompt", "--task", task, *model, "--shots", str(shots), "--cache-dir",
                             str(tmp_path / "cache"), "--json", *extra)
     assert code == 0, err
     monkeypatch.undo()
@@ -117,6 +119,16 @@ def check_view(shown: dict, view: dry_run.PromptView, processor, prediction, sho
     assert shown["similarities"] == sorted(shown["similarities"])  # RICES: most similar last
 
 
+def test_shots_dropped_to_fit_the_context_are_dropped_in_the_dry_run_too(monkeypatch, capsys, tmp_path):
+    limit_args = ("--max-length", "50")  # the 2-shot prompt needs 70 tokens, the zero-shot one about 25
+    generated, _ = capture_run(monkeypatch, capsys, "vqav2", tmp_path, *limit_args)
+    prediction = read_predictions(prediction_file(tmp_path / "run", "vqav2", 2, None))[0]
+    shown, _ = dry(monkeypatch, capsys, "vqav2", 2, tmp_path, "--max-new-tokens", "3", *limit_args)
+    assert prediction.dropped_shots > 0 and shown["dropped_shots"] == prediction.dropped_shots
+    assert shown["shot_ids"] == list(prediction.shots) and len(shown["similarities"]) == len(prediction.shots)
+    assert shown["input_ids"] == generated[1] and len(shown["input_ids"]) <= 50 - 3
+
+
 def test_random_selection_shows_the_runs_shots_and_no_similarities(monkeypatch, capsys, tmp_path):
     code, _, err = invoke(capsys, "run", "--task", "okvqa", "--demo", "--shots", "2", "--selection", "random", "--seeds", "3",
                           "--limit", "1", "--num-beams", "1", "--max-new-tokens", "3", "--output-dir", str(tmp_path / "run"),
@@ -126,6 +138,20 @@ def test_random_selection_shows_the_runs_shots_and_no_similarities(monkeypatch, 
     prediction = read_predictions(prediction_file(tmp_path / "run", "okvqa", 2, 3))[0]
     assert shown["shot_ids"] == list(prediction.shots) and len(prediction.shots) == 2
     assert shown["similarities"] is None
+
+
+def test_a_checkpoint_folder_gives_its_processor_and_no_weights_load(monkeypatch, capsys, tmp_path):
+    """Random shots need no image encoder: the dry run reads the checkpoint's processor and config only."""
+    save_demo_model(tmp_path / "checkpoint", seed=0)
+
+    def no_weights(*args, **kwargs):
+        raise AssertionError("the dry run loaded model weights")
+
+    monkeypatch.setattr(IdeficsForVisionText2Text, "from_pretrained", no_weights)
+    shown, view = dry(monkeypatch, capsys, "okvqa", 2, tmp_path, "--selection", "random",
+                      model=("--model", str(tmp_path / "checkpoint"), "--data", str(BUNDLED / "okvqa")))
+    own = AutoProcessor.from_pretrained(tmp_path / "checkpoint")
+    assert shown["input_ids"] == processor_ids(own, view.requests[0].prompt) and len(shown["shot_ids"]) == 2
 
 
 def test_query_id_and_text_output(monkeypatch, capsys, tmp_path):
