@@ -52,3 +52,19 @@ def demo_loaded():
     from idefics_eval.models import load_model
 
     return load_model("demo", device="cpu", dtype="float32", demo_seed=0)
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory):
+    """A tiny random CLIP checkpoint folder: a RICES encoder named by --rices-encoder."""
+    from transformers import CLIPConfig, CLIPModel
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    folder = tmp_path_factory.mktemp("clip")
+    torch.manual_seed(0)
+    small = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
+    model = CLIPModel(CLIPConfig(text_config=small | {"vocab_size": 100, "eos_token_id": 2},
+                                 vision_config=small | {"image_size": 32, "patch_size": 8}, projection_dim=8))
+    model.save_pretrained(folder)
+    CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
+    return folder

@@ -154,6 +154,21 @@ def test_a_checkpoint_folder_gives_its_processor_and_no_weights_load(monkeypatch
     assert shown["input_ids"] == processor_ids(own, view.requests[0].prompt) and len(shown["shot_ids"]) == 2
 
 
+def test_a_clip_encoder_gives_the_runs_shots_without_the_models_weights(tiny_clip, monkeypatch, capsys, tmp_path):
+    code, _, err = invoke(capsys, "run", "--task", "vqav2", "--demo", "--shots", "2", "--limit", "1", "--num-beams", "1",
+                          "--max-new-tokens", "3", "--rices-encoder", str(tiny_clip), "--output-dir", str(tmp_path / "run"),
+                          "--cache-dir", str(tmp_path / "cache"), "--no-progress")
+    assert code == 0, err
+    prediction = read_predictions(prediction_file(tmp_path / "run", "vqav2", 2, None))[0]
+
+    def no_weights(*args, **kwargs):
+        raise AssertionError("the dry run loaded the IDEFICS weights")
+
+    monkeypatch.setattr(IdeficsForVisionText2Text, "from_pretrained", no_weights)
+    shown, _ = dry(monkeypatch, capsys, "vqav2", 2, tmp_path, "--rices-encoder", str(tiny_clip))
+    assert shown["shot_ids"] == list(prediction.shots) and len(shown["similarities"]) == 2
+
+
 def test_query_id_and_text_output(monkeypatch, capsys, tmp_path):
     first, _ = dry(monkeypatch, capsys, "vqav2", 0, tmp_path, "--query-index", "1")
     by_id, _ = dry(monkeypatch, capsys, "vqav2", 0, tmp_path, "--query-id", first["query_id"])

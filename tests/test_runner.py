@@ -93,22 +93,6 @@ def test_long_prompts_lose_their_least_similar_shots_and_are_counted(tmp_path):
     assert short[0].num_truncated == 0  # zero-shot prompts fit
 
 
-@pytest.fixture(scope="module")
-def tiny_clip(tmp_path_factory) -> Path:
-    import torch
-    from transformers import CLIPConfig, CLIPModel
-    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
-
-    folder = tmp_path_factory.mktemp("clip")
-    torch.manual_seed(0)
-    small = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
-    model = CLIPModel(CLIPConfig(text_config=small | {"vocab_size": 100, "eos_token_id": 2},
-                                 vision_config=small | {"image_size": 32, "patch_size": 8}, projection_dim=8))
-    model.save_pretrained(folder)
-    CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
-    return folder
-
-
 def test_rices_with_a_named_clip_encoder(tmp_path, tiny_clip):
     rows = run(config(tmp_path, rices_encoder=str(tiny_clip)))
     encoder = rows[1].config["shots"]["encoder"]
