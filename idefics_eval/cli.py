@@ -1,4 +1,4 @@
-"""The command line: `idefics-eval run | prompt | score | tasks | demo-model | sweep | export | plot | compare`.
+"""The command line: `idefics-eval run | prompt | score | submission | tasks | demo-model | sweep | export | plot | compare`.
 
 User mistakes (`UserError`, bad flags) print one line and exit with status 2; anything else is an
 internal error: one line, status 1, and `--debug` shows the traceback. A sweep that finished but
@@ -207,6 +207,8 @@ def run(**options) -> None:
     if rows:  # under torchrun only rank 0 reports
         write_run_config(click.get_current_context().command, options, config.output_dir / RUN_CONFIG_FILE)
         click.echo(summary_table(rows))
+        for note in dict.fromkeys(row.config["metric_skipped"] for row in rows if "metric_skipped" in row.config):
+            click.echo(f"note: {note}")
         click.echo(f"results: {config.output_dir / 'results.json'}")
 
 
@@ -299,6 +301,23 @@ def score(run_dir: Path | None, predictions_file: Path | None, task: str | None,
         click.echo(f"note: {note}", err=True)
     if output is not None:
         _write_or_print(text, output)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--task", required=True, help="A test-server task the run evaluated (vqav2_testdev, vizwiz_test, textcaps_test, nocaps_test).")
+@click.option("--shots", type=int, help="Which row: its shot count (needed when the run has several).")
+@click.option("--seed", type=int, help="Which row of a --selection random run: its seed.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="The JSON file to upload.")
+@click.option("--data", help="The split's data, where it moved since the run (default: the folder the run recorded).")
+@click.option("--tasks-dir", "tasks_dirs", multiple=True, type=click.Path(path_type=Path), help=TASKS_DIR_HELP)
+def submission(run_dir: Path, task: str, shots: int | None, seed: int | None, output: Path, data: str | None,
+               tasks_dirs: tuple[Path, ...]) -> None:
+    """Write a test-split run's predictions as its evaluation server's JSON file, checked against the split."""
+    from .submission import write_submission
+
+    count = write_submission(run_dir, task, output, shots, seed, data, tuple(tasks_dirs))
+    click.echo(f"wrote {output}: {count} entries, every question of the split once")
 
 
 @cli.command()

@@ -70,6 +70,7 @@ class Prepared:
     data: str | None
     generation: GenerationSettings
     num_queries: int  # the query split's size before --limit: what a full run scores
+    references: bool = True  # False: a test split, whose answers only the evaluation server holds
 
 
 def prepare(config: RunConfig, preloaded: bool = False, writes: bool = True) -> Prepared:
@@ -117,6 +118,7 @@ def prepare(config: RunConfig, preloaded: bool = False, writes: bool = True) -> 
     support = _load_support(config, spec, data)
     if not queries.examples:
         raise UserError(f"the query split {queries.name} from {queries.source} is empty")
+    references = formats.has_references(spec, queries)
     all_queries_fingerprint, num_queries = queries.fingerprint, len(queries.examples)
     if config.limit is not None:
         queries = ExampleSet(queries.name, queries.source, queries.examples[: config.limit])
@@ -133,7 +135,9 @@ def prepare(config: RunConfig, preloaded: bool = False, writes: bool = True) -> 
         first_line=spec.generation.first_line,
         strip_quotes=spec.generation.strip_quotes,
     )
-    return Prepared(config, spec, template, metric, support, queries, all_queries_fingerprint, data, generation, num_queries)
+    return Prepared(config, spec, template, metric, support, queries, all_queries_fingerprint, data, generation, num_queries,
+                    references)
+
 
 
 def _check_run_folder(folder: Path) -> None:

@@ -54,7 +54,8 @@ def task_table(tasks_dirs: tuple[Path, ...] = ()) -> str:
         support = "none (zero-shot only)" if spec.zero_shot_only else (
             f"{spec.support_task}/{spec.support_split}" if spec.support_task else spec.support_split)
         records.append({"task": name, "request": spec.request, "metric": spec.metric, "support": support,
-                        "query": spec.query_split, "sources": ", ".join(sources), "title": spec.title})
+                        "query": spec.query_split, "submission": spec.submission or "-", "sources": ", ".join(sources),
+                        "title": spec.title})
     from .tasks import task_groups
 
     groups = "\n".join(f"group {name}: {', '.join(members)}" for name, members in task_groups(tasks_dirs).items())
@@ -72,7 +73,7 @@ def task_definition(name: str, tasks_dirs: tuple[Path, ...] = (), prompts_dirs: 
     template = parse_template(prompt_path)
     task = {key: getattr(spec, key) for key in ("name", "version", "title", "request", "metric", "prompt",
                                                  "support_split", "query_split", "shot_answer", "support_task",
-                                                 "zero_shot_only", "seed")}
+                                                 "zero_shot_only", "seed", "submission")}
     task["generation"] = {**asdict(spec.generation), "stop_words": spec.generation.stop_words or STOP_WORDS}
     if spec.candidates is not None:
         task["candidates"] = asdict(spec.candidates)

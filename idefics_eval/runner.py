@@ -150,7 +150,7 @@ def _generate(p: Prepared, loaded: LoadedModel, selector, shots: int, todo: list
                 continue
             prediction = Prediction(id=todo[i].id, prediction=answer, shots=requests[i][0].shot_ids, score=None,
                                     dropped_shots=requests[i][1])
-            predictions.append(replace(prediction, score=p.metric.score(prediction, todo[i])))
+            predictions.append(replace(prediction, score=p.metric.score(prediction, todo[i]) if p.references else None))
         writer.write(predictions)
         bar.update(len(indices))
 
@@ -197,7 +197,7 @@ def _row(p: Prepared, loaded: LoadedModel, shots: int, seed: int | None, predict
     config = p.config
     scored = [(pred, query) for pred, query in zip(predictions, p.queries.examples) if pred.error is None]
     refuse_undefined(p.metric, [s[1] for s in scored], f"{p.queries.name}, {shots} shots, the queries not skipped")
-    metrics = p.metric.aggregate([s[0] for s in scored], [s[1] for s in scored])
+    metrics = p.metric.aggregate([s[0] for s in scored], [s[1] for s in scored]) if p.references else {}
     one_for_all_seeds = shots == 0 and config.selection == "random" and len(config.seeds) > 1
     return Result(
         task=p.spec.name,
@@ -231,8 +231,15 @@ def _scope(p: Prepared) -> dict:
     """What a row records beside its identity so that reports can tell comparable numbers apart
     (idefics_eval/comparability.py): the full split's size, the bundled data, the options given."""
     options = {"num_beams": p.config.num_beams, "max_new_tokens": p.config.max_new_tokens, "max_length": p.config.max_length}
-    return {"num_queries": p.num_queries, "demo_data": bundled_data(p.queries.source), "request": p.spec.request,
-            "generation_options": {name: value for name, value in options.items() if value is not None}}
+    scope = {"num_queries": p.num_queries, "demo_data": bundled_data(p.queries.source), "request": p.spec.request,
+             "generation_options": {name: value for name, value in options.items() if value is not None}}
+    return scope if p.references else scope | {"metric_skipped": no_metric_note(p.queries.name)}
+
+
+def no_metric_note(split: str) -> str:
+    """What a row of a split without references says in place of its metric (and `run` prints)."""
+    return (f"{split} has no reference answers: predictions written, metric skipped (its evaluation server scores "
+            "them; write the server's file with `idefics-eval submission`)")
 
 
 def run(config: RunConfig, loaded: LoadedModel | None = None) -> list[Result]:

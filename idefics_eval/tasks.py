@@ -30,11 +30,15 @@ STOP_WORDS = ("Question", "Answer", "Image", "Caption", "User", "<end_of_utteran
 # The keys of a task file, by section: the parser checks against these and docs/task-files.md
 # documents each (tests/test_task_files_doc.py compares the two, so they cannot drift).
 TASK_REQUIRED = frozenset({"name", "version", "request", "metric", "prompt", "support_split", "query_split", "sources"})
-TASK_OPTIONAL = frozenset({"title", "generation", "candidates", "shot_answer", "support_task", "zero_shot_only", "seed"})
+TASK_OPTIONAL = frozenset({"title", "generation", "candidates", "shot_answer", "support_task", "zero_shot_only", "seed",
+                           "submission"})
+# The evaluation servers a test split's predictions go to (idefics_eval/submission.py writes each one's file).
+SUBMISSIONS = ("vqa", "vizwiz", "nocaps", "textcaps")
 GENERATION_KEYS = frozenset({"max_new_tokens", "num_beams", "stop_words", "first_line", "strip_quotes"})
 CANDIDATES_REQUIRED, CANDIDATES_OPTIONAL = frozenset({"source"}), frozenset({"classes", "classes_file", "normalize"})
 HUGGINGFACE_REQUIRED, HUGGINGFACE_OPTIONAL = frozenset({"path", "splits", "columns"}), frozenset({"config"})
-VQA_JSON_KEYS = frozenset({"questions", "annotations", "images", "image_file"})
+VQA_JSON_KEYS = frozenset({"questions", "images", "image_file"})
+VQA_JSON_OPTIONAL = frozenset({"annotations"})  # a test split (VQAv2 test-dev, VizWiz test) has none
 
 
 @dataclass(frozen=True)
@@ -42,9 +46,14 @@ class VqaJsonSplit:
     """One split in the official VQA v2 layout: questions + annotations JSON and an image folder."""
 
     questions: str
-    annotations: str
+    annotations: str | None  # None: a test split (no annotations key), whose answers only its evaluation server holds
     images: str
     image_file: str  # format string over the question record, e.g. "COCO_val2014_{image_id:012d}.jpg"
+
+    @classmethod
+    def of(cls, files: Mapping[str, str]) -> VqaJsonSplit:
+        """From a task file's split entry, where `annotations` may be left out."""
+        return cls(**{"annotations": None, **files})
 
 
 @dataclass(frozen=True)
@@ -93,11 +102,12 @@ class TaskSpec:
     support_task: str | None = None  # take shots from this task's support split (NoCaps: coco)
     zero_shot_only: bool = False
     seed: int = 0  # seeds choices inside the task (e.g. which reference caption a shot shows)
+    submission: str | None = None  # a test-server task: the server whose file `submission` writes
 
     @property
     def vqa_json(self) -> Mapping[str, VqaJsonSplit] | None:
         splits = self.sources.get("vqa_json")
-        return None if splits is None else {split: VqaJsonSplit(**files) for split, files in splits.items()}
+        return None if splits is None else {split: VqaJsonSplit.of(files) for split, files in splits.items()}
 
 
 def _check_keys(where: str, data: Any, required: set[str], optional: set[str] = frozenset()) -> dict:
@@ -216,7 +226,7 @@ def parse_task(path: Path) -> TaskSpec:
         file_sources[format_name] = {split: _str_map(f"{here}.{split}", files) for split, files in splits.items()}
     if "vqa_json" in file_sources:
         for split, files in file_sources["vqa_json"].items():
-            _check_keys(f"{where}: sources.vqa_json.{split}", files, VQA_JSON_KEYS)
+            _check_keys(f"{where}: sources.vqa_json.{split}", files, VQA_JSON_KEYS, VQA_JSON_OPTIONAL)
     stop_words = generation.get("stop_words")
     spec = TaskSpec(
         name=_typed(f"{where}: name", top["name"], str),
@@ -243,6 +253,7 @@ def parse_task(path: Path) -> TaskSpec:
         support_task=_typed(f"{where}: support_task", top["support_task"], str) if "support_task" in top else None,
         zero_shot_only=_typed(f"{where}: zero_shot_only", top.get("zero_shot_only", False), bool),
         seed=_typed(f"{where}: seed", top.get("seed", 0), int),
+        submission=_choice(f"{where}: submission", top["submission"], SUBMISSIONS) if "submission" in top else None,
     )
     for split in {spec.support_split, spec.query_split} - ({spec.support_split} if spec.support_task else set()):
         for source_name, splits in [*file_sources.items(), ("huggingface", huggingface and huggingface.splits)]:

@@ -212,6 +212,8 @@ RUN_CASES = {
     "duplicate query ids": (lambda t: ["--data", str(data_copy(t, duplicate_question))], "duplicate"),
     "annotation pointing at a missing image": (lambda t: ["--data", str(data_copy(t, lambda d: sorted((d / "val2014").iterdir())[0].unlink()))], "COCO_val2014_"),
     "empty query split": (lambda t: ["--data", str(data_copy(t, empty_split))], "empty"),
+    "test split given to a task scored here": (lambda t: ["--tasks-dir", str(tasks_dir(
+        t, "      annotations: v2_mscoco_val2014_annotations.json\n", ""))], "has no reference answers (a test split"),
     "image file linked outside the data folder": (lambda t: ["--data", str(data_copy(t, image_linked_outside))], "through a symbolic link"),
     "Hugging Face image path outside the data folder": (lambda t: ["--data", str(hf_image_path_outside(t))], "../outside.jpg leaves the data folder"),
     "task prompt outside the prompts folder": (lambda t: ["--tasks-dir", str(tasks_dir(t, "prompt: vqa", "prompt: ../tasks/vqav2"))], "leaves the prompts folder"),

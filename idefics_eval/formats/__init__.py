@@ -41,10 +41,11 @@ class FileFormat:
 
 
 def _vqa_json(root: Path, files: Mapping[str, str], name: str) -> ExampleSet:
-    return load_vqa_json(root, VqaJsonSplit(**files), name)
+    return load_vqa_json(root, VqaJsonSplit.of(files), name)
 
 
-_BUILTIN = [FileFormat("vqa_json", ("questions", "annotations", "images", "image_file"), ("questions", "annotations"), _vqa_json)]
+_BUILTIN = [FileFormat("vqa_json", ("questions", "images", "image_file"), ("questions", "annotations"), _vqa_json,
+                       optional=("annotations",))]
 
 
 def file_formats() -> dict[str, FileFormat]:
@@ -87,10 +88,30 @@ def _with_answers(examples: ExampleSet, spec: TaskSpec, split: str) -> ExampleSe
     shown = split == spec.support_split and spec.request != "match" and spec.shot_answer != "label"
     if not (scored or shown):
         return examples
+    if scored and examples.examples and not any(example.answers for example in examples.examples):
+        return _test_split(examples, spec)
     for example in examples.examples:
         if not example.answers:
             raise UserError(f"{examples.source}: example {example.id} of {examples.name} has no answers (an empty answer "
                             f"or caption list); task {spec.name} needs at least one per record: fix the record or remove it")
+    return examples
+
+
+def has_references(spec: TaskSpec, examples: ExampleSet) -> bool:
+    """Whether a loaded query split is scored here: False for a test split (`_test_split`), whose
+    evaluation server holds the answers; then a run writes predictions and no metric."""
+    return spec.request != "generate" or all(example.answers for example in examples.examples)
+
+
+def _test_split(examples: ExampleSet, spec: TaskSpec) -> ExampleSet:
+    """A query split with no answers at all is a test split, whose evaluation server holds them: a
+    test-server task (one with `submission`) runs it for predictions only; any other task is told so."""
+    if spec.submission is None:
+        raise UserError(
+            f"{examples.source}: {examples.name} has no reference answers (a test split: its evaluation server "
+            f"scores it), so task {spec.name} cannot score it; run its test-server task (the submission column of "
+            "`idefics-eval tasks`) and write the server's file with `idefics-eval submission`"
+        )
     return examples
 
 

@@ -6,7 +6,8 @@ A split is a questions file, an annotations file and an image folder, all under 
     annotations: {"annotations": [{"question_id", "image_id", "answers": [{"answer", "answer_id", ...}],
                                    "multiple_choice_answer", "answer_type", "question_type"}, ...]}
 
-VizWiz has string image ids and no `answer_id`; both int and str ids are accepted. Images are only
+VizWiz has string image ids and no `answer_id`; both int and str ids are accepted. A test split
+(VQAv2 test-dev, VizWiz test) has a questions file only: its examples have no answers. Images are only
 referenced (`FileImage`), never decoded here; one cheap pass checks that every referenced file exists.
 """
 
@@ -31,10 +32,11 @@ def load_vqa_json(root: Path, split: VqaJsonSplit, name: str) -> ExampleSet:
     root = data_root(root)
     questions_path = data_file(root, split.questions, FORMAT)
     questions = records(read_object(questions_path, "questions"), "questions", questions_path)
-    annotations_path = data_file(root, split.annotations, FORMAT)
-    annotations = records(read_object(annotations_path, "annotations"), "annotations", annotations_path)
-
-    by_question = _index_annotations(annotations, annotations_path)
+    by_question, annotations_path = None, None
+    if split.annotations is not None:
+        annotations_path = data_file(root, split.annotations, FORMAT)
+        annotations = records(read_object(annotations_path, "annotations"), "annotations", annotations_path)
+        by_question = _index_annotations(annotations, annotations_path)
     images_dir = image_folder(root, split.images, FORMAT)
 
     examples: list[Example] = []
@@ -55,17 +57,19 @@ def load_vqa_json(root: Path, split: VqaJsonSplit, name: str) -> ExampleSet:
         image_id = identifier(record["image_id"], f"{where}.image_id")
         question = typed(record["question"], str, where, "question")
 
-        annotation = by_question.get(question_id)
-        if annotation is None:
-            unannotated.append(question_id)
-            continue
-        ann_index, ann = annotation
-        ann_image_id = ann.get("image_id")
-        if ann_image_id is not None and str(ann_image_id) != image_id:
-            raise UserError(
-                f"{annotations_path}: question_id {question_id} has image_id {ann_image_id!r} but "
-                f"{questions_path} says {record['image_id']!r}; the two files are from different splits or versions"
-            )
+        ann_index, ann = -1, {"answers": []}  # a test split: no annotations file
+        if by_question is not None:
+            annotation = by_question.get(question_id)
+            if annotation is None:
+                unannotated.append(question_id)
+                continue
+            ann_index, ann = annotation
+            ann_image_id = ann.get("image_id")
+            if ann_image_id is not None and str(ann_image_id) != image_id:
+                raise UserError(
+                    f"{annotations_path}: question_id {question_id} has image_id {ann_image_id!r} but "
+                    f"{questions_path} says {record['image_id']!r}; the two files are from different splits or versions"
+                )
 
         file_name = _image_file(split.image_file, record, where)
         image = image_refs.get(file_name)
