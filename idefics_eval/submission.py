@@ -30,6 +30,7 @@ from .examples import Example
 from .paths import Confinement
 from .predictions import Prediction, read_predictions
 from .results import Result, read_results, write_json_atomic
+from .scoring import recorded_data
 from .tasks import TaskSpec, load_task, parse_task, task_files
 
 
@@ -114,8 +115,6 @@ def _row(run_dir: Path, spec: TaskSpec, shots: int | None, seed: int | None) -> 
 
 def _split(spec: TaskSpec, row: Result, data: str | None) -> list[Example]:
     """The test split as it is now, which must be what the run answered."""
-    from .scoring import recorded_data
-
     where = f"the {spec.name} {row.shots}-shot row"
     source = data if data is not None else recorded_data(row.config["data"]["source"], spec, where)
     examples = formats.load_split(spec, spec.query_split, source)

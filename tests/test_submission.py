@@ -56,6 +56,15 @@ def test_demo_run_on_a_test_split_writes_predictions_and_no_metric(task, tmp_pat
     assert notes == [f"note: {row.config['metric_skipped']}"] and "metric skipped" in notes[0]
 
 
+def test_rescoring_a_test_split_run_computes_no_metric(tmp_path, capsys):
+    from idefics_eval.scoring import score_run
+
+    code, _, err = run(capsys, "textcaps_test", tmp_path, "--limit", "2")
+    assert code == 0, err
+    [row] = score_run(tmp_path).rows
+    assert row.metrics == {} and row.num_examples == 2
+
+
 @pytest.mark.parametrize("task", sorted(FORMATS))
 def test_submission_writes_the_servers_format_for_every_question(task, tmp_path, capsys):
     code, _, err = run(capsys, task, tmp_path)
