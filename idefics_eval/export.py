@@ -111,6 +111,12 @@ def load_entries(folders: Sequence[Path]) -> list[Entry]:
         loaded += [(Path(folder), row) for row in read_results(path)]  # a damaged file: read_results' UserError
     if not loaded:
         raise UserError(f"no result rows in {', '.join(map(str, folders))}")
+    # A test split's rows have no metric (its server scores them): nothing to tabulate, plot or compare.
+    unscored = [row for _, row in loaded if "metric_skipped" in row.config]
+    loaded = [(folder, row) for folder, row in loaded if "metric_skipped" not in row.config]
+    if not loaded:
+        raise UserError(f"{', '.join(map(str, folders))} holds only rows of test splits ({unscored[0].task}), which have no "
+                        "metric here; write their server's file with `idefics-eval submission`")
     fingerprints: dict[str, set[str]] = {}
     for _, row in loaded:
         model = row.config.get("model", {})

@@ -177,3 +177,20 @@ def test_the_bundled_test_splits_are_what_the_generator_writes(tmp_path):
         assert written == shipped
         assert all((tmp_path / task / p).read_bytes() == (DEMO_DATA / task / p).read_bytes() for p in written)
         assert all(not e.answers for e in split_of(task).examples)
+
+
+@pytest.mark.parametrize("command", [["export", "--layout", "long"], ["compare"], ["plot", "-o", "plots"]])
+def test_reports_leave_out_test_split_rows(command, tmp_path, capsys):
+    """A test split's rows have no metric: export, compare and plot report the scored rows beside
+    them, and a folder of test rows alone is one line pointing to `submission`."""
+    tests, mixed = tmp_path / "tests", tmp_path / "mixed"
+    for out, task in ((tests, "nocaps_test"), (mixed, "nocaps_test"), (mixed, "vqav2")):
+        code, _, err = run(capsys, task, out, "--limit", "2")
+        assert code == 0, err
+    args = [*command[:1], *([str(tests)] * (2 if command == ["compare"] else 1)), *command[1:]]
+    args = [str(tmp_path / a) if a == "plots" else a for a in args]
+    assert_refused(*invoke(capsys, *args, "--resamples", "20")[::2], "holds only rows of test splits (nocaps_test)")
+    args = [str(mixed) if a == str(tests) else a for a in args]
+    code, out, err = invoke(capsys, *args, "--resamples", "20")
+    assert code == 0, err
+    assert "nocaps_test" not in out and ("vqav2" in out or command[0] == "plot")
