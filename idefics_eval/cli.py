@@ -18,8 +18,32 @@ from .console import one_line, quiet_libraries
 from .errors import UserError
 
 SWEEP_INCOMPLETE = 3  # a sweep wrote its table, but some checkpoints failed
-TASKS_DIR_HELP = "Extra folder of task files; their prompt files go in its prompts/ subfolder or beside them (docs/task-files.md); repeatable."
-PROMPTS_DIR_HELP = "Extra folder of prompt files, searched before the tasks folders and the shipped prompts; repeatable."
+
+
+def shared_option(*decls: str, **attrs):
+    """An option defined once for every command that takes it, so that its name, type, default and meaning
+    cannot drift apart between commands: `OPTION()` adds it, `OPTION(help=...)` changes one attribute."""
+    return lambda **overrides: click.option(*decls, **(attrs | overrides))
+
+
+TASK_OPTION = shared_option("--task", help="Task name, comma-separated names, or a group such as fairface (see `idefics-eval tasks`).")
+DEMO_DATA_OPTION = shared_option("--demo-data", is_flag=True, help="The bundled sample data of each task (and of the task its shots "
+                                 "come from) where --data / --support-data is not given, with any model.")
+SELECTION_OPTION = shared_option("--selection", type=click.Choice(["rices", "random"]), default="rices", show_default=True,
+                                 help="Shot selection: retrieval by image similarity (RICES) or random.")
+SEEDS_OPTION = shared_option("--seeds", default="0", show_default=True, help="Seeds for --selection random; several give mean and std.")
+RICES_ENCODER_OPTION = shared_option("--rices-encoder", default="model", show_default=True, help="Image encoder for RICES: 'model' "
+                                     "(the evaluated model's vision tower) or a CLIP hub id / folder.")
+MAX_LENGTH_OPTION = shared_option("--max-length", type=int, help="Context limit in tokens (default: the model's); longer prompts lose "
+                                  "their least similar shots.")
+TASKS_DIR_OPTION = shared_option("--tasks-dir", "tasks_dirs", multiple=True, type=click.Path(path_type=Path),
+                                 help="Extra folder of task files; their prompt files go in its prompts/ subfolder or beside them "
+                                      "(docs/task-files.md); repeatable.")
+RESAMPLES_OPTION = shared_option("--resamples", default=1000, show_default=True, help="Bootstrap resamples.")
+BOOTSTRAP_SEED_OPTION = shared_option("--bootstrap-seed", default=0, show_default=True,
+                                      help="Seed of the bootstrap resampling: the same seed gives the same intervals.")
+PROMPTS_DIR_OPTION = shared_option("--prompts-dir", "prompts_dirs", multiple=True, type=click.Path(path_type=Path),
+                                   help="Extra folder of prompt files, searched before the tasks folders and the shipped prompts; repeatable.")
 
 
 def parse_counts(value: str, flag: str) -> tuple[int, ...]:
@@ -125,19 +149,19 @@ def write_run_config(command: click.Command, options: dict, path: Path) -> None:
 @click.option("--config", type=click.Path(path_type=Path, dir_okay=False), is_eager=True, expose_value=False,
               callback=_config_defaults,
               help=f"YAML file of run options (max_new_tokens: 3); options given here override it. Each run writes OUTPUT_DIR/{RUN_CONFIG_FILE}.")
-@click.option("--task", required=True, help="Task name, comma-separated names, or a group such as fairface (see `idefics-eval tasks`).")
+@TASK_OPTION(required=True)
 @click.option("--shots", default="0,4,8,16,32", show_default=True, help="Comma-separated shot counts.")
 @click.option("--model", help="Hub name (e.g. HuggingFaceM4/idefics-9b) or local checkpoint folder.")
 @click.option("--demo", is_flag=True, help="Use the trained canary model and, without --data, the bundled sample data.")
+@DEMO_DATA_OPTION()
 @click.option("--demo-seed", type=int, help="With --demo: the random tiny model with weights from this seed, instead of the canary.")
 @click.option("--data", help="Data: a folder of official files, a save_to_disk folder, a folder of parquet/jsonl files, or a hub id.")
 @click.option("--support-data", help="Data of the task shots come from, where it is another task (NoCaps: COCO).")
-@click.option("--output-dir", type=click.Path(path_type=Path), default=Path("runs/latest"), show_default=True)
-@click.option("--selection", type=click.Choice(["rices", "random"]), default="rices", show_default=True,
-              help="Shot selection: retrieval by image similarity (RICES) or random.")
-@click.option("--seeds", default="0", show_default=True, help="Seeds for --selection random; several give mean and std.")
-@click.option("--rices-encoder", default="model", show_default=True,
-              help="Image encoder for RICES: 'model' (the evaluated model's vision tower) or a CLIP hub id / folder.")
+@click.option("--output-dir", type=click.Path(path_type=Path), default=Path("runs/latest"), show_default=True,
+              help="Folder of the run's predictions, results.json and manifest; a rerun there resumes.")
+@SELECTION_OPTION()
+@SEEDS_OPTION()
+@RICES_ENCODER_OPTION()
 @click.option("--limit", type=int, help="Evaluate only the first N queries.")
 @click.option("--batch-size", type=BatchSize(), default=8, show_default=True,
               help="Requests per forward pass; auto: the largest that fits on the GPU (probed on the longest requests), 8 off GPU.")
@@ -146,14 +170,14 @@ def write_run_config(command: click.Command, options: dict, path: Path) -> None:
 @click.option("--dtype", default="auto", show_default=True, help="auto (bfloat16 on GPU, float32 on CPU), bfloat16, float16, float32.")
 @click.option("--num-beams", type=int, help="Beam count (task default: 3; 1 = greedy).")
 @click.option("--max-new-tokens", type=int, help="Tokens to generate (task default: 15).")
-@click.option("--max-length", type=int, help="Context limit in tokens (default: the model's); longer prompts lose their least similar shots.")
+@MAX_LENGTH_OPTION()
 @click.option("--cache-dir", type=click.Path(path_type=Path), help="Where retrieval indexes and embeddings are kept (default: ~/.cache/idefics-eval).")
 @click.option("--image-cache-mb", type=click.IntRange(min=0), default=1024, show_default=True,
               help="Memory for image features (each image through the vision tower once); least recently used go beyond it.")
 @click.option("--image-cache-dir", type=click.Path(path_type=Path),
               help="Write image features evicted from memory to files here and read them back instead of recomputing (default: no spill).")
-@click.option("--tasks-dir", "tasks_dirs", multiple=True, type=click.Path(path_type=Path), help=TASKS_DIR_HELP)
-@click.option("--prompts-dir", "prompts_dirs", multiple=True, type=click.Path(path_type=Path), help=PROMPTS_DIR_HELP)
+@TASKS_DIR_OPTION()
+@PROMPTS_DIR_OPTION()
 @click.option("--overwrite", is_flag=True, help="Replace predictions in --output-dir made under another configuration.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 @click.option("--on-bad-example", type=click.Choice(["stop", "skip"]), default="stop", show_default=True,
@@ -166,6 +190,7 @@ def run(**options) -> None:
     """Evaluate a model on one or more tasks (comma-separated, or a group) at several shot counts."""
     from dataclasses import replace
 
+    from .plan import with_bundled_data
     from .reports import summary_table
     from .runner import RunConfig, run_tasks
     from .tasks import expand_task_names
@@ -203,7 +228,8 @@ def run(**options) -> None:
         allow_pickle_weights=options["allow_pickle_weights"],
         run_name=options["name"],
     )
-    rows = run_tasks([replace(config, task=name) for name in names])
+    configs = [replace(config, task=name) for name in names]
+    rows = run_tasks([with_bundled_data(c) for c in configs] if options["demo_data"] else configs)
     if rows:  # under torchrun only rank 0 reports
         write_run_config(click.get_current_context().command, options, config.output_dir / RUN_CONFIG_FILE)
         click.echo(summary_table(rows))
@@ -222,14 +248,14 @@ def run(**options) -> None:
 @click.option("--demo-seed", type=int, help="With --demo: the random tiny model with weights from this seed.")
 @click.option("--data", help="The task's data, as for run.")
 @click.option("--support-data", help="Data of the task shots come from, where it is another task (NoCaps: COCO).")
-@click.option("--selection", type=click.Choice(["rices", "random"]), default="rices", show_default=True)
+@SELECTION_OPTION()
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="The seed of --selection random.")
-@click.option("--rices-encoder", default="model", show_default=True, help="As for run.")
-@click.option("--max-length", type=int, help="Context limit in tokens, as for run.")
+@RICES_ENCODER_OPTION()
+@MAX_LENGTH_OPTION()
 @click.option("--max-new-tokens", type=int, help="Tokens kept for the answer when fitting the prompt, as for run.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), help="Where retrieval indexes and embeddings are kept, as for run.")
-@click.option("--tasks-dir", "tasks_dirs", multiple=True, type=click.Path(path_type=Path), help="Extra folder of task files.")
-@click.option("--prompts-dir", "prompts_dirs", multiple=True, type=click.Path(path_type=Path), help=PROMPTS_DIR_HELP)
+@TASKS_DIR_OPTION()
+@PROMPTS_DIR_OPTION()
 @click.option("--device", default="auto", show_default=True, help="Where RICES embeds the images, as for run.")
 @click.option("--dtype", default="auto", show_default=True, help="The RICES encoder's dtype, as for run.")
 @click.option("--allow-pickle-weights", is_flag=True, help="Allow loading .bin (pickle) weights.")
@@ -263,8 +289,7 @@ def prompt(**options) -> None:
 @click.option("--data", help="The task's data (as for `run`); default: what the run recorded.")
 @click.option("--demo", is_flag=True, help="Score against the bundled sample data; default: what the run recorded.")
 @click.option("--limit", type=int, help="Score the first N queries; default: the run's --limit.")
-@click.option("--tasks-dir", "tasks_dirs", multiple=True, type=click.Path(path_type=Path),
-              help="Extra folder of task files; default: the run's.")
+@TASKS_DIR_OPTION(help="Extra folder of task files; default: the run's.")
 @click.option("--cache-dir", type=click.Path(path_type=Path),
               help="The run's --cache-dir, where a Hugging Face dataset's files are kept (default: ~/.cache/idefics-eval).")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Also write the metrics as JSON (RUN_DIR: rows as in results.json).")
@@ -310,7 +335,7 @@ def score(run_dir: Path | None, predictions_file: Path | None, task: str | None,
 @click.option("--seed", type=int, help="Which row of a --selection random run: its seed.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="The JSON file to upload.")
 @click.option("--data", help="The split's data, where it moved since the run (default: the folder the run recorded).")
-@click.option("--tasks-dir", "tasks_dirs", multiple=True, type=click.Path(path_type=Path), help=TASKS_DIR_HELP)
+@TASKS_DIR_OPTION()
 def submission(run_dir: Path, task: str, shots: int | None, seed: int | None, output: Path, data: str | None,
                tasks_dirs: tuple[Path, ...]) -> None:
     """Write a test-split run's predictions as its evaluation server's JSON file, checked against the split."""
@@ -321,8 +346,8 @@ def submission(run_dir: Path, task: str, shots: int | None, seed: int | None, ou
 
 
 @cli.command()
-@click.option("--tasks-dir", "tasks_dirs", multiple=True, type=click.Path(path_type=Path), help=TASKS_DIR_HELP)
-@click.option("--prompts-dir", "prompts_dirs", multiple=True, type=click.Path(path_type=Path), help=PROMPTS_DIR_HELP)
+@TASKS_DIR_OPTION()
+@PROMPTS_DIR_OPTION()
 @click.option("--show", "show", metavar="NAME", help="Print one task's resolved definition: its keys after defaults, its prompt file and template.")
 def tasks(tasks_dirs: tuple[Path, ...], prompts_dirs: tuple[Path, ...], show: str | None) -> None:
     """List the tasks with their metric, splits and request kind (or, with --show, one task in full)."""
@@ -338,7 +363,7 @@ def tasks(tasks_dirs: tuple[Path, ...], prompts_dirs: tuple[Path, ...], show: st
 
 @cli.command("demo-model")
 @click.argument("directory", type=click.Path(path_type=Path))
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", default=0, show_default=True, help="Seed of the random weights (as run's --demo-seed).")
 def demo_model(directory: Path, seed: int) -> None:
     """Write the embedded tiny IDEFICS as a checkpoint folder that `--model DIR` loads."""
     from .demo.model import save_demo_model
@@ -351,14 +376,18 @@ def demo_model(directory: Path, seed: int) -> None:
 
 @cli.command()
 @click.option("--checkpoints", required=True, help="Glob of checkpoint folders, quoted: 'ckpts/step-*'.")
-@click.option("--tasks", "task_names", required=True, help="Comma-separated tasks, e.g. vqav2,okvqa.")
+@TASK_OPTION()
+@click.option("--tasks", "old_tasks", hidden=True, help="The old spelling of --task (deprecated).")
 @click.option("--shots", default="0,4", show_default=True, help="Comma-separated shot counts.")
 @click.option("--output-dir", type=click.Path(path_type=Path), required=True, help="One results folder per checkpoint goes here.")
 @click.option("--select-by", default="mean-normalised", show_default=True,
               help="mean-normalised, a metric key (vqa_accuracy) or TASK:METRIC.")
 @click.option("--data", "data_values", multiple=True, help="TASK=PATH, or one PATH for every task: validation data for selection.")
 @click.option("--support-data", "support_values", multiple=True, help="TASK=PATH: data of the task shots come from (NoCaps: COCO).")
-@click.option("--demo-data", is_flag=True, help="Use the bundled sample data for tasks without --data.")
+@DEMO_DATA_OPTION()
+@SELECTION_OPTION()
+@SEEDS_OPTION()
+@RICES_ENCODER_OPTION()
 @click.option("--limit", type=int, help="Evaluate only the first N queries of each task.")
 @click.option("--batch-size", type=BatchSize(), default=8, show_default=True,
               help="Requests per forward pass; auto: the largest that fits on the GPU, 8 off GPU.")
@@ -366,17 +395,22 @@ def demo_model(directory: Path, seed: int) -> None:
 @click.option("--dtype", default="auto", show_default=True, help="auto, bfloat16, float16, float32.")
 @click.option("--num-beams", type=int, help="Beam count (task default: 3; 1 = greedy).")
 @click.option("--max-new-tokens", type=int, help="Tokens to generate (task default).")
+@MAX_LENGTH_OPTION()
 @click.option("--cache-dir", type=click.Path(path_type=Path), help="Where retrieval indexes are kept (default: ~/.cache/idefics-eval).")
-@click.option("--tasks-dir", "tasks_dirs", multiple=True, type=click.Path(path_type=Path), help=TASKS_DIR_HELP)
-@click.option("--prompts-dir", "prompts_dirs", multiple=True, type=click.Path(path_type=Path), help=PROMPTS_DIR_HELP)
+@TASKS_DIR_OPTION()
+@PROMPTS_DIR_OPTION()
 @click.option("--overwrite", is_flag=True, help="Replace predictions made under another configuration.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 @click.option("--name", help="A name for this sweep, recorded in every checkpoint's results (default: none).")
 def sweep(**options) -> None:
     """Evaluate every checkpoint on every task and shot count; name the best checkpoint."""
     from .sweep import SweepConfig, parse_task_values, run_sweep, summary_lines
+    from .tasks import expand_task_names
 
-    task_names = tuple(dict.fromkeys(t.strip() for t in options["task_names"].split(",") if t.strip()))
+    task_value = _old_spelling(options, "task", "old_tasks")
+    if task_value is None:
+        raise UserError("missing option --task; give task names like vqav2,okvqa or a group (see `idefics-eval tasks`)")
+    task_names = tuple(expand_task_names(task_value, tuple(options["tasks_dirs"])))
     config = SweepConfig(
         checkpoints=options["checkpoints"],
         tasks=task_names,
@@ -387,9 +421,13 @@ def sweep(**options) -> None:
         support_data=parse_task_values(options["support_values"], task_names, "--support-data"),
         demo_data=options["demo_data"],
         select_by=options["select_by"],
+        selection=options["selection"],
+        seeds=parse_counts(options["seeds"], "--seeds"),
+        rices_encoder=options["rices_encoder"],
         batch_size=options["batch_size"],
         num_beams=options["num_beams"],
         max_new_tokens=options["max_new_tokens"],
+        max_length=options["max_length"],
         device=options["device"],
         dtype=options["dtype"],
         cache_dir=options["cache_dir"] or default_cache_dir(),
@@ -410,17 +448,17 @@ def sweep(**options) -> None:
 
 @cli.command()
 @click.argument("results", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["csv", "markdown", "json"]), default="markdown", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["csv", "markdown", "json"]), default="markdown", show_default=True,
+              help="Table format: markdown to read, csv or json (every digit) for other tools.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="File to write (default: print).")
 @click.option("--layout", type=click.Choice(["card", "long"]), default="card", show_default=True,
               help="card: the model card's table; long: one row per metric with its 95% bootstrap interval.")
-@click.option("--selection", type=click.Choice(["rices", "random"]), default="rices", show_default=True,
-              help="Which rows the card layout reports.")
+@SELECTION_OPTION(help="Which rows the card layout reports: those of RICES or of random shots.")
 @click.option("--decimals", default=1, show_default=True, help="Decimals in the card layout's markdown (CSV and JSON keep every digit).")
 @click.option("--no-ci", is_flag=True, help="Long layout without bootstrap intervals (no data needed).")
-@click.option("--resamples", default=1000, show_default=True, help="Bootstrap resamples.")
-@click.option("--bootstrap-seed", default=0, show_default=True)
-@click.option("--tasks-dir", "tasks_dirs", multiple=True, type=click.Path(path_type=Path))
+@RESAMPLES_OPTION()
+@BOOTSTRAP_SEED_OPTION()
+@TASKS_DIR_OPTION(help="Extra folder of task files the results' tasks come from; repeatable.")
 @click.option("--allow-partial", is_flag=True,
               help="Card layout: export rows of --limit runs, the bundled demo data or skipped queries, marked as partial.")
 def export(results: tuple[Path, ...], fmt: str, output: Path | None, layout: str, selection: str, decimals: int, no_ci: bool,
@@ -439,11 +477,11 @@ def export(results: tuple[Path, ...], fmt: str, output: Path | None, layout: str
 @click.option("-o", "--output-dir", type=click.Path(path_type=Path), required=True, help="Folder for the PNG files.")
 @click.option("--reference", "references", multiple=True, type=click.Choice(["idefics-9b", "idefics-80b"]),
               help="Also draw the model card's curve (dashed).")
-@click.option("--selection", type=click.Choice(["rices", "random"]), default="rices", show_default=True)
+@SELECTION_OPTION(help="Which rows the curves show: those of RICES or of random shots.")
 @click.option("--ci", is_flag=True, help="Draw 95% bootstrap intervals (reads the predictions and the query data).")
-@click.option("--resamples", default=1000, show_default=True, help="Bootstrap resamples.")
-@click.option("--bootstrap-seed", default=0, show_default=True)
-@click.option("--tasks-dir", "tasks_dirs", multiple=True, type=click.Path(path_type=Path))
+@RESAMPLES_OPTION()
+@BOOTSTRAP_SEED_OPTION()
+@TASKS_DIR_OPTION(help="Extra folder of task files the results' tasks come from; repeatable.")
 def plot(results: tuple[Path, ...], output_dir: Path, references: tuple[str, ...], selection: str, ci: bool, resamples: int,
          bootstrap_seed: int, tasks_dirs: tuple[Path, ...]) -> None:
     """Plot shot-scaling curves (metric against shots, one panel per task) as PNG."""
@@ -459,12 +497,13 @@ def plot(results: tuple[Path, ...], output_dir: Path, references: tuple[str, ...
 @click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--reference", type=click.Choice(["idefics-9b", "idefics-80b"]), help="Compare one run with the model card's numbers.")
 @click.option("--all-metrics", is_flag=True, help="Every metric, not only each task's headline metric (two runs).")
-@click.option("--format", "fmt", type=click.Choice(["markdown", "csv", "json"]), default="markdown", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["markdown", "csv", "json"]), default="markdown", show_default=True,
+              help="Table format: markdown to read (with the differences between the runs above it), csv or json for other tools.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="File to write (default: print).")
 @click.option("--no-ci", is_flag=True, help="Without the run's bootstrap intervals (--reference only).")
-@click.option("--resamples", default=1000, show_default=True, help="Bootstrap resamples.")
-@click.option("--bootstrap-seed", default=0, show_default=True)
-@click.option("--tasks-dir", "tasks_dirs", multiple=True, type=click.Path(path_type=Path))
+@RESAMPLES_OPTION()
+@BOOTSTRAP_SEED_OPTION()
+@TASKS_DIR_OPTION(help="Extra folder of task files the results' tasks come from; repeatable.")
 def compare(runs: tuple[Path, ...], reference: str | None, all_metrics: bool, fmt: str, output: Path | None, no_ci: bool,
             resamples: int, bootstrap_seed: int, tasks_dirs: tuple[Path, ...]) -> None:
     """RUN_A RUN_B: paired difference B - A with its 95% interval; RUN --reference: next to the model card."""
@@ -500,6 +539,17 @@ def compare(runs: tuple[Path, ...], reference: str | None, all_metrics: bool, fm
     _write_or_print(text, output)
     for note in comparison.notes:
         click.echo(f"note: {note}", err=True)
+
+
+def _old_spelling(options: dict, name: str, old: str) -> str | None:
+    """The value of option `name`, or of its old spelling `old` (kept for one release, with one line on stderr)."""
+    flag, old_flag = f"--{name.replace('_', '-')}", f"--{old.removeprefix('old_').replace('_', '-')}"
+    if options[old] is not None:
+        if options[name] is not None:
+            raise UserError(f"{flag} and {old_flag} both given: {old_flag} is the old spelling of {flag}; keep only {flag}")
+        click.echo(f"warning: {old_flag} is deprecated and will go in the next release; use {flag} (same values)", err=True)
+        return options[old]
+    return options[name]
 
 
 def _write_or_print(text: str, output: Path | None) -> None:

@@ -4,7 +4,7 @@ model loads (`Prepared`: task spec, prompt template, metric, support and query e
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from . import formats
@@ -138,6 +138,17 @@ def prepare(config: RunConfig, preloaded: bool = False, writes: bool = True) -> 
     return Prepared(config, spec, template, metric, support, queries, all_queries_fingerprint, data, generation, num_queries,
                     references)
 
+
+
+def with_bundled_data(config: RunConfig) -> RunConfig:
+    """--demo-data: the bundled sample of the task, and of the task its shots come from (NoCaps: COCO),
+    wherever --data / --support-data leaves it open; the model stays whatever the run evaluates."""
+    spec = load_task(config.task, config.tasks_dirs)
+    data = config.data if config.data is not None else demo_data(spec)
+    support = config.support_data
+    if support is None and spec.support_task:
+        support = demo_data(load_task(spec.support_task, config.tasks_dirs))
+    return replace(config, data=data, support_data=support)
 
 
 def _check_run_folder(folder: Path) -> None:

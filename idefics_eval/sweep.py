@@ -81,9 +81,13 @@ class SweepConfig:
     support_data: Mapping[str, str] = field(default_factory=dict)
     demo_data: bool = False
     select_by: str = MEAN_NORMALISED
+    selection: str = "rices"  # as run's --selection, --seeds and --rices-encoder
+    seeds: tuple[int, ...] = (0,)
+    rices_encoder: str = "model"
     batch_size: int | str = 8  # or "auto"
     num_beams: int | None = None
     max_new_tokens: int | None = None
+    max_length: int | None = None
     device: str | None = None
     dtype: str | None = None
     cache_dir: Path | None = None
@@ -105,22 +109,16 @@ class SweepResult:
 
 
 def _run_config(config: SweepConfig, checkpoint: Checkpoint, task: str):
-    from .runner import RunConfig, demo_data
-    from .tasks import load_task
+    from .plan import RunConfig, with_bundled_data
 
-    spec = load_task(task, config.tasks_dirs)
-    data = config.data.get(task)
-    if data is None and config.demo_data:
-        data = demo_data(spec)
-    support = config.support_data.get(task)
-    if support is None and config.demo_data and spec.support_task:
-        support = demo_data(load_task(spec.support_task, config.tasks_dirs))
-    return RunConfig(task=task, shots=config.shots, output_dir=config.output_dir / checkpoint.name, model=str(checkpoint.path),
-                     data=data, support_data=support, limit=config.limit, batch_size=config.batch_size,
-                     device=config.device, dtype=config.dtype, num_beams=config.num_beams,
-                     max_new_tokens=config.max_new_tokens, cache_dir=config.cache_dir,
-                     tasks_dirs=config.tasks_dirs, prompts_dirs=config.prompts_dirs, overwrite=config.overwrite, progress=config.progress,
-                     run_name=config.run_name)
+    run_config = RunConfig(
+        task=task, shots=config.shots, output_dir=config.output_dir / checkpoint.name, model=str(checkpoint.path),
+        data=config.data.get(task), support_data=config.support_data.get(task), selection=config.selection, seeds=config.seeds,
+        rices_encoder=config.rices_encoder, limit=config.limit, batch_size=config.batch_size, device=config.device,
+        dtype=config.dtype, num_beams=config.num_beams, max_new_tokens=config.max_new_tokens, max_length=config.max_length,
+        cache_dir=config.cache_dir, tasks_dirs=config.tasks_dirs, prompts_dirs=config.prompts_dirs, overwrite=config.overwrite,
+        progress=config.progress, run_name=config.run_name)
+    return with_bundled_data(run_config) if config.demo_data else run_config
 
 
 def run_sweep(config: SweepConfig) -> SweepResult:
@@ -129,7 +127,7 @@ def run_sweep(config: SweepConfig) -> SweepResult:
     from .runner import prepare
 
     if not config.tasks:
-        raise UserError("--tasks is empty; give task names like vqav2,okvqa")
+        raise UserError("--task is empty; give task names like vqav2,okvqa or a group")
     checkpoints = find_checkpoints(config.checkpoints)
     _check_select_by(config.select_by, config.tasks)
     with quiet_libraries(not config.progress):
@@ -186,7 +184,7 @@ def _free_memory() -> None:
 def _check_select_by(select_by: str, tasks: Sequence[str]) -> None:
     task, _, metric = select_by.rpartition(":")
     if select_by != MEAN_NORMALISED and task and task not in tasks:
-        raise UserError(f"--select-by {select_by}: task {task} is not among --tasks ({', '.join(tasks)})")
+        raise UserError(f"--select-by {select_by}: task {task} is not among --task ({', '.join(tasks)})")
     if not metric:
         raise UserError(f"--select-by {select_by!r}: give {MEAN_NORMALISED}, a metric key (vqa_accuracy) or TASK:METRIC")
 
@@ -334,7 +332,7 @@ def parse_task_values(values: Sequence[str], tasks: Sequence[str], flag: str) ->
         if sep and task in tasks:
             found[task] = rest
         elif sep and re.fullmatch(r"[a-z0-9_]+", task):
-            raise UserError(f"{flag} {value}: {task} is not among --tasks ({', '.join(tasks)})")
+            raise UserError(f"{flag} {value}: {task} is not among --task ({', '.join(tasks)})")
         else:
             every.append(value)
     if len(every) > 1:

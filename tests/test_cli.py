@@ -132,6 +132,11 @@ def test_demo_model_folder_loads_with_model_and_gives_the_same_answers(first_run
                           "--cache-dir", str(cache), "--no-progress")
     assert code == 0, err
     assert predictions(tmp_path / "from-dir") == predictions(out)
+    code, _, err = invoke(capsys, "run", "--task", "vqav2", "--model", str(checkpoint), "--demo-data",  # the same data, by name
+                          "--shots", "0,4", "--limit", "6", "--num-beams", "1", "--output-dir", str(tmp_path / "demo-data"),
+                          "--cache-dir", str(cache), "--no-progress")
+    assert code == 0, err
+    assert predictions(tmp_path / "demo-data") == predictions(out)
 
 
 def _broken_data(tmp_path: Path) -> Path:

@@ -13,7 +13,7 @@ from idefics_eval.demo.model import save_demo_model
 from idefics_eval.errors import UserError
 from idefics_eval.sweep import find_checkpoints, selection_scores, training_step
 
-SWEEP = ["--tasks", "vqav2", "--shots", "0,4", "--limit", "2", "--num-beams", "1", "--max-new-tokens", "1",
+SWEEP = ["--task", "vqav2", "--shots", "0,4", "--limit", "2", "--num-beams", "1", "--max-new-tokens", "1",
          "--demo-data", "--no-progress"]
 
 
@@ -100,7 +100,7 @@ def test_selection_by_a_metric_and_by_the_mean_of_normalised_metrics():
 
 def test_bad_sweep_input_is_one_line(tmp_path, capsys, checkpoints):
     for extra, message in ((["--checkpoints", str(tmp_path / "none-*")], "matches no checkpoint"),
-                           (["--checkpoints", str(checkpoints / "step-*"), "--select-by", "coco:cider"], "not among --tasks")):
+                           (["--checkpoints", str(checkpoints / "step-*"), "--select-by", "coco:cider"], "not among --task")):
         with pytest.raises(SystemExit) as exit_:
             main(["sweep", *extra, "--output-dir", str(tmp_path / "out"), *SWEEP])
         err = capsys.readouterr().err

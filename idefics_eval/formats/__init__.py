@@ -70,7 +70,7 @@ def demo_data(spec: TaskSpec) -> str:
     """The --data value of `spec`'s bundled sample data."""
     folder = BUNDLED / spec.name
     if not folder.is_dir():
-        raise UserError(f"task {spec.name} has no bundled sample data for --demo; give --data")
+        raise UserError(f"task {spec.name} has no bundled sample data (for --demo or --demo-data); give --data")
     return str(folder)
 
 
