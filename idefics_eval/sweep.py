@@ -121,6 +121,14 @@ def _run_config(config: SweepConfig, checkpoint: Checkpoint, task: str):
     return with_bundled_data(run_config) if config.demo_data else run_config
 
 
+def _refuse_test_split(task: str, tasks_dirs: tuple[Path, ...]) -> None:
+    from .tasks import load_task
+
+    if load_task(task, tasks_dirs).submission is not None:
+        raise UserError(f"task {task}: a test split, scored only by its evaluation server, cannot select a checkpoint; "
+                        "sweep on validation tasks and run the chosen checkpoint on the test split")
+
+
 def run_sweep(config: SweepConfig) -> SweepResult:
     """Evaluate every cell (resuming finished ones), then write sweep.csv, sweep.json and sweep.png."""
     from .console import quiet_libraries
@@ -133,6 +141,7 @@ def run_sweep(config: SweepConfig) -> SweepResult:
     with quiet_libraries(not config.progress):
         for task in config.tasks:  # every task's data and settings checked before the first load; the
             # checkpoints and their folders are each checked in their turn, so that one bad one fails alone
+            _refuse_test_split(task, config.tasks_dirs)
             prepare(replace(_run_config(config, checkpoints[0], task), model=None, output_dir=config.output_dir), preloaded=True)
     rows: dict[str, list[Result]] = {}
     failed: dict[str, str] = {}

@@ -194,3 +194,14 @@ def test_reports_leave_out_test_split_rows(command, tmp_path, capsys):
     code, out, err = invoke(capsys, *args, "--resamples", "20")
     assert code == 0, err
     assert "nocaps_test" not in out and ("vqav2" in out or command[0] == "plot")
+
+
+
+def test_a_sweep_refuses_a_test_split(tmp_path, capsys):
+    """Checkpoint selection needs a metric; a test split has none here: refused before any checkpoint loads."""
+    code, _, err = invoke(capsys, "demo-model", str(tmp_path / "ckpt-1"))
+    assert code == 0, err
+    code, _, err = invoke(capsys, "sweep", "--checkpoints", str(tmp_path / "ckpt-*"), "--task", "vqav2_testdev",
+                          "--output-dir", str(tmp_path / "out"), "--demo-data", "--limit", "2", "--shots", "0", "--no-progress")
+    assert_refused(code, err, "task vqav2_testdev: a test split, scored only by its evaluation server")
+    assert not (tmp_path / "out" / "ckpt-1" / "results.json").exists()
