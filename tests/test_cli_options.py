@@ -91,3 +91,20 @@ def test_sweep_tasks_is_the_old_spelling_of_task(fake_checkpoints, runs, tmp_pat
 def test_sweep_without_one_task_option_is_refused(fake_checkpoints, runs, tmp_path, capsys, args, message):
     code, _, err = sweep(capsys, fake_checkpoints, tmp_path, *args)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1 and runs == []
+
+
+# sweep's own forms, by design: data per task (TASK=PATH, repeatable), an output folder of results folders,
+# a name for every checkpoint's run, --task optional beside its old spelling, fewer shots by default
+SWEEP_OWN = {"data_values", "support_values", "output_dir", "name", "task", "shots"}
+
+
+def test_options_on_run_and_sweep_mean_the_same():
+    def described(command: click.Command) -> dict:
+        return {max(p.opts, key=len): (p.name, type(p.type).__name__, getattr(p.type, "choices", None),
+                                           p.default, p.multiple, p.is_flag)
+                for p in command.params if isinstance(p, click.Option)}
+
+    run, sweep_ = described(cli.commands["run"]), described(cli.commands["sweep"])
+    common = [flag for flag in run if flag in sweep_ and run[flag][0] not in SWEEP_OWN and sweep_[flag][0] not in SWEEP_OWN]
+    assert len(common) >= 15  # --selection, --seeds, --rices-encoder, --max-length, --demo-data, ... are on both
+    assert {flag: sweep_[flag] for flag in common} == {flag: run[flag] for flag in common}
