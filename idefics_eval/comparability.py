@@ -24,11 +24,15 @@ from .results import Result
 FULL = "full"
 # Settings of one task: compared between rows of the same task only (tasks have their own defaults).
 TASK_SETTINGS = frozenset({"task file", "prompt", "queries", "n", "max_new_tokens", "num_beams", "stop_words",
-                           "first_line", "strip_quotes", "support"})
+                           "first_line", "strip_quotes", "length_penalty", "early_stopping", "banned_words",
+                           "add_start_token", "support"})
 # What the shots depend on: compared between few-shot rows only (a zero-shot row shows no shots).
 SHOT_SETTINGS = frozenset({"encoder", "support", "seeds"})
 # Used by generated answers only, not by ranked or matched candidates.
-GENERATION_ONLY = ("num_beams", "max_new_tokens", "stop_words", "first_line", "strip_quotes")
+GENERATION_ONLY = ("num_beams", "max_new_tokens", "stop_words", "first_line", "strip_quotes", "length_penalty",
+                   "early_stopping", "banned_words")
+# What a row's banned_words None means (engine.banned_token_ids).
+DEFAULT_BAN = "every newline token and the image tokens"
 # The generation options given on the command line: compared between tasks (each task's own
 # resolved settings are compared between rows of that task).
 CROSS_TASK_SETTINGS = frozenset({"generation options"})
@@ -84,6 +88,8 @@ def settings(row: Result) -> dict[str, str]:
         limit, total = config["limit"], config.get("num_queries")
         found["limit"] = FULL if limit is None or (total is not None and limit >= total) else limit
     generation = dict(config.get("generation", {}))
+    if "banned_words" in generation and generation["banned_words"] is None:  # recorded: the default ban
+        generation["banned_words"] = DEFAULT_BAN
     if config.get("request", "generate") != "generate":
         generation = {k: v for k, v in generation.items() if k not in GENERATION_ONLY}
     found |= generation

@@ -107,14 +107,15 @@ def _model_and_encoder(config: RunConfig):
 
 
 def _request(loaded: PromptSide, context: Prompt, continuations: list[Prompt] | None,
-             candidates: tuple[str, ...] | None) -> Request:
+             candidates: tuple[str, ...] | None, add_start_token: bool) -> Request:
     tokenizer = loaded.processor.tokenizer
-    text = context.processor_text(tokenizer.bos_token)
+    bos = tokenizer.bos_token if add_start_token else ""  # the task's add_start_token, as the run
+    text = context.processor_text(bos)
     scored = None
     if continuations is not None:  # what the ranker scores: each full text's tokens past the context's
-        fulls = continuations_ids(tokenizer, text, [c.processor_text(tokenizer.bos_token) for c in continuations])
+        fulls = continuations_ids(tokenizer, text, [c.processor_text(bos) for c in continuations])
         scored = [(candidate, ids[len(ids) - count:]) for candidate, (ids, count) in zip(candidates, fulls)]
-    return Request(context, text, token_ids(loaded, context), scored)
+    return Request(context, text, token_ids(loaded, context, add_start_token), scored)
 
 
 def prompt_view(config: RunConfig, query_index: int | None = None, query_id: str | None = None) -> PromptView:
@@ -140,14 +141,14 @@ def _requests(p: Prepared, loaded: PromptSide, query: Example, chosen: list[Exam
     """The shots dropped to fit, and the requests, as the run's `_generate`, `ranked` and `matched` build them."""
     if p.spec.request == "generate":
         prompt, dropped, _ = fit_prompt(p, loaded, chosen, query, p.generation.max_new_tokens)
-        return dropped, [_request(loaded, prompt, None, None)]
+        return dropped, [_request(loaded, prompt, None, None, p.generation.add_start_token)]
     if p.spec.request == "match":
         captions = tuple(query.fields[f"caption_{c}"] for c in (0, 1))
-        return 0, [_request(loaded, context, continuations, captions)
+        return 0, [_request(loaded, context, continuations, captions, p.generation.add_start_token)
                    for context, continuations in matched_requests(p, loaded, query)]
     context, dropped, _ = ranked_context(p, loaded, query, chosen)
     continuations = continuation_prompts(p, query, chosen[dropped:])
-    return dropped, [_request(loaded, context, continuations, candidates_of(p.spec, query))]
+    return dropped, [_request(loaded, context, continuations, candidates_of(p.spec, query), p.generation.add_start_token)]
 
 
 def format_view(view: PromptView) -> str:

@@ -36,11 +36,27 @@ from .tasks import STOP_WORDS
 
 @dataclass(frozen=True)
 class GenerationSettings:
+    """How a task's answers are generated (and, for `add_start_token`, how every request starts).
+
+    `length_penalty` and `early_stopping` mean what they mean to transformers' beam search: a
+    finished hypothesis scores sum(log p) / new_tokens ** length_penalty; early_stopping True stops
+    a prompt once it has num_beams finished hypotheses, False stops when the best running beam
+    (at today's length) cannot beat the worst finished one, "never" assumes it may grow to the
+    maximum length first. These are the task's values, not the model's generation config.
+    `banned_words`: None bans every token whose text holds a newline, and the image tokens
+    (`banned_token_ids`); a tuple bans each word as tokenised for `bad_words_ids`
+    (`banned_word_ids`), nothing else.
+    """
+
     max_new_tokens: int = 15
     num_beams: int = 3
     stop_words: tuple[str, ...] = STOP_WORDS
     first_line: bool = True
     strip_quotes: bool = False
+    length_penalty: float = 1.0
+    early_stopping: bool | str = False  # True, False or "never"
+    banned_words: tuple[str, ...] | None = None
+    add_start_token: bool = True  # prompts start with the tokenizer's <s>, as IdeficsProcessor adds it
 
 
 @lru_cache(maxsize=1024)
@@ -62,6 +78,22 @@ def banned_token_ids(tokenizer) -> list[list[int]]:
     return [[token_id] for token_id in sorted(banned)]
 
 
+def banned_word_ids(tokenizer, words: Sequence[str]) -> list[list[int]]:
+    """`bad_words_ids` for `words`, tokenised as transformers documents it (and as the IDEFICS
+    authors did): `tokenizer(word, add_special_tokens=False).input_ids`, so a LLaMA tokenizer bans
+    "\\n" as the pair `▁`, `<0x0A>` (a newline right after a space piece), not every newline."""
+    ids = tokenizer(list(words), add_special_tokens=False)["input_ids"] if words else []
+    for word, word_ids in zip(words, ids):
+        if not word_ids:
+            raise UserError(f"banned word {word!r} is no token at all for this tokenizer; remove it from generation.banned_words")
+    return [list(word_ids) for word_ids in ids]
+
+
+def start_token(tokenizer, settings: GenerationSettings) -> str:
+    """The text a request starts with: the tokenizer's <s>, or nothing."""
+    return tokenizer.bos_token if settings.add_start_token else ""
+
+
 def cut_at_stop_words(text: str, stop_words: Sequence[str]) -> str:
     cut = min((text.find(word) for word in stop_words if word in text), default=len(text))
     return text[:cut].strip()
@@ -77,14 +109,16 @@ def postprocess(text: str, settings: GenerationSettings) -> str:
     return text
 
 
-def token_ids(loaded: LoadedModel, prompt: Prompt) -> list[int]:
-    """The prompt's token ids as the processor encodes them (its text, tokenized; tested equal)."""
+def token_ids(loaded: LoadedModel, prompt: Prompt, add_start_token: bool = True) -> list[int]:
+    """The prompt's token ids as the processor encodes them (its text, tokenized; tested equal),
+    with or without the leading <s> (the task's add_start_token)."""
     tokenizer = loaded.processor.tokenizer
-    return tokenizer(prompt.processor_text(tokenizer.bos_token), add_special_tokens=False)["input_ids"]
+    bos = tokenizer.bos_token if add_start_token else ""
+    return tokenizer(prompt.processor_text(bos), add_special_tokens=False)["input_ids"]
 
 
-def count_tokens(loaded: LoadedModel, prompt: Prompt) -> int:
-    return len(token_ids(loaded, prompt))
+def count_tokens(loaded: LoadedModel, prompt: Prompt, add_start_token: bool = True) -> int:
+    return len(token_ids(loaded, prompt, add_start_token))
 
 
 class Generator:
@@ -100,13 +134,17 @@ class Generator:
                  fast: bool = True):
         self.loaded = loaded
         self.settings = settings
-        self.bad_words_ids = banned_token_ids(loaded.processor.tokenizer)
+        tokenizer = loaded.processor.tokenizer
+        words = settings.banned_words
+        self.bad_words_ids = banned_token_ids(tokenizer) if words is None else banned_word_ids(tokenizer, words)
         self.image_cache = shared_cache(loaded) if image_cache is None else image_cache
         self.fast = fast and fast_path_supported(loaded.model.generation_config)
 
     def encode(self, prompts: Sequence[Prompt]) -> dict[str, torch.Tensor]:
         batch = [[item if isinstance(item, str) else load_image(item) for item in p.items] for p in prompts]
         inputs = self.loaded.processor(text=batch, return_tensors="pt", padding="longest")
+        if not self.settings.add_start_token:
+            inputs = without_start_token(inputs, self.loaded.processor.tokenizer)
         inputs = {key: value.to(self.loaded.device) for key, value in inputs.items()}
         inputs["pixel_values"] = inputs["pixel_values"].to(self.loaded.dtype)
         return inputs
@@ -135,7 +173,9 @@ class Generator:
             num_beams=self.settings.num_beams,
             do_sample=False,
             no_repeat_ngram_size=0,
-            bad_words_ids=self.bad_words_ids,
+            length_penalty=self.settings.length_penalty,
+            early_stopping=self.settings.early_stopping,
+            bad_words_ids=self.bad_words_ids or None,  # generate refuses an empty list
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=tokenizer.eos_token_id,
         )
@@ -147,7 +187,7 @@ class Generator:
         """input_ids, attention_mask and image_attention_mask as IdeficsProcessor builds them
         (left-padded; tested equal), without touching any pixels."""
         tokenizer = self.loaded.processor.tokenizer
-        texts = [p.processor_text(tokenizer.bos_token) for p in prompts]
+        texts = [p.processor_text(start_token(tokenizer, self.settings)) for p in prompts]
         encoded = tokenizer(texts, add_special_tokens=False, padding="longest", return_tensors="pt")
         input_ids, attention_mask = encoded["input_ids"], encoded["attention_mask"]
         max_images = max(1, max(len(p.images) for p in prompts))
@@ -207,12 +247,29 @@ class Generator:
         )
 
     def token_bias(self, vocab_size: int) -> torch.Tensor:
-        """What `bad_words_ids` adds to every score (NoBadWordsLogitsProcessor: -inf at the banned
-        single tokens, eos never banned)."""
+        """What the single-token `bad_words_ids` add to every score (NoBadWordsLogitsProcessor:
+        -inf at the banned tokens, eos never banned)."""
         eos = self.loaded.processor.tokenizer.eos_token_id
         bias = torch.zeros(vocab_size, dtype=torch.float, device=self.loaded.device)
-        banned = [ids[0] for ids in self.bad_words_ids if ids != [eos]]
+        banned = [ids[0] for ids in self.bad_words_ids if len(ids) == 1 and ids != [eos]]
         bias[banned] = float("-inf")
+        return bias
+
+    @property
+    def long_words(self) -> list[list[int]]:
+        """The banned words of more than one token (banned only after their other tokens)."""
+        return [ids for ids in self.bad_words_ids if len(ids) > 1]
+
+    def sequence_bias(self, tokens: torch.Tensor, vocab_size: int) -> torch.Tensor:
+        """What the longer `bad_words_ids` add: -inf at a word's last token in every row whose
+        tokens so far (prompt, padding and answer: rows x length) end with the word's other
+        tokens, as NoBadWordsLogitsProcessor matches them."""
+        bias = torch.zeros(tokens.shape[0], vocab_size, dtype=torch.float, device=tokens.device)
+        for ids in self.long_words:
+            if len(ids) - 1 <= tokens.shape[1]:
+                prefix = torch.tensor(ids[:-1], device=tokens.device)
+                matching = (tokens[:, -len(prefix):] == prefix).all(dim=-1)
+                bias[matching, ids[-1]] = float("-inf")
         return bias
 
 
@@ -252,6 +309,22 @@ def fast_path_supported(generation_config) -> bool:
     return True
 
 
+def without_start_token(inputs: dict, tokenizer) -> dict:
+    """The processor's left-padded inputs with each row's leading <s> turned into padding (the
+    processor always adds it), and a column every row pads dropped: as if it had never been added."""
+    input_ids, attention_mask = inputs["input_ids"].clone(), inputs["attention_mask"].clone()
+    first = attention_mask.argmax(dim=-1)
+    rows = torch.arange(input_ids.shape[0])
+    if not bool((input_ids[rows, first] == tokenizer.bos_token_id).all()):
+        raise AssertionError("IdeficsProcessor no longer starts every prompt with <s>")
+    input_ids[rows, first] = tokenizer.pad_token_id
+    attention_mask[rows, first] = 0
+    keep = 1 if not bool(attention_mask[:, 0].any()) else 0
+    out = dict(inputs, input_ids=input_ids[:, keep:], attention_mask=attention_mask[:, keep:])
+    out["image_attention_mask"] = inputs["image_attention_mask"][:, keep:]
+    return out
+
+
 def image_attention_mask(input_ids: torch.Tensor, tokenizer, num_images: int) -> torch.Tensor:
     """IdeficsProcessor's (batch, tokens, num_images) mask, vectorised: a token sees the latest
     image at or before it, none before the first image or after an end-of-document token (until
@@ -288,6 +361,8 @@ def greedy_decode(generator: Generator, inputs: dict, features: torch.Tensor) ->
         del out
         if bias is None:
             bias = generator.token_bias(logits.shape[-1])
+        if generator.long_words:
+            logits = logits + generator.sequence_bias(torch.cat([inputs["input_ids"], *(t[:, None] for t in tokens)], dim=1), logits.shape[-1])
         next_tokens = torch.argmax(logits + bias, dim=-1)
         next_tokens = next_tokens * unfinished + pad * (1 - unfinished)
         tokens.append(next_tokens)
@@ -303,11 +378,10 @@ def beam_decode(generator: Generator, inputs: dict, features: torch.Tensor) -> t
     """GenerationMixin._beam_search, step for step and tensor for tensor (same scores, length
     penalty, early-stopping heuristic and top-k tie-breaking), from a prefix run once per prompt
     whose key/value cache is then copied to the beams."""
-    config = generator.loaded.model.generation_config
     tokenizer = generator.loaded.processor.tokenizer
     pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
-    length_penalty = 1.0 if config.length_penalty is None else config.length_penalty
-    early_stopping = False if config.early_stopping is None else config.early_stopping
+    length_penalty = generator.settings.length_penalty
+    early_stopping = generator.settings.early_stopping
     num_beams = generator.settings.num_beams
     max_new = generator.settings.max_new_tokens
     batch, prompt_len = inputs["input_ids"].shape
@@ -340,10 +414,14 @@ def beam_decode(generator: Generator, inputs: dict, features: torch.Tensor) -> t
     bias = generator.token_bias(logits.shape[-1])
     batch_offset = torch.arange(batch, device=device).view(-1, 1) * num_beams
 
+    prompt_ids = inputs["input_ids"].repeat_interleave(num_beams, dim=0)
     cur_len = prompt_len
     while True:
         step = cur_len - prompt_len
         log_probs = torch.nn.functional.log_softmax(logits, dim=-1) + bias
+        if generator.long_words:
+            history = torch.cat([prompt_ids, running_sequences[:, :, :step].reshape(batch * num_beams, step)], dim=1)
+            log_probs = log_probs + generator.sequence_bias(history, vocab_size=log_probs.shape[-1])
         vocab_size = log_probs.shape[-1]
         log_probs = log_probs.view(batch, num_beams, vocab_size) + running_beam_scores[:, :, None]
         log_probs = log_probs.reshape(batch, -1)

@@ -90,7 +90,7 @@ def fit_prompt(p: Prepared, loaded: LoadedModel, shots: Sequence[Example], query
 
     def measured(dropped: int) -> tuple[Prompt, int]:
         prompt = p.template.render(shots[dropped:], query, answer)
-        return prompt, count_tokens(loaded, prompt)
+        return prompt, count_tokens(loaded, prompt, p.generation.add_start_token)
 
     prompt, length = measured(0)
     if length <= budget:
@@ -155,7 +155,7 @@ def matched_requests(p: Prepared, loaded: LoadedModel, query: Example) -> list[t
         shown = replace(query, image=image)
         context = p.template.render([], shown, most_common_answer)
         requests.append((context, [p.template.render([], shown, most_common_answer, candidate=c) for c in captions]))
-    longest = max(count_tokens(loaded, full) for _, continuations in requests for full in continuations)
+    longest = max(count_tokens(loaded, full, p.generation.add_start_token) for _, continuations in requests for full in continuations)
     if longest > context_limit(p, loaded):
         raise too_long(p, loaded, f"{longest} tokens with its longer caption")
     return requests

@@ -134,6 +134,10 @@ def prepare(config: RunConfig, preloaded: bool = False, writes: bool = True) -> 
         stop_words=spec.generation.stop_words if spec.generation.stop_words is not None else STOP_WORDS,
         first_line=spec.generation.first_line,
         strip_quotes=spec.generation.strip_quotes,
+        length_penalty=spec.generation.length_penalty,
+        early_stopping=spec.generation.early_stopping,
+        banned_words=spec.generation.banned_words,
+        add_start_token=spec.add_start_token,
     )
     return Prepared(config, spec, template, metric, support, queries, all_queries_fingerprint, data, generation, num_queries,
                     references)

@@ -50,15 +50,17 @@ def continuations_ids(tokenizer, context: str, fulls: Sequence[str]) -> list[tup
             if a != b:
                 break
             common += 1
-        common = min(common, len(full_ids) - 1)  # at least one token is scored; <s> always leads
+        common = min(common, len(full_ids) - 1)  # at least one token is scored; one always leads (<s> or the image)
         result.append((full_ids, len(full_ids) - common))
     return result
 
 
 class Ranker:
-    def __init__(self, loaded: LoadedModel, batch_size: int, image_cache: ImageFeatureCache | None = None):
+    def __init__(self, loaded: LoadedModel, batch_size: int, image_cache: ImageFeatureCache | None = None,
+                 add_start_token: bool = True):
         self.loaded = loaded
         self.batch_size = batch_size
+        self.add_start_token = add_start_token  # every context starts with <s> (the task's add_start_token)
         # Shared with the run's generator: a shot shown to many queries is encoded once.
         # ImageFeatureCache(max_bytes=0) turns caching off.
         self.image_cache = shared_cache(loaded) if image_cache is None else image_cache
@@ -90,7 +92,7 @@ class Ranker:
 
     def _requests(self, context: Prompt, continuations: Sequence[Prompt]) -> list[tuple[list[int], int]]:
         tokenizer = self.loaded.processor.tokenizer
-        bos = tokenizer.bos_token
+        bos = tokenizer.bos_token if self.add_start_token else ""
         return continuations_ids(tokenizer, context.processor_text(bos), [full.processor_text(bos) for full in continuations])
 
     @torch.no_grad()

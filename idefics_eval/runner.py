@@ -99,7 +99,7 @@ def _evaluate_setting(p: Prepared, loaded: LoadedModel, selector, shots: int, se
 
 def _rank(p: Prepared, loaded: LoadedModel, selector, shots: int, todo: list[Example], writer: PredictionWriter, bar) -> int:
     """Ranked and matched requests, one query at a time (a query's candidates are the batch); returns the batch size."""
-    ranker = Ranker(loaded, 1)
+    ranker = Ranker(loaded, 1, add_start_token=p.generation.add_start_token)
     score = ranker.loglikelihoods_full if p.config.plain_generation else ranker.loglikelihoods
 
     def worst_case() -> tuple[Callable[[int], object], int]:

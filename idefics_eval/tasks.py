@@ -31,10 +31,11 @@ STOP_WORDS = ("Question", "Answer", "Image", "Caption", "User", "<end_of_utteran
 # documents each (tests/test_task_files_doc.py compares the two, so they cannot drift).
 TASK_REQUIRED = frozenset({"name", "version", "request", "metric", "prompt", "support_split", "query_split", "sources"})
 TASK_OPTIONAL = frozenset({"title", "generation", "candidates", "shot_answer", "support_task", "zero_shot_only", "seed",
-                           "submission"})
+                           "submission", "add_start_token"})
 # The evaluation servers a test split's predictions go to (idefics_eval/submission.py writes each one's file).
 SUBMISSIONS = ("vqa", "vizwiz", "nocaps", "textcaps")
-GENERATION_KEYS = frozenset({"max_new_tokens", "num_beams", "stop_words", "first_line", "strip_quotes"})
+GENERATION_KEYS = frozenset({"max_new_tokens", "num_beams", "stop_words", "first_line", "strip_quotes", "length_penalty",
+                             "early_stopping", "banned_words"})
 CANDIDATES_REQUIRED, CANDIDATES_OPTIONAL = frozenset({"source"}), frozenset({"classes", "classes_file", "normalize"})
 HUGGINGFACE_REQUIRED, HUGGINGFACE_OPTIONAL = frozenset({"path", "splits", "columns"}), frozenset({"config"})
 VQA_JSON_KEYS = frozenset({"questions", "images", "image_file"})
@@ -66,11 +67,16 @@ class HuggingFaceSource:
 
 @dataclass(frozen=True)
 class Generation:
+    """The task file's `generation:` section (engine.GenerationSettings says what each one does)."""
+
     max_new_tokens: int = 15
     num_beams: int = 3
     stop_words: tuple[str, ...] | None = None  # None: the IDEFICS authors' list (STOP_WORDS)
     first_line: bool = True  # keep only the first line of the answer
     strip_quotes: bool = False  # remove quotes around the whole answer
+    length_penalty: float = 1.0  # transformers' beam search: a finished beam scores sum(log p) / length ** this
+    early_stopping: bool | str = False  # transformers' beam search: True, False or "never"
+    banned_words: tuple[str, ...] | None = None  # None: every newline token and the image tokens
 
 
 @dataclass(frozen=True)
@@ -103,6 +109,7 @@ class TaskSpec:
     zero_shot_only: bool = False
     seed: int = 0  # seeds choices inside the task (e.g. which reference caption a shot shows)
     submission: str | None = None  # a test-server task: the server whose file `submission` writes
+    add_start_token: bool = True  # every request (generated or ranked) starts with the tokenizer's <s>
 
     @property
     def vqa_json(self) -> Mapping[str, VqaJsonSplit] | None:
@@ -124,7 +131,8 @@ def _check_keys(where: str, data: Any, required: set[str], optional: set[str] = 
 
 
 def _typed(where: str, value: Any, kind: type | tuple[type, ...]) -> Any:
-    if isinstance(value, bool) and kind is int or not isinstance(value, kind):
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if isinstance(value, bool) and bool not in kinds or not isinstance(value, kind):  # YAML true is no number
         names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
         raise UserError(f"{where}: expected {names}, found {type(value).__name__} {value!r}")
     return value
@@ -173,6 +181,39 @@ def _candidates(where: str, data: Any, task_dir: Path) -> tuple[Candidates, byte
     return Candidates(source, classes, normalize), extra
 
 
+def _positive(where: str, value: Any) -> int:
+    if _typed(where, value, int) < 1:
+        raise UserError(f"{where}: expected a positive whole number, found {value!r}")
+    return value
+
+
+def _generation(where: str, data: Any) -> Generation:
+    """The `generation:` section: every key known and typed, absent keys at today's defaults."""
+    section = _check_keys(f"{where}: generation", data, set(), GENERATION_KEYS)
+    here = f"{where}: generation."
+    found: dict[str, Any] = {}
+    for key in ("max_new_tokens", "num_beams"):
+        if key in section:
+            found[key] = _positive(here + key, section[key])
+    for key in ("stop_words", "banned_words"):
+        if key in section:
+            found[key] = _str_list(here + key, section[key])
+    for key in ("first_line", "strip_quotes"):
+        if key in section:
+            found[key] = _typed(here + key, section[key], bool)
+    if "length_penalty" in section:
+        found["length_penalty"] = float(_typed(here + "length_penalty", section["length_penalty"], (int, float)))
+    if "early_stopping" in section:
+        found["early_stopping"] = _early_stopping(here + "early_stopping", section["early_stopping"])
+    return Generation(**found)
+
+
+def _early_stopping(where: str, value: Any) -> bool | str:
+    if isinstance(value, bool) or value == "never":
+        return value
+    raise UserError(f"{where} must be true, false or never (transformers' beam search), found {value!r}")
+
+
 def read_yaml(path: Path, raw: bytes) -> Any:
     """The YAML value in `raw` (the bytes of `path`: a task, group or prompt file); a file the parser
     cannot read, including one nested deeper than Python's recursion allows, is a `UserError`."""
@@ -194,7 +235,6 @@ def parse_task(path: Path) -> TaskSpec:
     where = str(path)
     top = _check_keys(where, data, TASK_REQUIRED, TASK_OPTIONAL)
     request = _choice(f"{where}: request", top["request"], REQUESTS)
-    generation = _check_keys(f"{where}: generation", top.get("generation", {}), set(), GENERATION_KEYS)
     candidates, extra = None, b""
     if request == "rank" and "candidates" not in top:
         raise UserError(f"{where}: missing required key 'candidates' (a rank task says what it ranks)")
@@ -227,7 +267,6 @@ def parse_task(path: Path) -> TaskSpec:
     if "vqa_json" in file_sources:
         for split, files in file_sources["vqa_json"].items():
             _check_keys(f"{where}: sources.vqa_json.{split}", files, VQA_JSON_KEYS, VQA_JSON_OPTIONAL)
-    stop_words = generation.get("stop_words")
     spec = TaskSpec(
         name=_typed(f"{where}: name", top["name"], str),
         version=_typed(f"{where}: version", top["version"], int),
@@ -237,13 +276,7 @@ def parse_task(path: Path) -> TaskSpec:
         prompt=_typed(f"{where}: prompt", top["prompt"], str),
         support_split=_typed(f"{where}: support_split", top["support_split"], str),
         query_split=_typed(f"{where}: query_split", top["query_split"], str),
-        generation=Generation(
-            max_new_tokens=_typed(f"{where}: generation.max_new_tokens", generation.get("max_new_tokens", 15), int),
-            num_beams=_typed(f"{where}: generation.num_beams", generation.get("num_beams", 3), int),
-            stop_words=None if stop_words is None else _str_list(f"{where}: generation.stop_words", stop_words),
-            first_line=_typed(f"{where}: generation.first_line", generation.get("first_line", True), bool),
-            strip_quotes=_typed(f"{where}: generation.strip_quotes", generation.get("strip_quotes", False), bool),
-        ),
+        generation=_generation(where, top.get("generation", {})),
         sources=file_sources,
         huggingface=huggingface,
         path=path,
@@ -254,6 +287,7 @@ def parse_task(path: Path) -> TaskSpec:
         zero_shot_only=_typed(f"{where}: zero_shot_only", top.get("zero_shot_only", False), bool),
         seed=_typed(f"{where}: seed", top.get("seed", 0), int),
         submission=_choice(f"{where}: submission", top["submission"], SUBMISSIONS) if "submission" in top else None,
+        add_start_token=_typed(f"{where}: add_start_token", top.get("add_start_token", True), bool),
     )
     for split in {spec.support_split, spec.query_split} - ({spec.support_split} if spec.support_task else set()):
         for source_name, splits in [*file_sources.items(), ("huggingface", huggingface and huggingface.splits)]:

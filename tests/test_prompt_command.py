@@ -190,3 +190,19 @@ def test_bad_query_is_one_line_exit_2(args, message, capsys, tmp_path):
     code, out, err = invoke(capsys, "prompt", "--task", "vqav2", "--demo", "--shots", "0", "--cache-dir", str(tmp_path), *args)
     assert code == 2 and out == ""
     assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("task", ["vqav2", "renderedsst2"])
+def test_without_start_token_the_dry_run_shows_what_the_run_feeds(task, processor, monkeypatch, capsys, tmp_path):
+    """A task file's `add_start_token: false` reaches the run's requests and the dry run alike."""
+    folder = tmp_path / "tasks"
+    folder.mkdir()
+    text = task_files()[task].read_text()
+    (folder / f"{task}.yaml").write_text(text.replace("\nsources:", "\nadd_start_token: false\nsources:", 1))
+    generated, ranked = capture_run(monkeypatch, capsys, task, tmp_path, "--tasks-dir", str(folder))
+    shown, _ = dry(monkeypatch, capsys, task, 0, tmp_path, "--tasks-dir", str(folder), "--query-index", "0")
+    assert shown["input_ids"][0] != processor.tokenizer.bos_token_id
+    if load_task(task).request == "generate":
+        assert shown["input_ids"] == generated[0]
+    else:
+        assert shown["text"] == ranked[0][0] and not shown["text"].startswith(processor.tokenizer.bos_token)
