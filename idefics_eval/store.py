@@ -34,6 +34,20 @@ def identity_of(p: Prepared, loaded: LoadedModel) -> dict:
     })
 
 
+# Generation settings recorded since 2026-12-03, with the value every earlier run used implicitly
+# (the beam search then read length_penalty 1.0 and early_stopping False, banned the newline and image
+# tokens, and started each prompt with <s>): a folder made before them still resumes.
+SETTINGS_ADDED = {"length_penalty": 1.0, "early_stopping": False, "banned_words": None, "add_start_token": True}
+
+
+def with_settings_added_since(identity: dict) -> dict:
+    """A recorded identity with the settings it predates filled in as they then were."""
+    generation = identity.get("generation")
+    if not isinstance(generation, dict):
+        return identity
+    return identity | {"generation": SETTINGS_ADDED | generation}
+
+
 def plain(data: dict) -> dict:
     return json.loads(json.dumps(data))
 
@@ -65,6 +79,8 @@ class Manifest:
         self.data = read_manifest(self.path)
         self.key = f"{p.spec.name}/{p.config.selection}"
         entry = self.data.get(self.key)
+        if entry is not None:
+            entry["identity"] = with_settings_added_since(entry["identity"])
         if entry is not None and not entry["files"]:
             entry = None  # it holds nothing (a run refused at its first file): nothing to protect
         if entry is not None and entry["identity"] != identity:
@@ -107,7 +123,7 @@ class Manifest:
         """Zero-shot files do not depend on the selection, so a RICES and a random run of one task
         share them: only while both runs have the same identity (model, data, prompt, generation)."""
         for key, other in self.data.items():
-            if key == self.key or path.name not in other["files"] or other["identity"] == self.entry["identity"]:
+            if key == self.key or path.name not in other["files"] or with_settings_added_since(other["identity"]) == self.entry["identity"]:
                 continue
             self._conflict(f"a different {', '.join(_differing(other['identity'], self.entry['identity']))} "
                            f"(it shares {path.name})", key)

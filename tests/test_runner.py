@@ -130,3 +130,20 @@ def test_huggingface_save_to_disk_data_gives_the_same_predictions_as_the_officia
         a = lines(tmp_path / "a" / "out" / "predictions" / name)
         b = lines(tmp_path / "b" / "out" / "predictions" / name)
         assert [(x["id"], x["prediction"], x["shots"]) for x in a] == [(x["id"], x["prediction"], x["shots"]) for x in b]
+
+
+def test_a_folder_made_before_the_generation_settings_were_recorded_still_resumes(tmp_path):
+    from idefics_eval.store import SETTINGS_ADDED
+
+    run(config(tmp_path, shots=(0,)))
+    manifest = tmp_path / "out" / "manifest.json"
+    data = json.loads(manifest.read_text())
+    for entry in data.values():  # as an earlier version wrote it
+        for key in SETTINGS_ADDED:
+            del entry["identity"]["generation"][key]
+    manifest.write_text(json.dumps(data))
+    before = (tmp_path / "out" / "predictions" / "vqav2_0shot.jsonl").read_bytes()
+    run(config(tmp_path, shots=(0,)))  # resumes: nothing refused, the file kept as it was
+    assert (tmp_path / "out" / "predictions" / "vqav2_0shot.jsonl").read_bytes() == before
+    data = json.loads(manifest.read_text())
+    assert all(entry["identity"]["generation"]["length_penalty"] == 1.0 for entry in data.values())
