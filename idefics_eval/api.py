@@ -62,6 +62,7 @@ def evaluate(
     overwrite: bool = False,
     on_bad_example: str = "stop",
     plain_generation: bool = False,
+    log_samples: bool = True,
     progress: bool = False,
     run_name: str | None = None,
 ) -> list[Result]:
@@ -92,7 +93,7 @@ def evaluate(
         max_length=max_length, cache_dir=Path(cache_dir) if cache_dir is not None else None,
         image_cache_mb=image_cache_mb, image_cache_dir=Path(image_cache_dir) if image_cache_dir is not None else None,
         tasks_dirs=folders, prompts_dirs=tuple(Path(folder) for folder in prompts_dirs), overwrite=overwrite, progress=progress, on_bad_example=on_bad_example,
-        plain_generation=plain_generation, run_name=run_name,
+        plain_generation=plain_generation, run_name=run_name, log_samples=log_samples,
     )
     configs = [replace(config, task=task, data=data_of.get(task), support_data=support_of.get(task),
                        demo=demo_data and data_of.get(task) is None) for task in names]

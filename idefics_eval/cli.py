@@ -86,6 +86,9 @@ CACHE_DIR_OPTION = shared_option("--cache-dir", type=click.Path(path_type=Path),
                                  help="Where retrieval indexes and embeddings are kept (default: ~/.cache/idefics-eval).")
 OVERWRITE_OPTION = shared_option("--overwrite", is_flag=True, help="Replace predictions in --output-dir made under another configuration.")
 NO_PROGRESS_OPTION = shared_option("--no-progress", is_flag=True, help="Hide progress bars.")
+LOG_SAMPLES_OPTION = shared_option("--log-samples/--no-log-samples", default=True, show_default=True,
+                                   help="Write samples/<task>_<shots>shot.jsonl: per query its inputs, references, shots, "
+                                        "prompt and scores (docs/outputs.md).")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -196,6 +199,7 @@ def write_run_config(command: click.Command, options: dict, path: Path) -> None:
               help="A corrupt or missing image met during the run: stop naming it, or skip the query (counted).")
 @click.option("--plain-generation", is_flag=True,
               help="Use the reference paths (transformers generate on pixels; one full forward pass per ranked candidate): slower, same predictions.")
+@LOG_SAMPLES_OPTION()
 @click.option("--allow-pickle-weights", is_flag=True, help="Allow loading .bin (pickle) weights; by default only safetensors load.")
 @click.option("--name", help="A name for this run, recorded in its results and shown by export and compare (default: none).")
 def run(**options) -> None:
@@ -239,6 +243,7 @@ def run(**options) -> None:
         plain_generation=options["plain_generation"],
         allow_pickle_weights=options["allow_pickle_weights"],
         run_name=options["name"],
+        log_samples=options["log_samples"],
     )
     configs = [replace(config, task=name) for name in names]
     rows = run_tasks([with_bundled_data(c) for c in configs] if options["demo_data"] else configs)
@@ -411,6 +416,7 @@ def demo_model(directory: Path, seed: int) -> None:
 @TASKS_DIR_OPTION()
 @PROMPTS_DIR_OPTION()
 @OVERWRITE_OPTION(help="Replace predictions in a checkpoint's results folder made under another configuration.")
+@LOG_SAMPLES_OPTION()
 @NO_PROGRESS_OPTION()
 @click.option("--name", help="A name for this sweep, recorded in every checkpoint's results (default: none).")
 def sweep(**options) -> None:
@@ -447,6 +453,7 @@ def sweep(**options) -> None:
         overwrite=options["overwrite"],
         progress=not options["no_progress"],
         run_name=options["name"],
+        log_samples=options["log_samples"],
     )
     result = run_sweep(config)
     click.echo("\n".join(summary_lines(result, config.select_by)))

@@ -146,7 +146,7 @@ def _requests(p: Prepared, loaded: PromptSide, query: Example, chosen: list[Exam
         captions = tuple(query.fields[f"caption_{c}"] for c in (0, 1))
         return 0, [_request(loaded, context, continuations, captions, p.generation.add_start_token)
                    for context, continuations in matched_requests(p, loaded, query)]
-    context, dropped, _ = ranked_context(p, loaded, query, chosen)
+    context, dropped, _, _ = ranked_context(p, loaded, query, chosen)
     continuations = continuation_prompts(p, query, chosen[dropped:])
     return dropped, [_request(loaded, context, continuations, candidates_of(p.spec, query), p.generation.add_start_token)]
 

@@ -150,7 +150,12 @@ class Generator:
         return inputs
 
     def generate(self, prompts: Sequence[Prompt]) -> list[str]:
-        return self.generate_fast(prompts) if self.fast else self.generate_plain(prompts)
+        return [postprocess(text, self.settings) for text in self.generate_raw(prompts)]
+
+    def generate_raw(self, prompts: Sequence[Prompt]) -> list[str]:
+        """The decoded generations before `postprocess` (the sample log keeps both)."""
+        ids = self.generate_ids_fast(prompts) if self.fast else self.generate_ids_plain(prompts)
+        return self.loaded.processor.tokenizer.batch_decode(ids, skip_special_tokens=True)
 
     def generate_plain(self, prompts: Sequence[Prompt]) -> list[str]:
         return self.decode(self.generate_ids_plain(prompts))

@@ -115,12 +115,32 @@ def candidate_reserve(loaded: LoadedModel, candidates: Sequence[str]) -> int:
 Scorer = Callable[[Prompt, Sequence[Prompt], str], list[float]]
 
 
-def ranked_context(p: Prepared, loaded: LoadedModel, query: Example, shots: Sequence[Example]) -> tuple[Prompt, int, int]:
-    """The fitted context of a ranked query, how many shots it dropped, and its length in tokens
-    with the longest candidate."""
+def ranked_context(p: Prepared, loaded: LoadedModel, query: Example, shots: Sequence[Example]) -> tuple[Prompt, int, int, int]:
+    """The fitted context of a ranked query, how many shots it dropped, its length in tokens, and
+    the tokens kept for the longest candidate."""
     reserve = candidate_reserve(loaded, candidates_of(p.spec, query))
     context, dropped, length = fit_prompt(p, loaded, shots, query, reserve)
-    return context, dropped, length + reserve
+    return context, dropped, length, reserve
+
+
+def sample_fields(p: Prepared, loaded: LoadedModel, query: Example, context: Prompt, shown: Sequence[Example],
+                  similarities: Sequence[float | None], tokens: int, **more) -> dict | None:
+    """What the sample log adds to a query's prediction line (docs/outputs.md): the query as the task
+    reads it, its references, the shots shown (prompt order), the prompt's processor text and its
+    length, and `more` (the raw generation, every candidate's score); None with --no-log-samples."""
+    if not p.config.log_samples:
+        return None
+    answer = shot_answer(p.spec)
+    references: dict = {"answers": list(query.answers)}
+    if query.label is not None:
+        references["label"] = query.label
+    if query.candidates:  # a task-wide class list (ImageNet's 1,000) is in the task file, not on every line
+        references["candidates"] = list(query.candidates)
+    images = [query.image.key] + [ref.key for ref in query.extra_images]
+    return {"inputs": dict(query.fields), **references, "metadata": dict(query.metadata), "images": images,
+            "shown_shots": [{"id": shot.id, "similarity": similarity, "answer": answer(shot), "image": shot.image.key}
+                            for shot, similarity in zip(shown, similarities)],
+            "prompt": context.processor_text(loaded.processor.tokenizer.bos_token), "prompt_tokens": tokens, **more}
 
 
 def continuation_prompts(p: Prepared, query: Example, kept: Sequence[Example]) -> list[Prompt]:
@@ -128,9 +148,11 @@ def continuation_prompts(p: Prepared, query: Example, kept: Sequence[Example]) -
     return [p.template.render(kept, query, answer, candidate=c) for c in candidates_of(p.spec, query)]
 
 
-def ranked(p: Prepared, score: Scorer, query: Example, shots: Sequence[Example], loaded: LoadedModel) -> Prediction:
+def ranked(p: Prepared, score: Scorer, query: Example, shots: Sequence[Example], similarities: Sequence[float | None],
+           loaded: LoadedModel) -> Prediction:
+    """`similarities`: the shots' retrieval similarities (`ShotSelector.similarities`), for the sample log."""
     candidates = candidates_of(p.spec, query)
-    context, dropped, _ = ranked_context(p, loaded, query, shots)
+    context, dropped, length, _ = ranked_context(p, loaded, query, shots)
     continuations = continuation_prompts(p, query, shots[dropped:])  # the shots the fitted context shows
     scores = score(context, continuations, p.spec.candidates.normalize)
     ranking = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
@@ -142,6 +164,7 @@ def ranked(p: Prepared, score: Scorer, query: Example, shots: Sequence[Example],
         dropped_shots=dropped,
         scores=tuple(scores) if len(scores) <= FULL_SCORES else (),
         ranking=tuple(ranking[:FULL_SCORES]),
+        sample=sample_fields(p, loaded, query, context, shots[dropped:], similarities[dropped:], length, scores=list(scores)),
     )
     return replace(prediction, score=p.metric.score(prediction, query))
 
@@ -164,9 +187,12 @@ def matched_requests(p: Prepared, loaded: LoadedModel, query: Example) -> list[t
 def matched(p: Prepared, score: Scorer, query: Example, loaded: LoadedModel) -> Prediction:
     """Winoground: every caption scored with every image; scores are [c0i0, c0i1, c1i0, c1i1]."""
     normalize = p.spec.candidates.normalize if p.spec.candidates else "mean"
-    by_image = [score(context, continuations, normalize) for context, continuations in matched_requests(p, loaded, query)]
+    requests = matched_requests(p, loaded, query)
+    by_image = [score(context, continuations, normalize) for context, continuations in requests]
     scores = tuple(by_image[i][c] for c in (0, 1) for i in (0, 1))
-    prediction = Prediction(id=query.id, prediction="", shots=(), score=None, scores=scores)
+    # Both contexts have the same text (an image is one placeholder), so one prompt describes them.
+    sample = sample_fields(p, loaded, query, requests[0][0], [], [], count_tokens(loaded, requests[0][0])) if p.config.log_samples else None
+    prediction = Prediction(id=query.id, prediction="", shots=(), score=None, scores=scores, sample=sample)
     return replace(prediction, score=p.metric.score(prediction, query))
 
 
@@ -181,10 +207,10 @@ def longest_ranking_requests(p: Prepared, loaded: LoadedModel, selector, shots: 
     for query in todo:
         kept = selector.select(query, shots)
         try:
-            context, dropped, length = ranked_context(p, loaded, query, kept)
+            context, dropped, length, reserve = ranked_context(p, loaded, query, kept)
         except PromptTooLong:
             continue
-        contexts.append((query, kept[dropped:], context, length))
+        contexts.append((query, kept[dropped:], context, length + reserve))
     order = longest_first([(len(context.images), length) for _, _, context, length in contexts])
     return [(contexts[i][2], continuation_prompts(p, contexts[i][0], contexts[i][1])) for i in order]
 
@@ -206,7 +232,8 @@ def bad_example(p: Prepared, query: Example, error: UserError) -> Prediction:
 
 
 class Tolerant:
-    """Generation that finds the bad example of a failed batch by retrying its prompts one by one."""
+    """Generation that finds the bad example of a failed batch by retrying its prompts one by one;
+    answers are the raw generations (`engine.postprocess` makes them predictions)."""
 
     def __init__(self, generator: Generator):
         self.generator = generator
@@ -214,12 +241,12 @@ class Tolerant:
 
     def generate(self, prompts: list[Prompt]) -> list[str | None]:
         try:
-            return self.generator.generate(prompts)
+            return self.generator.generate_raw(prompts)
         except UserError:
             answers: list[str | None] = []
             for prompt in prompts:
                 try:
-                    answers.extend(self.generator.generate([prompt]))
+                    answers.extend(self.generator.generate_raw([prompt]))
                 except UserError as error:
                     self.errors[id(prompt)] = error
                     answers.append(None)

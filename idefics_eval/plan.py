@@ -54,6 +54,7 @@ class RunConfig:
     plain_generation: bool = False  # the reference paths: model.generate on pixels, one full forward per candidate
     allow_pickle_weights: bool = False  # .bin checkpoints unpickle code; only safetensors load unless allowed
     run_name: str | None = None  # --name: recorded in the rows and the manifest, shown by reports; not part of the identity
+    log_samples: bool = True  # samples/<task>_<shots>shot.jsonl: what the model saw per query (docs/outputs.md)
 
 
 @dataclass

@@ -5,6 +5,10 @@ rerun of the same command reads the partial file back, drops a half-written last
 queries already answered and appends the rest; when every query is answered the file is renamed
 to `<name>.jsonl`. Each line carries the query id, the prediction, the ids of its shots (least
 similar first) and its score.
+
+The sample log (`samples/<name>.jsonl`, docs/outputs.md) is a superset of the predictions file: a
+prediction line plus what the model saw (its `sample` fields). The same writer appends both, with
+the same recovery: a query counts as done only when both files hold its complete line.
 """
 
 from __future__ import annotations
@@ -12,7 +16,8 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from .errors import UserError
@@ -35,21 +40,46 @@ class Prediction:
     scores: tuple[float, ...] = ()
     ranking: tuple[int, ...] = ()
     error: str | None = None  # why the query was skipped (--on-bad-example skip: bad image, prompt too long); not scored
+    # The sample log's further fields (docs/outputs.md); its `scores` replace the ones above (all candidates)
+    sample: Mapping | None = field(default=None, compare=False)
 
-    def to_json(self) -> str:
-        record = asdict(self)
+    def to_json(self, with_sample: bool = False) -> str:
+        """The predictions file's line, or with `with_sample` the sample log's."""
+        record = asdict(replace(self, sample=None))
+        del record["sample"]
         for key in ("shots", "scores", "ranking"):
             record[key] = list(record[key])
         if not self.scores and not self.ranking:
             del record["scores"], record["ranking"]
         if self.error is None:
             del record["error"]
-        return json.dumps(record, ensure_ascii=False)
+        if with_sample and self.sample:
+            record.update(self.sample)
+        return json.dumps(record, ensure_ascii=False, default=str)  # default: metadata values JSON has no type for
 
 
 def prediction_file(output_dir: Path, task: str, shots: int, seed: int | None) -> Path:
     suffix = f"_seed{seed}" if seed is not None else ""
     return output_dir / "predictions" / f"{task}_{shots}shot{suffix}.jsonl"
+
+
+def sample_file(predictions: Path) -> Path:
+    """The sample log beside a run's predictions file: `samples/` instead of `predictions/`, same name."""
+    return predictions.parent.parent / "samples" / predictions.name
+
+
+def written_for(predictions: Path) -> list[Path]:
+    """Every file a shot setting writes: its predictions, its sample log, and their partial files."""
+    files = [predictions, sample_file(predictions)]
+    return files + [partial for file in files for partial in PredictionWriter.partials(file)]
+
+
+def prediction_file_of(path: Path) -> Path:
+    """The predictions file a sample log extends (a predictions file: itself)."""
+    return path.parent.parent / "predictions" / path.name if path.parent.name == "samples" else path
+
+
+PREDICTION_KEYS = ("id", "prediction", "shots", "score", "dropped_shots", "scores", "ranking", "error")
 
 
 def _parse(line: str, where: str) -> Prediction:
@@ -66,6 +96,7 @@ def _parse(line: str, where: str) -> Prediction:
         scores=tuple(float(value) for value in record.get("scores", ())),
         ranking=tuple(int(value) for value in record.get("ranking", ())),
         error=record.get("error"),
+        sample={key: value for key, value in record.items() if key not in PREDICTION_KEYS} or None,
     )
 
 
@@ -105,25 +136,46 @@ def _complete_lines(path: Path) -> tuple[list[Prediction], int]:
     return found, good_end
 
 
-class PredictionWriter:
-    """Appends one process's predictions to its partial file; `done` holds what earlier runs wrote.
+class _PartialFile:
+    """One process's partial file of one output (predictions or sample log): cut back to its
+    complete lines when opened, then appended to and flushed to disk batch by batch."""
 
-    Each rank writes `<name>.jsonl.partial.<rank>`. Reading back takes every partial file there,
-    whatever the number of ranks that wrote them, so a run killed on 2 processes resumes on 1.
-    `after_write` runs once each batch is on disk (the runner checks there that its folder still is).
-    """
-
-    def __init__(self, path: Path, rank: int = 0, after_write: Callable[[], None] | None = None):
-        self.path = path
-        self.after_write = after_write
+    def __init__(self, path: Path, rank: int, with_sample: bool):
+        self.path, self.with_sample = path, with_sample
         self.partial = path.with_name(f"{path.name}.partial.{rank}")
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.done = self.read_done(path)
+        self.done = PredictionWriter.read_done(path)
         if self.partial.exists():  # only a rank's own file is cut: another rank may be appending to its own
             _, good_end = _complete_lines(self.partial)
             with open(self.partial, "r+b") as handle:
                 handle.truncate(good_end)
         self.handle = open(self.partial, "a", encoding="utf-8")
+
+    def write(self, predictions: list[Prediction]) -> None:
+        self.handle.writelines(p.to_json(self.with_sample) + "\n" for p in predictions)
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+
+
+class PredictionWriter:
+    """Appends one process's predictions to its partial file (and, given `samples`, the sample log
+    to its own); `done` holds what earlier runs wrote to both.
+
+    Each rank writes `<name>.jsonl.partial.<rank>`. Reading back takes every partial file there,
+    whatever the number of ranks that wrote them, so a run killed on 2 processes resumes on 1.
+    `after_write` runs once each batch is on disk (the runner checks there that its folder still is).
+    A query answered but missing from the sample log (killed between the two, or answered by a run
+    with --no-log-samples) is not done: it runs again, and the later line replaces the earlier one.
+    """
+
+    def __init__(self, path: Path, rank: int = 0, after_write: Callable[[], None] | None = None,
+                 samples: Path | None = None):
+        self.path = path
+        self.after_write = after_write
+        # The sample log is written first: a prediction on disk then has its sample line too.
+        self.files = ([_PartialFile(samples, rank, True)] if samples is not None else []) + [_PartialFile(path, rank, False)]
+        self.done = {query_id: p for query_id, p in self.files[-1].done.items()
+                     if all(query_id in f.done for f in self.files)}
 
     @staticmethod
     def partials(path: Path) -> list[Path]:
@@ -138,23 +190,23 @@ class PredictionWriter:
         return done
 
     def write(self, predictions: Iterable[Prediction]) -> None:
-        for prediction in predictions:
-            self.handle.write(prediction.to_json() + "\n")
-            self.done[prediction.id] = prediction
-        self.handle.flush()
-        os.fsync(self.handle.fileno())
+        predictions = list(predictions)
+        for file in self.files:
+            file.write(predictions)
+        self.done.update((p.id, p) for p in predictions)
         if self.after_write is not None:
             self.after_write()
 
     def close(self) -> None:
-        if not self.handle.closed:
-            self.handle.close()
+        for file in self.files:
+            if not file.handle.closed:
+                file.handle.close()
 
 
-def finish_predictions(path: Path, order: list[str]) -> list[Prediction]:
+def finish_predictions(path: Path, order: list[str], with_sample: bool = False) -> list[Prediction]:
     """Merge every partial file into the final one (this run's queries in order, then any answered
     by earlier runs with a larger --limit), remove the partial files, return this run's predictions.
-    Called by one process after all have closed their writers."""
+    Called by one process after all have closed their writers; `with_sample` for a sample log."""
     done = PredictionWriter.read_done(path)
     missing = [query_id for query_id in order if query_id not in done]
     if missing:
@@ -164,7 +216,7 @@ def finish_predictions(path: Path, order: list[str]) -> list[Prediction]:
     kept = ordered + [p for query_id, p in done.items() if query_id not in wanted]
     temporary = path.with_name(path.name + ".tmp")
     with open(temporary, "w", encoding="utf-8") as handle:
-        handle.writelines(p.to_json() + "\n" for p in kept)
+        handle.writelines(p.to_json(with_sample) + "\n" for p in kept)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(temporary, path)

@@ -20,16 +20,16 @@ from tqdm import tqdm
 from .comparability import bundled_data
 from .console import quiet_libraries
 from .distributed import World, world as current_world
-from .engine import AUTO_BATCH_OFF_GPU, Generator, generate_all, longest_first, resolve_batch_size
+from .engine import AUTO_BATCH_OFF_GPU, Generator, generate_all, longest_first, postprocess, resolve_batch_size
 from .errors import UserError
 from .examples import Example, ExampleSet
 from .image_cache import configure_shared_cache
 from .model_requests import (PromptTooLong, Tolerant, bad_example, check_context, fit_prompt, longest_ranking_requests,
-                             matched, ranked)
+                             matched, ranked, sample_fields)
 from .metrics import refuse_undefined
 from .models import ClipEncoder, LoadedModel, VisionTowerEncoder, demo_model_name, load_model
 from .plan import DEMO_DATA, Prepared, RunConfig, demo_data, prepare  # noqa: F401  (re-exported)
-from .predictions import Prediction, PredictionWriter, finish_predictions, prediction_file, read_predictions
+from .predictions import Prediction, PredictionWriter, finish_predictions, prediction_file, read_predictions, sample_file
 from .ranking import Ranker
 from .results import Result, environment, mean_over_seeds, merge_results, package_versions, utc_now
 from .shots import ShotSettings, build_selector
@@ -72,13 +72,15 @@ def _evaluate_setting(p: Prepared, loaded: LoadedModel, selector, shots: int, se
     shard is written), and the batch size this process used (None when it had nothing to do).
     Each rank scores every world.size-th query not already answered."""
     path = prediction_file(p.config.output_dir, p.spec.name, shots, seed)
+    samples = sample_file(path) if p.config.log_samples else None
     order = [query.id for query in p.queries.examples]
-    if path.exists():
+    if path.exists() and (samples is None or samples.exists()):
         finished = {pred.id: pred for pred in read_predictions(path)}
-        if all(query_id in finished for query_id in order):
+        logged = finished if samples is None else {pred.id for pred in read_predictions(samples)}
+        if all(query_id in finished and query_id in logged for query_id in order):
             return ([finished[query_id] for query_id in order] if world.is_main else []), None
     folder.check()  # before the writer makes predictions/ again in a removed folder
-    writer = PredictionWriter(path, world.rank, after_write=folder.check)
+    writer = PredictionWriter(path, world.rank, after_write=folder.check, samples=samples)
     world.barrier()  # every rank has read what is done before any appends
     batch_size = None
     try:
@@ -92,6 +94,8 @@ def _evaluate_setting(p: Prepared, loaded: LoadedModel, selector, shots: int, se
         writer.close()
     world.barrier()  # every shard is written
     folder.check()
+    if world.is_main and samples is not None:
+        finish_predictions(samples, order, with_sample=True)
     predictions = finish_predictions(path, order) if world.is_main else []
     world.barrier()
     return predictions, batch_size
@@ -122,7 +126,7 @@ def _rank(p: Prepared, loaded: LoadedModel, selector, shots: int, todo: list[Exa
             if p.spec.request == "match":
                 prediction = matched(p, score, query, loaded)
             else:
-                prediction = ranked(p, score, query, selector.select(query, shots), loaded)
+                prediction = ranked(p, score, query, selector.select(query, shots), selector.similarities(query, shots), loaded)
         except UserError as error:
             prediction = bad_example(p, query, error)
         writer.write([prediction])
@@ -142,14 +146,16 @@ def _generate(p: Prepared, loaded: LoadedModel, selector, shots: int, todo: list
 
     batch_size = resolve_batch_size(p.config.batch_size, loaded.device, worst_case)
 
-    def record(indices: list[int], answers: list[str | None]) -> None:
+    def record(indices: list[int], generations: list[str | None]) -> None:
         predictions = []
-        for i, answer in zip(indices, answers):
-            if answer is None:
+        for i, raw in zip(indices, generations):
+            if raw is None:
                 predictions.append(bad_example(p, todo[i], generator.errors[id(requests[i][0])]))
                 continue
-            prediction = Prediction(id=todo[i].id, prediction=answer, shots=requests[i][0].shot_ids, score=None,
-                                    dropped_shots=requests[i][1])
+            prompt, dropped, length, (shown, similarities) = requests[i]
+            sample = sample_fields(p, loaded, todo[i], prompt, shown, similarities, length, raw_prediction=raw)
+            prediction = Prediction(id=todo[i].id, prediction=postprocess(raw, p.generation), shots=prompt.shot_ids, score=None,
+                                    dropped_shots=dropped, sample=sample)
             predictions.append(replace(prediction, score=p.metric.score(prediction, todo[i]) if p.references else None))
         writer.write(predictions)
         bar.update(len(indices))
@@ -160,12 +166,15 @@ def _generate(p: Prepared, loaded: LoadedModel, selector, shots: int, todo: list
 
 def _fitted(p: Prepared, loaded: LoadedModel, selector, shots: int, todo: list[Example], writer: PredictionWriter,
             bar) -> tuple[list[Example], list[tuple]]:
-    """Every query's fitted prompt, measured before anything runs; a query too long even with no
-    shots stops the run here or is written as skipped and left out."""
+    """Every query's fitted prompt, the shots dropped, its length, and the shots it shows with their
+    similarities, measured before anything runs; a query too long even with no shots stops the run
+    here or is written as skipped and left out."""
     kept, requests = [], []
     for query in todo:
+        chosen, similarities = selector.select(query, shots), selector.similarities(query, shots)
         try:
-            requests.append(fit_prompt(p, loaded, selector.select(query, shots), query, p.generation.max_new_tokens))
+            prompt, dropped, length = fit_prompt(p, loaded, chosen, query, p.generation.max_new_tokens)
+            requests.append((prompt, dropped, length, (chosen[dropped:], similarities[dropped:])))
             kept.append(query)
         except PromptTooLong as error:
             writer.write([bad_example(p, query, error)])

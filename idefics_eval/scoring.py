@@ -22,7 +22,7 @@ from .errors import UserError
 from .examples import ExampleSet
 from .formats import BUNDLED, demo_data
 from .metrics import get_metric, refuse_undefined
-from .predictions import read_predictions
+from .predictions import prediction_file_of, read_predictions
 from .results import Result, mean_over_seeds, read_results
 from .tasks import TaskSpec, load_task
 
@@ -202,7 +202,9 @@ def _same(a: float | None, b: float | None) -> bool:
 
 
 def recorded_row(path: Path) -> tuple[Path, Result] | None:
-    """The run folder and results row that name predictions file `path`, if it lies in a run folder."""
+    """The run folder and results row that name predictions file `path` (or the predictions file that
+    sample log `path` extends), if it lies in a run folder."""
+    path = prediction_file_of(path)
     folder = path.parent.parent
     if path.parent.name != "predictions" or not (folder / "results.json").is_file():
         return None

@@ -244,6 +244,10 @@ class ShotSelector:
         chosen = self._chosen(query)[:k]  # the max_k selection, most relevant / first drawn first
         return [self.support.examples[int(p)] for p in self._prompt_order(chosen)]
 
+    def similarities(self, query: Example, k: int) -> list[float | None]:
+        """The retrieval similarity of each of `select(query, k)`'s shots, in the same order (None: random)."""
+        return [None] * k
+
     def _chosen(self, query: Example) -> Sequence[int]:
         raise NotImplementedError
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from .errors import UserError
 from .models import LoadedModel
 from .plan import Prepared
+from .predictions import written_for
 from .results import Result, read_json_file, read_results, write_json_atomic
 
 def identity_of(p: Prepared, loaded: LoadedModel) -> dict:
@@ -114,7 +115,7 @@ class Manifest:
         previous = self.entry["files"].get(path.name)
         if previous is not None and previous != shots_identity:
             self._conflict(f"different shots ({', '.join(_differing(previous, shots_identity))}) in {path.name}")
-            for stale in (path, path.with_name(path.name + ".partial")):
+            for stale in written_for(path):
                 stale.unlink(missing_ok=True)
         self.entry["files"][path.name] = shots_identity
         self._save()
@@ -127,7 +128,7 @@ class Manifest:
                 continue
             self._conflict(f"a different {', '.join(_differing(other['identity'], self.entry['identity']))} "
                            f"(it shares {path.name})", key)
-            for stale in (path, path.with_name(path.name + ".partial")):
+            for stale in written_for(path):
                 stale.unlink(missing_ok=True)
             del other["files"][path.name]
 

@@ -96,6 +96,7 @@ class SweepConfig:
     overwrite: bool = False
     progress: bool = True
     run_name: str | None = None  # --name, recorded in every checkpoint's rows
+    log_samples: bool = True
 
 
 @dataclass
@@ -117,7 +118,7 @@ def _run_config(config: SweepConfig, checkpoint: Checkpoint, task: str):
         rices_encoder=config.rices_encoder, limit=config.limit, batch_size=config.batch_size, device=config.device,
         dtype=config.dtype, num_beams=config.num_beams, max_new_tokens=config.max_new_tokens, max_length=config.max_length,
         cache_dir=config.cache_dir, tasks_dirs=config.tasks_dirs, prompts_dirs=config.prompts_dirs, overwrite=config.overwrite,
-        progress=config.progress, run_name=config.run_name)
+        progress=config.progress, run_name=config.run_name, log_samples=config.log_samples)
     return with_bundled_data(run_config) if config.demo_data else run_config
 
 

@@ -66,7 +66,7 @@ def test_every_keyword_reaches_the_run_configuration(monkeypatch, tmp_path):
     given = {"selection": "random", "seeds": (3, 4), "rices_encoder": "openai/clip", "batch_size": "auto",
              "num_beams": 2, "max_new_tokens": 7, "max_length": 99, "cache_dir": tmp_path / "c", "image_cache_mb": 5,
              "image_cache_dir": tmp_path / "spill", "overwrite": True, "on_bad_example": "skip",
-             "plain_generation": True, "progress": True, "limit": 4, "prompts_dirs": (tmp_path / "prompts",),
+             "plain_generation": True, "log_samples": False, "progress": True, "limit": 4, "prompts_dirs": (tmp_path / "prompts",),
              "run_name": "nightly"}
     api.evaluate(model, processor, "vqav2,fairface", shots=[0, 2], output_dir=tmp_path / "out",
                  data={"vqav2": "/vqa"}, support_data="/support", demo_data=True, **given)

@@ -135,6 +135,11 @@ def test_exact_ties_everywhere_still_match_brute_force():
         assert ids(selector.select(query, 5)) == brute_force(support, query, FakeEncoder())[:5][::-1]
 
 
+def test_random_shots_have_no_similarity():
+    random = build_selector(ShotSettings("random", 0), SUPPORT, QUERIES, 4, None, cache_dir=None)
+    assert random.similarities(QUERIES.examples[0], 3) == [None, None, None]
+
+
 def test_rank_refuses_a_cut_off_that_may_hide_a_tie():
     from idefics_eval.shots import _rank
 
