@@ -5,6 +5,7 @@ re-scorable with `score --predictions`."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from idefics_eval.plan import RunConfig, prepare
 
 from conftest import invoke
 
+ROOT = Path(__file__).resolve().parents[1]
 FAST = ("--demo", "--demo-seed", "0", "--limit", "3", "--num-beams", "1", "--max-new-tokens", "3", "--no-progress")
 
 
@@ -67,7 +69,7 @@ def check_common(sample: dict, prediction: dict, example, p, tokenizer) -> None:
 
 
 def test_a_generated_task_logs_inputs_references_shots_prompt_and_raw_generation(runs, demo_loaded):
-    root, folders = runs
+    _, folders = runs
     p = prepared("vqav2")
     for shots in (0, 2):
         predictions = lines(folders["vqav2"] / "predictions" / f"vqav2_{shots}shot.jsonl")
@@ -83,7 +85,7 @@ def test_a_generated_task_logs_inputs_references_shots_prompt_and_raw_generation
 
 
 def test_a_ranked_task_logs_every_candidates_score(runs, demo_loaded):
-    root, folders = runs
+    _, folders = runs
     p = prepared("scienceqa")
     predictions = lines(folders["scienceqa"] / "predictions" / "scienceqa_2shot.jsonl")
     samples = lines(folders["scienceqa"] / "samples" / "scienceqa_2shot.jsonl")
@@ -96,7 +98,7 @@ def test_a_ranked_task_logs_every_candidates_score(runs, demo_loaded):
 
 
 def test_a_matched_task_logs_both_images_and_the_four_scores(runs, demo_loaded):
-    root, folders = runs
+    _, folders = runs
     p = prepared("winoground", (0,))
     predictions = lines(folders["winoground"] / "predictions" / "winoground_0shot.jsonl")
     samples = lines(folders["winoground"] / "samples" / "winoground_0shot.jsonl")
@@ -107,7 +109,7 @@ def test_a_matched_task_logs_both_images_and_the_four_scores(runs, demo_loaded):
 
 
 def test_no_log_samples_writes_none_and_the_same_predictions(runs):
-    root, folders = runs
+    _, folders = runs
     assert not (folders["plain"] / "samples").exists()
     for name in ("vqav2_0shot.jsonl", "vqav2_2shot.jsonl"):
         assert (folders["plain"] / "predictions" / name).read_bytes() == (folders["vqav2"] / "predictions" / name).read_bytes()
@@ -151,3 +153,12 @@ def test_a_run_made_without_sample_logs_gets_them_on_rerun(runs, capsys, tmp_pat
     for name in ("vqav2_0shot.jsonl", "vqav2_2shot.jsonl"):
         assert (later / "samples" / name).read_bytes() == (folders["vqav2"] / "samples" / name).read_bytes()
         assert (later / "predictions" / name).read_bytes() == (folders["vqav2"] / "predictions" / name).read_bytes()
+
+
+def test_every_field_is_documented(runs):
+    """docs/outputs.md has a row for each key a sample line holds, of every request kind."""
+    _, folders = runs
+    documented = set(re.findall(r"^\| `([a-z_]+)` \|", (ROOT / "docs" / "outputs.md").read_text(), re.MULTILINE))
+    keys = {key for folder in ("vqav2", "scienceqa", "winoground") for path in (folders[folder] / "samples").glob("*.jsonl")
+            for line in lines(path) for key in line}
+    assert keys <= documented, f"undocumented sample fields: {sorted(keys - documented)}"
