@@ -202,10 +202,16 @@ class PredictionWriter:
                 file.handle.close()
 
 
-def finish_predictions(path: Path, order: list[str], with_sample: bool = False) -> list[Prediction]:
+def finish_predictions(path: Path, order: list[str], samples: Path | None = None) -> list[Prediction]:
     """Merge every partial file into the final one (this run's queries in order, then any answered
     by earlier runs with a larger --limit), remove the partial files, return this run's predictions.
-    Called by one process after all have closed their writers; `with_sample` for a sample log."""
+    Called by one process after all have closed their writers; the sample log, given, is finished first."""
+    if samples is not None:
+        _finish(samples, order, with_sample=True)
+    return _finish(path, order, with_sample=False)
+
+
+def _finish(path: Path, order: list[str], with_sample: bool) -> list[Prediction]:
     done = PredictionWriter.read_done(path)
     missing = [query_id for query_id in order if query_id not in done]
     if missing:

@@ -94,9 +94,7 @@ def _evaluate_setting(p: Prepared, loaded: LoadedModel, selector, shots: int, se
         writer.close()
     world.barrier()  # every shard is written
     folder.check()
-    if world.is_main and samples is not None:
-        finish_predictions(samples, order, with_sample=True)
-    predictions = finish_predictions(path, order) if world.is_main else []
+    predictions = finish_predictions(path, order, samples) if world.is_main else []
     world.barrier()
     return predictions, batch_size
 
