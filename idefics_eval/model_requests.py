@@ -15,7 +15,7 @@ import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
-from .engine import Generator, count_tokens, longest_first
+from .engine import Generator, count_tokens, longest_first, start_token
 from .errors import UserError
 from .examples import Example
 from .models import LoadedModel
@@ -140,7 +140,7 @@ def sample_fields(p: Prepared, loaded: LoadedModel, query: Example, context: Pro
     return {"inputs": dict(query.fields), **references, "metadata": dict(query.metadata), "images": images,
             "shown_shots": [{"id": shot.id, "similarity": similarity, "answer": answer(shot), "image": shot.image.key}
                             for shot, similarity in zip(shown, similarities)],
-            "prompt": context.processor_text(loaded.processor.tokenizer.bos_token), "prompt_tokens": tokens, **more}
+            "prompt": context.processor_text(start_token(loaded.processor.tokenizer, p.generation)), "prompt_tokens": tokens, **more}
 
 
 def continuation_prompts(p: Prepared, query: Example, kept: Sequence[Example]) -> list[Prompt]:
@@ -191,7 +191,7 @@ def matched(p: Prepared, score: Scorer, query: Example, loaded: LoadedModel) -> 
     by_image = [score(context, continuations, normalize) for context, continuations in requests]
     scores = tuple(by_image[i][c] for c in (0, 1) for i in (0, 1))
     # Both contexts have the same text (an image is one placeholder), so one prompt describes them.
-    sample = sample_fields(p, loaded, query, requests[0][0], [], [], count_tokens(loaded, requests[0][0])) if p.config.log_samples else None
+    sample = sample_fields(p, loaded, query, requests[0][0], [], [], count_tokens(loaded, requests[0][0], p.generation.add_start_token)) if p.config.log_samples else None
     prediction = Prediction(id=query.id, prediction="", shots=(), score=None, scores=scores, sample=sample)
     return replace(prediction, score=p.metric.score(prediction, query))
 
