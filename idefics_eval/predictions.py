@@ -135,6 +135,31 @@ def _complete_lines(path: Path) -> tuple[list[Prediction], int]:
     return found, good_end
 
 
+def _line_index(path: Path) -> dict[str, tuple[Path, int, int]]:
+    """Where each query's latest complete line lies (file, offset, length): the final file, then every
+    partial file. Read line by line and kept as positions, so that a large sample log (whole prompts)
+    is never held in memory; a file's lines are read up to its first incomplete or unreadable one."""
+    index: dict[str, tuple[Path, int, int]] = {}
+    for file in ([path] if path.exists() else []) + PredictionWriter.partials(path):
+        offset = 0
+        with open(file, "rb") as handle:
+            for line in handle:
+                try:
+                    query_id = _parse(line.decode("utf-8"), str(file)).id if line.endswith(b"\n") else None
+                except (json.JSONDecodeError, UnicodeDecodeError, ValueError, TypeError, RecursionError, UserError):
+                    query_id = None
+                if query_id is None:
+                    break
+                index[query_id] = (file, offset, len(line))
+                offset += len(line)
+    return index
+
+
+def logged_ids(path: Path) -> set[str]:
+    """The queries a sample log (final and partial files) holds a complete line of."""
+    return set(_line_index(path))
+
+
 class _PartialFile:
     """One process's partial file of one output (predictions or sample log): cut back to its
     complete lines when opened, then appended to and flushed to disk batch by batch."""
@@ -143,7 +168,8 @@ class _PartialFile:
         self.path, self.with_sample = path, with_sample
         self.partial = path.with_name(f"{path.name}.partial.{rank}")
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.done = PredictionWriter.read_done(path)
+        # What is done: a sample log's line positions (its lines are large), predictions themselves.
+        self.done = _line_index(path) if with_sample else PredictionWriter.read_done(path)
         if self.partial.exists():  # only a rank's own file is cut: another rank may be appending to its own
             _, good_end = _complete_lines(self.partial)
             with open(self.partial, "r+b") as handle:
@@ -207,24 +233,51 @@ def finish_predictions(path: Path, order: list[str], samples: Path | None = None
     by earlier runs with a larger --limit), remove the partial files, return this run's predictions.
     Called by one process after all have closed their writers; the sample log, given, is finished first."""
     if samples is not None:
-        _finish(samples, order, with_sample=True)
-    return _finish(path, order, with_sample=False)
-
-
-def _finish(path: Path, order: list[str], with_sample: bool) -> list[Prediction]:
+        _finish_sample_log(samples, order)
     done = PredictionWriter.read_done(path)
-    missing = [query_id for query_id in order if query_id not in done]
-    if missing:
-        raise RuntimeError(f"{len(missing)} queries have no prediction after every process finished (first: {missing[0]})")
+    _check_complete(done, order)
     ordered = [done[query_id] for query_id in order]
     wanted = set(order)
     kept = ordered + [p for query_id, p in done.items() if query_id not in wanted]
+    _replace(path, lambda handle: handle.writelines(p.to_json().encode("utf-8") + b"\n" for p in kept))
+    return ordered
+
+
+def _finish_sample_log(path: Path, order: list[str]) -> None:
+    """As for predictions, copying each query's latest complete line as it is, one at a time."""
+    index = _line_index(path)
+    _check_complete(index, order)
+    wanted = set(order)
+    kept = order + [query_id for query_id in index if query_id not in wanted]
+
+    def copy(out) -> None:
+        sources: dict[Path, object] = {}
+        try:
+            for query_id in kept:
+                file, offset, length = index[query_id]
+                source = sources.get(file) or sources.setdefault(file, open(file, "rb"))  # noqa: SIM115  (closed below)
+                source.seek(offset)
+                out.write(source.read(length))
+        finally:
+            for source in sources.values():
+                source.close()
+
+    _replace(path, copy)
+
+
+def _check_complete(done: Mapping, order: list[str]) -> None:
+    missing = [query_id for query_id in order if query_id not in done]
+    if missing:
+        raise RuntimeError(f"{len(missing)} queries have no prediction after every process finished (first: {missing[0]})")
+
+
+def _replace(path: Path, write: Callable) -> None:
+    """`path` written by `write(handle)` to a temporary file, synced, then put in place; its partial files removed."""
     temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "w", encoding="utf-8") as handle:
-        handle.writelines(p.to_json(with_sample) + "\n" for p in kept)
+    with open(temporary, "wb") as handle:
+        write(handle)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(temporary, path)
     for partial in PredictionWriter.partials(path):
         partial.unlink()
-    return ordered

@@ -29,7 +29,8 @@ from .model_requests import (PromptTooLong, Tolerant, bad_example, check_context
 from .metrics import refuse_undefined
 from .models import ClipEncoder, LoadedModel, VisionTowerEncoder, demo_model_name, load_model
 from .plan import DEMO_DATA, Prepared, RunConfig, demo_data, prepare  # noqa: F401  (re-exported)
-from .predictions import Prediction, PredictionWriter, finish_predictions, prediction_file, read_predictions, sample_file
+from .predictions import (Prediction, PredictionWriter, finish_predictions, logged_ids, prediction_file, read_predictions,
+                          sample_file)
 from .ranking import Ranker
 from .results import Result, environment, mean_over_seeds, merge_results, package_versions, utc_now
 from .shots import ShotSettings, build_selector
@@ -76,7 +77,7 @@ def _evaluate_setting(p: Prepared, loaded: LoadedModel, selector, shots: int, se
     order = [query.id for query in p.queries.examples]
     if path.exists() and (samples is None or samples.exists()):
         finished = {pred.id: pred for pred in read_predictions(path)}
-        logged = finished if samples is None else {pred.id for pred in read_predictions(samples)}
+        logged = finished if samples is None else logged_ids(samples)
         if all(query_id in finished and query_id in logged for query_id in order):
             return ([finished[query_id] for query_id in order] if world.is_main else []), None
     folder.check()  # before the writer makes predictions/ again in a removed folder
