@@ -47,7 +47,8 @@ def test_demo_run_and_rescore(task, tmp_path):
     assert [r.shots for r in rows] == [0, 4]
     for row in rows:
         assert HEADLINE[spec.metric] in row.metrics and row.num_examples == 6
-        rescored, count = score_file(task, tmp_path / "out" / row.predictions, None, demo=True, limit=6)
+        scored_task, rescored, count, _ = score_file(tmp_path / "out" / row.predictions)  # from the run's record
+        assert scored_task == task
         assert count == 6
         assert rescored == pytest.approx(row.metrics, abs=1e-9)
         if task.startswith("fairface"):
