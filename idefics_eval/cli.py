@@ -559,6 +559,18 @@ def compare(runs: tuple[Path, ...], reference: str | None, all_metrics: bool, fm
         click.echo(f"note: {note}", err=True)
 
 
+@cli.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--output-dir", type=click.Path(path_type=Path), help="Folder of the site (default: RUN_DIR/view).")
+def view(runs: tuple[Path, ...], output_dir: Path | None) -> None:
+    """RUN_DIR [RUN_DIR2]: a static site of the run (open its index.html): results, samples, with two runs the queries that changed."""
+    from .viewer import build_site
+
+    with quiet_libraries():
+        site = build_site(list(runs), output_dir)
+    click.echo(f"wrote {site / 'index.html'}")
+
+
 def _old_spelling(options: dict, name: str, old: str) -> str | None:
     """The value of option `name`, or of its old spelling `old` (kept for one release, with one line on stderr)."""
     flag, old_flag = f"--{name.replace('_', '-')}", f"--{old.removeprefix('old_').replace('_', '-')}"

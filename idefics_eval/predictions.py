@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -153,6 +153,20 @@ def _line_index(path: Path) -> dict[str, tuple[Path, int, int]]:
                 index[query_id] = (file, offset, len(line))
                 offset += len(line)
     return index
+
+
+def logged_lines(path: Path) -> Iterator[dict]:
+    """Each query's latest complete line of a sample log (final and partial files, so a run in
+    progress or killed shows what it wrote so far), parsed one at a time, in the order first written."""
+    handles: dict[Path, object] = {}
+    try:
+        for file, offset, length in _line_index(path).values():
+            handle = handles.get(file) or handles.setdefault(file, open(file, "rb"))  # noqa: SIM115  (closed below)
+            handle.seek(offset)
+            yield json.loads(handle.read(length).decode("utf-8"))
+    finally:
+        for handle in handles.values():
+            handle.close()
 
 
 def logged_ids(path: Path) -> set[str]:

@@ -17,12 +17,19 @@ def summary_table(rows: Sequence[Result]) -> str:
     (tasks share no columns, so FairFace's group columns do not spill over VQA's table).
     Several seeds show mean ± std."""
     tables = []
-    for task in dict.fromkeys(row.task for row in rows):
-        records = [_summary_record(row) for row in rows if row.task == task and not _stood_for(row, rows)]
+    for task, records in summary_records(rows).items():
         # a metric only some rows have (a group absent at one shot count) prints "-", not NaN
         table = pd.DataFrame.from_records(records).fillna("-").to_string(index=False)
         tables.append(f"{task}\n{table}")
     return "\n\n".join(tables)
+
+
+def summary_records(rows: Sequence[Result]) -> dict[str, list[dict]]:
+    """The summary's rows per task, in the order the tasks ran: shots, selection, counts, then the
+    metrics formatted (the printed summary and the run viewer's overview show the same values)."""
+    tasks = dict.fromkeys(row.task for row in rows)
+    return {task: [_summary_record(row) for row in rows if row.task == task and not _stood_for(row, rows)]
+            for task in tasks}
 
 
 def _stood_for(row: Result, rows: Sequence[Result]) -> bool:
