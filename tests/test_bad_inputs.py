@@ -384,6 +384,29 @@ def test_bad_run_folder_for_score(case, previous, tmp_path, capsys):
     assert_clean_refusal(code, err, message, previous, before)
 
 
+def foreign_folder(tmp: Path) -> Path:
+    (tmp / "notes.txt").write_text("mine")
+    return tmp
+
+
+VIEW_CASES = {
+    "not a run folder": (lambda previous, tmp: [tmp], "is not a run folder (no results.json, manifest.json or samples/)"),
+    "missing folder": (lambda previous, tmp: [tmp / "nowhere"], "is not a run folder"),
+    "three runs": (lambda previous, tmp: [previous] * 3, "view takes one run folder, or two to compare; 3 given"),
+    "site folder holds other files": (lambda previous, tmp: [previous, "-o", foreign_folder(tmp)],
+                                      "is not a site written by `idefics-eval view`"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(VIEW_CASES))
+def test_bad_run_folder_for_view(case, previous, tmp_path, capsys):
+    make_args, message = VIEW_CASES[case]
+    before = (previous / "results.json").read_bytes()
+    code, err = invoke(capsys, "view", *map(str, make_args(previous, tmp_path)))
+    assert_clean_refusal(code, err, message, previous, before)
+    assert not (previous / "view").exists()
+
+
 def test_export_of_a_folder_without_results(previous, tmp_path, capsys):
     before = (previous / "results.json").read_bytes()
     code, err = invoke(capsys, "export", str(tmp_path), "--format", "csv", "-o", str(tmp_path / "x.csv"))
