@@ -23,4 +23,7 @@ def test_wheel_contains_tasks_prompts_and_demo_data(tmp_path):
     shipped = {p.relative_to(ROOT).as_posix() for p in demo.rglob("*") if p.is_file()}
     assert shipped and shipped <= names
     assert "idefics_eval/builtin_published/idefics_model_card.csv" in names
+    viewer = ROOT / "idefics_eval" / "viewer"
+    site_files = {p.relative_to(ROOT).as_posix() for folder in ("templates", "static") for p in (viewer / folder).iterdir()}
+    assert site_files and site_files <= names  # `view` renders its pages from these
     assert any(name.endswith("entry_points.txt") for name in names)
