@@ -105,7 +105,7 @@ def predictions(out: Path) -> dict[str, list[dict]]:
 
 def test_generation_probe_runs_the_longest_prompts_and_records_its_choice(tmp_path, monkeypatch, simulated_gpu):
     calls: list[list[tuple[int, int]]] = []
-    generate = Generator.generate
+    generate = Generator.generate_raw  # what the run calls (the sample log keeps the raw text)
 
     def generate_or_run_out(self, prompts):
         calls.append([(len(p.images), count_tokens(self.loaded, p)) for p in prompts])
@@ -113,7 +113,7 @@ def test_generation_probe_runs_the_longest_prompts_and_records_its_choice(tmp_pa
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
         return generate(self, prompts)
 
-    monkeypatch.setattr(Generator, "generate", generate_or_run_out)
+    monkeypatch.setattr(Generator, "generate_raw", generate_or_run_out)
     rows = run(config(tmp_path, "auto", batch_size="auto"))
     assert [row.config["batch_size"] for row in rows] == [2, 2]  # 1 and 2 fit, 4 did not
     two_shot = calls[len(calls) // 2 :]  # every shot count probes its own prompts: 1, 2, 4, then the run
@@ -122,7 +122,7 @@ def test_generation_probe_runs_the_longest_prompts_and_records_its_choice(tmp_pa
     everything = sorted((size for batch in batches for size in batch), reverse=True)
     assert probe[2] == everything[:4]  # the probe ran the run's longest prompts, longest first
     assert [len(batch) for batch in batches] == [2, 2, 2]
-    monkeypatch.setattr(Generator, "generate", generate)
+    monkeypatch.setattr(Generator, "generate_raw", generate)
     assert predictions(tmp_path / "auto") == predictions(run_dir(tmp_path, "one", batch_size=1))
 
 
