@@ -32,8 +32,11 @@ DEMO_DATA_OPTION = shared_option("--demo-data", is_flag=True, help="The bundled 
 SELECTION_OPTION = shared_option("--selection", type=click.Choice(["rices", "random"]), default="rices", show_default=True,
                                  help="Shot selection: retrieval by image similarity (RICES) or random.")
 SEEDS_OPTION = shared_option("--seeds", default="0", show_default=True, help="Seeds for --selection random; several give mean and std.")
-RICES_ENCODER_OPTION = shared_option("--rices-encoder", default="model", show_default=True, help="Image encoder for RICES: 'model' "
-                                     "(the evaluated model's vision tower) or a CLIP hub id / folder.")
+RICES_ENCODER_OPTION = shared_option("--rices-encoder", help="Image encoder for RICES: 'model' (the evaluated model's vision tower) "
+                                     "or a CLIP hub id / folder (default: the protocol's, else model).")
+PROTOCOL_OPTION = shared_option("--protocol", default="default", show_default=True,
+                                help="Evaluation protocol: a shipped name (default, idefics, openflamingo) or a protocol file "
+                                     "(docs/protocols.md).")
 MAX_LENGTH_OPTION = shared_option("--max-length", type=int, help="Context limit in tokens (default: the model's); longer prompts lose "
                                   "their least similar shots.")
 TASKS_DIR_OPTION = shared_option("--tasks-dir", "tasks_dirs", multiple=True, type=click.Path(path_type=Path),
@@ -178,6 +181,7 @@ def write_run_config(command: click.Command, options: dict, path: Path) -> None:
 @SELECTION_OPTION()
 @SEEDS_OPTION()
 @RICES_ENCODER_OPTION()
+@PROTOCOL_OPTION()
 @LIMIT_OPTION()
 @BATCH_SIZE_OPTION()
 @DEVICE_OPTION()
@@ -223,7 +227,7 @@ def run(**options) -> None:
         support_data=options["support_data"],
         selection=options["selection"],
         seeds=parse_counts(options["seeds"], "--seeds"),
-        rices_encoder=options["rices_encoder"],
+        rices_encoder=options["rices_encoder"], protocol=options["protocol"],
         limit=options["limit"],
         batch_size=options["batch_size"],
         device=options["device"],
@@ -268,6 +272,7 @@ def run(**options) -> None:
 @SELECTION_OPTION()
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="The seed of --selection random.")
 @RICES_ENCODER_OPTION()
+@PROTOCOL_OPTION()
 @MAX_LENGTH_OPTION()
 @MAX_NEW_TOKENS_OPTION(help="Tokens kept for the answer when fitting the prompt (task default: 15).")
 @CACHE_DIR_OPTION()
@@ -288,7 +293,7 @@ def prompt(**options) -> None:
         task=options["task"], shots=(options["shots"],), output_dir=Path("."),  # a dry run writes nothing
         model=options["model"], demo=options["demo"], demo_seed=options["demo_seed"], data=options["data"],
         support_data=options["support_data"], selection=options["selection"], seeds=(options["seed"],),
-        rices_encoder=options["rices_encoder"], device=options["device"], dtype=options["dtype"],
+        rices_encoder=options["rices_encoder"], protocol=options["protocol"], device=options["device"], dtype=options["dtype"],
         max_length=options["max_length"], max_new_tokens=options["max_new_tokens"],
         cache_dir=options["cache_dir"] or default_cache_dir(), tasks_dirs=tuple(options["tasks_dirs"]),
         prompts_dirs=tuple(options["prompts_dirs"]),
@@ -405,6 +410,7 @@ def demo_model(directory: Path, seed: int) -> None:
 @SELECTION_OPTION()
 @SEEDS_OPTION()
 @RICES_ENCODER_OPTION()
+@PROTOCOL_OPTION()
 @LIMIT_OPTION()
 @BATCH_SIZE_OPTION()
 @DEVICE_OPTION()
@@ -440,7 +446,7 @@ def sweep(**options) -> None:
         select_by=options["select_by"],
         selection=options["selection"],
         seeds=parse_counts(options["seeds"], "--seeds"),
-        rices_encoder=options["rices_encoder"],
+        rices_encoder=options["rices_encoder"], protocol=options["protocol"],
         batch_size=options["batch_size"],
         num_beams=options["num_beams"],
         max_new_tokens=options["max_new_tokens"],

@@ -16,6 +16,8 @@ from .image_cache import DEFAULT_MAX_BYTES
 from .metrics import Metric, get_metric, refuse_undefined
 from .models import check_checkpoint
 from .prompts import PromptTemplate, load_template
+from .protocols import DEFAULT as DEFAULT_PROTOCOL
+from .protocols import Protocol, apply_protocol, load_protocol
 from .results import read_results
 from .tasks import TaskSpec, load_task
 
@@ -34,7 +36,9 @@ class RunConfig:
     support_data: str | None = None  # data of the support task, where shots come from another task (NoCaps: COCO)
     selection: str = "rices"
     seeds: tuple[int, ...] = (0,)
-    rices_encoder: str = "model"  # "model" (the evaluated model's vision tower) or a CLIP hub id / folder
+    # "model" (the evaluated model's vision tower) or a CLIP hub id / folder; None: the protocol's, else "model"
+    rices_encoder: str | None = None
+    protocol: str = DEFAULT_PROTOCOL  # --protocol: a shipped protocol's name or a protocol file (protocols.py)
     limit: int | None = None
     batch_size: int | str = 8  # a positive number, or "auto": the largest that fits on the GPU (8 off GPU)
     device: str | None = None
@@ -72,6 +76,7 @@ class Prepared:
     generation: GenerationSettings
     num_queries: int  # the query split's size before --limit: what a full run scores
     references: bool = True  # False: a test split, whose answers only the evaluation server holds
+    protocol: Protocol | None = None  # the protocol applied to `spec` (None only where a caller builds one by hand)
 
 
 def prepare(config: RunConfig, preloaded: bool = False, writes: bool = True) -> Prepared:
@@ -109,10 +114,14 @@ def prepare(config: RunConfig, preloaded: bool = False, writes: bool = True) -> 
     if config.cache_dir is not None:  # RICES indexes and the datasets library's files go there
         _check_writable(config.cache_dir, "--cache-dir")
 
-    spec = load_task(config.task, config.tasks_dirs)
+    protocol = load_protocol(config.protocol, config.tasks_dirs)
+    # The one place a protocol meets the task: every command and the API see the same spec.
+    spec = apply_protocol(load_task(config.task, config.tasks_dirs), protocol)
+    config = replace(config, rices_encoder=config.rices_encoder or protocol.rices_encoder or "model")
     if spec.zero_shot_only and max(config.shots) > 0:
         raise UserError(f"task {spec.name} is zero-shot only (it has no support set); use --shots 0")
-    template = load_template(spec.prompt, config.prompts_dirs, f"{spec.path}: prompt {spec.prompt!r}", tasks_dirs=config.tasks_dirs)
+    named_by = f"{protocol.path}: tasks.{spec.name}" if "prompt" in protocol.overrides(spec.name) else str(spec.path)
+    template = load_template(spec.prompt, config.prompts_dirs, f"{named_by}: prompt {spec.prompt!r}", tasks_dirs=config.tasks_dirs)
     metric = get_metric(spec.metric)
     data = config.data if config.data is not None else (demo_data(spec) if config.demo else None)
     queries = formats.load_split(spec, spec.query_split, data, config.cache_dir)
@@ -141,7 +150,7 @@ def prepare(config: RunConfig, preloaded: bool = False, writes: bool = True) -> 
         add_start_token=spec.add_start_token,
     )
     return Prepared(config, spec, template, metric, support, queries, all_queries_fingerprint, data, generation, num_queries,
-                    references)
+                    references, protocol)
 
 
 

@@ -273,7 +273,7 @@ def _run(config: RunConfig, p: Prepared, world: World, loaded: LoadedModel | Non
     identity = identity_of(p, loaded)
     manifest = Manifest(p, identity, config.run_name) if world.is_main else None
     world.barrier()
-    encoder = _encoder(config, loaded) if max(config.shots) > 0 else None
+    encoder = _encoder(p.config, loaded) if max(config.shots) > 0 else None  # p.config: the protocol's encoder resolved
     rows: list[Result] = []
     earlier = recorded_rows(config.output_dir) if world.is_main else {}
     for seed, shot_counts in _settings(config):

@@ -16,6 +16,7 @@ from pathlib import Path
 from .errors import UserError
 from .models import LoadedModel
 from .plan import Prepared
+from .protocols import load_protocol
 from .predictions import written_for
 from .results import Result, read_json_file, read_results, write_json_atomic
 
@@ -32,6 +33,7 @@ def identity_of(p: Prepared, loaded: LoadedModel) -> dict:
         "data": {"source": p.queries.source, "query_split": p.queries.name, "query_fingerprint": p.all_queries_fingerprint},
         "model": {"name": loaded.name, "fingerprint": loaded.fingerprint, "dtype": str(loaded.dtype).replace("torch.", "")},
         "generation": asdict(p.generation) | {"max_length": p.config.max_length or loaded.max_length},
+        "protocol": (p.protocol or load_protocol()).identity,
     })
 
 
@@ -42,11 +44,12 @@ SETTINGS_ADDED = {"length_penalty": 1.0, "early_stopping": False, "banned_words"
 
 
 def with_settings_added_since(identity: dict) -> dict:
-    """A recorded identity with the settings it predates filled in as they then were."""
+    """A recorded identity with the settings it predates filled in as they then were: a folder made
+    before protocols existed was made under today's `default` protocol (its overrides are empty)."""
     generation = identity.get("generation")
     if not isinstance(generation, dict):
         return identity
-    return identity | {"generation": SETTINGS_ADDED | generation}
+    return {"protocol": load_protocol().identity} | identity | {"generation": SETTINGS_ADDED | generation}
 
 
 def plain(data: dict) -> dict:

@@ -186,7 +186,20 @@ def checkpoint_with_config(config_text: str):
     return make
 
 
+def protocol_file(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "mine.yaml"
+    path.write_text(text)
+    return path
+
+
 RUN_CASES = {
+    "unknown protocol": (lambda t: ["--protocol", "flamingo"], "--protocol 'flamingo': unknown protocol; available: default"),
+    "protocol file unknown key": (lambda t: ["--protocol", str(protocol_file(t, "name: x\nzero_shot: text-only\n"))],
+                                  "mine.yaml: unknown key 'zero_shot'"),
+    "protocol file unknown task": (lambda t: ["--protocol", str(protocol_file(t, "name: x\ntasks:\n  vqa3: {}\n"))],
+                                   "mine.yaml: tasks: unknown task 'vqa3'"),
+    "protocol file prompt not found": (lambda t: ["--protocol", str(protocol_file(t, "name: x\ntasks:\n  vqav2:\n    prompt: nope\n"))],
+                                       "mine.yaml: tasks.vqav2: prompt 'nope'"),
     "unknown task": (lambda t: ["--task", "vqa3"], "unknown task 'vqa3'"),
     "shots not a number": (lambda t: ["--shots", "4,x"], "'x' is not a whole number"),
     "negative shots": (lambda t: ["--shots", "-1"], "negative"),

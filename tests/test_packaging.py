@@ -1,4 +1,4 @@
-"""A plain `pip install .` ships the task files, prompt templates, demo data and the published table."""
+"""A plain `pip install .` ships the task files, prompt templates, protocols, demo data and the published table."""
 
 from __future__ import annotations
 
@@ -19,6 +19,10 @@ def test_wheel_contains_tasks_prompts_and_demo_data(tmp_path):
         assert f"idefics_eval/builtin_tasks/{task.name}" in names
     for prompt in (ROOT / "prompts").glob("*.yaml"):
         assert f"idefics_eval/builtin_prompts/{prompt.name}" in names
+    protocols = list((ROOT / "protocols").glob("*.yaml"))
+    assert {p.stem for p in protocols} >= {"default", "idefics", "openflamingo"}
+    for protocol in protocols:
+        assert f"idefics_eval/builtin_protocols/{protocol.name}" in names
     demo = ROOT / "idefics_eval" / "demo" / "data"
     shipped = {p.relative_to(ROOT).as_posix() for p in demo.rglob("*") if p.is_file()}
     assert shipped and shipped <= names

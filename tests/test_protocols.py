@@ -1,0 +1,188 @@
+"""Protocols (protocols/*.yaml, --protocol): per-task overrides applied where the task spec is loaded,
+rendered as PROTOCOL.md's tables say, recorded in the rows and the manifest, and part of a folder's identity."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from idefics_eval.dry_run import prompt_view
+from idefics_eval.errors import UserError
+from idefics_eval.model_requests import shot_answer
+from idefics_eval.plan import RunConfig, prepare
+from idefics_eval.prompts import load_template
+from idefics_eval.protocols import apply_protocol, load_protocol, shipped_names
+from idefics_eval.sweep import SweepConfig, _run_config
+from idefics_eval.tasks import load_task, task_files
+
+from conftest import invoke
+
+ROOT = Path(__file__).resolve().parents[1]
+FAKE = "<fake_token_around_image>"
+IMAGE = f"{FAKE}<image>{FAKE}"
+FAST = ("--task", "vqav2", "--demo", "--shots", "0", "--limit", "2", "--num-beams", "1", "--max-new-tokens", "3", "--no-progress")
+VQA_STOPS = ("Question", "User", "Image", "task", "What", "Who", "When", "Where", "Why", "How", "<end_of_utterance>")
+CAPTION_STOPS = ("Caption", "Description", "User", "Image", "task", "<end_of_utterance>")
+
+
+def digest(name: str) -> str:
+    return hashlib.sha256((ROOT / "protocols" / f"{name}.yaml").read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("name", ["default", "idefics", "openflamingo"])
+def test_each_shipped_protocol_validates_and_fits_every_task(name):
+    assert name in shipped_names()
+    protocol = load_protocol(name)
+    assert protocol.name == name and protocol.digest == digest(name)
+    for task in task_files():
+        spec = apply_protocol(load_task(task), protocol)
+        load_template(spec.prompt, where=f"{name}: {task}")  # every prompt the protocol names is shipped
+
+
+def test_default_protocol_changes_no_task():
+    protocol = load_protocol("default")
+    for task in task_files():
+        assert apply_protocol(load_task(task), protocol) == load_task(task)
+
+
+def view(task: str, protocol: str, tmp_path: Path, shots: int = 0):
+    config = RunConfig(task=task, shots=(shots,), output_dir=tmp_path, demo=True, protocol=protocol,
+                       selection="random" if shots else "rices", cache_dir=tmp_path / "cache", progress=False)
+    return prompt_view(config)
+
+
+def test_idefics_renders_the_authors_vqa_prompt_with_the_start_token(tmp_path):
+    shown = view("vqav2", "idefics", tmp_path, shots=1)
+    p = prepared("vqav2", "idefics", tmp_path, shots=1)
+    (shot,) = [example for example in p.support.examples if example.id == shown.shot_ids[0]]
+    answer = shot_answer(p.spec)(shot)
+    assert shown.requests[0].text == (
+        "<s>Instruction: provide an answer to the question. Use the image to answer.\n"
+        f"Image:{IMAGE}Question: {shot.fields['question']} Answer: {answer}\n"
+        f"Image:{IMAGE}Question: {shown.query.fields['question']} Answer:")
+    assert shown.requests[0].input_ids[0] == 1  # <s>
+
+
+@pytest.mark.parametrize("task, expected", [
+    ("coco", "<s>Image:" + IMAGE + "Caption:"),
+    ("winoground", IMAGE + "Description of the image:"),  # no start token
+])
+def test_idefics_renders_caption_and_winoground_prompts(task, expected, tmp_path):
+    shown = view(task, "idefics", tmp_path)
+    assert shown.requests[0].text == expected
+
+
+def test_idefics_renders_hatefulmemes_without_the_start_token(tmp_path):
+    shown = view("hatefulmemes", "idefics", tmp_path)
+    prefix = ("It's a conversation between a human, the user, and an intelligent visual AI, Bot. The user sends memes with "
+              "text written on them, and Bot has to say whether the meme is hateful or not.")
+    text = shown.query.fields["text"]
+    assert shown.requests[0].text == f'{prefix}{IMAGE}is an image with written "{text}" on it. Is it hateful? Answer:'
+    assert shown.requests[0].input_ids[0] != 1
+
+
+def test_default_protocol_keeps_the_start_token_on_ranked_tasks(tmp_path):
+    assert view("hatefulmemes", "default", tmp_path).requests[0].text.startswith("<s>")
+
+
+def test_openflamingo_renders_its_vqa_prompt(tmp_path):
+    shown = view("vqav2", "openflamingo", tmp_path)
+    assert shown.requests[0].text == f"<s>{IMAGE}Question:{shown.query.fields['question']} Short answer:"
+
+
+def prepared(task: str, protocol: str, tmp_path: Path, shots: int = 0):
+    return prepare(RunConfig(task=task, shots=(shots,), output_dir=tmp_path, demo=True, protocol=protocol,
+                             selection="random" if shots else "rices", cache_dir=tmp_path / "cache"), writes=False)
+
+
+def test_protocols_set_generation_normalisation_and_shot_answers(tmp_path):
+    coco = prepared("coco", "idefics", tmp_path).generation
+    assert (coco.max_new_tokens, coco.early_stopping, coco.stop_words) == (15, True, CAPTION_STOPS)
+    assert coco.banned_words == ("\n", "\n\n", "<image>", FAKE)
+    assert prepared("okvqa", "idefics", tmp_path).generation.stop_words == VQA_STOPS
+    p = prepared("textvqa", "openflamingo", tmp_path)
+    assert (p.generation.max_new_tokens, p.generation.length_penalty, p.generation.banned_words) == (10, 0.0, ())
+    assert p.spec.shot_answer == "first" and p.template.name == "openflamingo_vqa"
+    assert prepared("imagenet", "openflamingo", tmp_path).spec.candidates.normalize == "mean"
+    assert prepared("imagenet", "default", tmp_path).spec.candidates.normalize == "sum"
+    assert prepared("vqav2", "idefics", tmp_path).config.rices_encoder == "openai/clip-vit-base-patch32"
+    given = RunConfig(task="vqav2", shots=(0,), output_dir=tmp_path, demo=True, protocol="idefics", rices_encoder="model")
+    assert prepare(given, writes=False).config.rices_encoder == "model"  # an explicit --rices-encoder wins
+
+
+def test_sweep_passes_the_protocol_to_every_run(tmp_path):
+    config = SweepConfig(checkpoints=(), tasks=("vqav2",), shots=(0,), output_dir=tmp_path, protocol="idefics")
+    checkpoint = type("Checkpoint", (), {"name": "step1", "path": tmp_path})()
+    assert _run_config(config, checkpoint, "vqav2").protocol == "idefics"
+
+
+def run(capsys, out: Path, *extra: str) -> tuple[int, str, str]:
+    return invoke(capsys, "run", *FAST, "--output-dir", str(out), "--cache-dir", str(out.parent / "cache"), *extra)
+
+
+def predictions(out: Path) -> dict[str, bytes]:
+    return {f.name: f.read_bytes() for f in sorted((out / "predictions").glob("*.jsonl"))}
+
+
+def test_default_protocol_predictions_equal_a_run_without_the_option(tmp_path, capsys):
+    assert run(capsys, tmp_path / "plain")[0] == 0
+    assert run(capsys, tmp_path / "default", "--protocol", "default")[0] == 0
+    assert predictions(tmp_path / "plain") == predictions(tmp_path / "default") != {}
+
+
+def test_protocol_recorded_in_rows_and_manifest_and_another_refused(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run(capsys, out, "--protocol", "idefics")[0] == 0
+    recorded = {"name": "idefics", "digest": digest("idefics")}
+    assert all(row["config"]["protocol"] == recorded for row in json.loads((out / "results.json").read_text()))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["vqav2/rices"]["identity"]["protocol"] == recorded
+    code, _, err = run(capsys, out)  # the default protocol, in a folder made under idefics
+    assert code == 2 and "protocol" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_folder_made_before_protocols_resumes_under_default(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run(capsys, out)[0] == 0
+    before = predictions(out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    for entry in manifest.values():
+        del entry["identity"]["protocol"]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    code, _, err = run(capsys, out)
+    assert code == 0, err
+    assert predictions(out) == before
+    assert run(capsys, out, "--protocol", "openflamingo")[0] == 2  # and is still not another protocol's
+
+
+@pytest.mark.parametrize("content, message", [
+    ("name: x\nstyle: flamingo\n", "unknown key 'style'"),
+    ("name: x\ntasks:\n  vqa3: {}\n", "unknown task 'vqa3'"),
+    ("name: x\ntasks:\n  vqav2:\n    generation:\n      beams: 3\n", "unknown key 'beams'"),
+    ("name: x\ntasks:\n  vqav2:\n    normalize: mean\n", "tasks.vqav2.normalize applies to rank and match tasks only"),
+    ("name: x\ndefault:\n  add_start_token: maybe\n", "default.add_start_token: expected bool"),
+])
+def test_a_bad_protocol_file_is_one_line_exit_2(content, message, tmp_path, capsys):
+    path = tmp_path / "mine.yaml"
+    path.write_text(content)
+    code, _, err = invoke(capsys, "prompt", "--task", "vqav2", "--shots", "0", "--demo", "--protocol", str(path))
+    assert code == 2 and message in err and str(path) in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_an_unknown_protocol_name_is_refused_with_the_shipped_names():
+    with pytest.raises(UserError, match="unknown protocol; available: default, idefics, openflamingo"):
+        load_protocol("flamingo")
+
+
+def test_a_protocol_file_outside_the_package_is_recorded_by_its_own_digest(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("name: mine\ntasks:\n  coco:\n    generation:\n      max_new_tokens: 7\n")
+    p = prepared("coco", str(path), tmp_path)
+    assert p.generation.max_new_tokens == 7 and p.protocol.identity == {
+        "name": "mine", "digest": hashlib.sha256(path.read_bytes()).hexdigest()}
+    assert replace(p.spec, generation=load_task("coco").generation) == load_task("coco")
