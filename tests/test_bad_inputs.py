@@ -402,7 +402,20 @@ def foreign_folder(tmp: Path) -> Path:
     return tmp
 
 
+def edited_log(previous: Path, tmp: Path) -> Path:
+    """A copy of the run whose sample log's first line holds its shots as a string (edited by hand)."""
+    folder = tmp / "edited"
+    shutil.copytree(previous, folder)
+    log = folder / "samples" / "vqav2_0shot.jsonl"
+    lines = log.read_text().splitlines()
+    lines[0] = json.dumps(json.loads(lines[0]) | {"shown_shots": "none"})
+    log.write_text("\n".join(lines) + "\n")
+    return folder
+
+
 VIEW_CASES = {
+    "sample line edited by hand": (lambda previous, tmp: [edited_log(previous, tmp), "-o", tmp / "site"],
+                                   "is not a sample line as idefics-eval writes it"),
     "not a run folder": (lambda previous, tmp: [tmp], "is not a run folder (no results.json, manifest.json or samples/)"),
     "missing folder": (lambda previous, tmp: [tmp / "nowhere"], "is not a run folder"),
     "three runs": (lambda previous, tmp: [previous] * 3, "view takes one run folder, or two to compare; 3 given"),

@@ -153,6 +153,20 @@ def test_a_rebuild_replaces_the_site_it_wrote(run, tmp_path, capsys):
     assert not (site / "data" / "stale.js").exists() and (site / "index.html").is_file()
 
 
+def test_a_failed_rebuild_leaves_the_previous_site(run, tmp_path, capsys):
+    edited = tmp_path / "edited"
+    shutil.copytree(run, edited)
+    site = tmp_path / "site"
+    assert view(capsys, edited, "-o", site)[0] == 0
+    before = (site / "vqav2_0shot.html").read_text()
+    log = edited / "samples" / "vqav2_0shot.jsonl"
+    log.write_text(log.read_text().replace('"images": [', '"images": [7, '))
+    code, err = view(capsys, edited, "-o", site)
+    assert code == 2 and "is not a sample line as idefics-eval writes it" in err
+    assert (site / "vqav2_0shot.html").read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["edited", "site"]
+
+
 def test_the_site_references_nothing_outside_itself(run, tmp_path, capsys):
     """No http(s) address (no CDN script, font or image), and every src/href names a file of the site."""
     site = tmp_path / "site"

@@ -24,7 +24,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..errors import UserError
-from ..predictions import logged_lines
+from ..predictions import PredictionWriter, logged_lines
 from ..results import Result, read_results
 
 CHUNK_ROWS = 500  # rows per data file: a page of rows loads one or two files
@@ -179,43 +179,75 @@ def filter_values(line: dict) -> dict[str, str]:
     return values
 
 
-def read_log(path: Path) -> Iterator[dict]:
-    """A sample log's lines so far; an unreadable one is reported in one line, naming the file."""
+def log_lines(path: Path) -> Iterator[dict]:
+    """A sample log's complete lines so far (finished or partial files)."""
     try:
         yield from logged_lines(path)
     except (OSError, ValueError) as error:
         raise UserError(f"{path} cannot be read as a sample log ({error}); move it away and rerun the run") from None
 
 
+def read_log(path: Path, thumbnail: Thumbnails) -> Iterator[tuple[dict, dict]]:
+    """A sample log's lines so far, each with what its page shows of it; a line that is not a sample
+    line as idefics-eval writes it (edited by hand, another version's) is named in one line."""
+    for line in log_lines(path):
+        try:
+            record = sample_record(line, thumbnail)
+        except (AttributeError, TypeError, KeyError, IndexError):
+            raise UserError(f"{path}: the line of query {line['id']} is not a sample line as idefics-eval writes it "
+                            "(docs/outputs.md); rerun its setting, or move the file away") from None
+        yield line, record
+
+
 def build_site(runs: list[Path], output: Path | None = None) -> Path:
-    """Write the site of one run (two: with diff pages) into `output` (default RUN_DIR/view); return it."""
+    """Write the site of one run (two: with diff pages) into `output` (default RUN_DIR/view); return it.
+    Built beside it and moved into place at the end, so that a failed build leaves the previous site."""
     if not 1 <= len(runs) <= 2:
         raise UserError(f"view takes one run folder, or two to compare; {len(runs)} given")
     read = [read_run(folder) for folder in runs]
     site = Path(output) if output is not None else read[0].folder / "view"
+    _check_target(site)
+    building = site.with_name(f".{site.name}.building")
+    shutil.rmtree(building, ignore_errors=True)
+    try:
+        _write_site(building, read)
+        shutil.rmtree(site, ignore_errors=True)
+        building.rename(site)
+    except OSError as error:
+        raise UserError(f"cannot write the site to {site}: {error.strerror or error}; choose another -o") from None
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+    return site
+
+
+def _write_site(site: Path, read: list[Run]) -> None:
     _prepare(site)
     thumbnail = Thumbnails(site)
     pages = {}
     for name, path in read[0].settings.items():
         page = Page(site, name, "samples")
-        for line in read_log(path):
-            page.add(sample_record(line, thumbnail), is_wrong(line.get("score")), filter_values(line))
+        for line, record in read_log(path, thumbnail):
+            page.add(record, is_wrong(line.get("score")), filter_values(line))
         page.finish()
         pages[name] = page.rows
+        unfinished = not path.exists() or bool(PredictionWriter.partials(path))
         _render(site / f"{name}.html", "samples.html", title=f"{name}: {read[0].label}", data=name, kind="samples",
-                rows=page.rows, partial=not path.exists())
+                rows=page.rows, partial=unfinished)
     diffs = _diff_pages(site, *read, thumbnail) if len(read) == 2 else {}
     _render(site / "index.html", "index.html", runs=[_overview(run, site, i) for i, run in enumerate(read)],
             pages=pages, diffs=diffs, title=f"Run {read[0].label}")
-    return site
+
+
+def _check_target(site: Path) -> None:
+    """The site may go to a new or empty folder, or replace a site this command wrote; nothing else is overwritten."""
+    if site.exists() and not site.is_dir():
+        raise UserError(f"{site} is a file, not a folder for the site; give another -o")
+    if site.exists() and any(site.iterdir()) and not (site / SITE_MARK).exists():
+        raise UserError(f"{site} exists and is not a site written by `idefics-eval view`; give another -o")
 
 
 def _prepare(site: Path) -> None:
-    """An empty folder for the site: a folder this command wrote is cleared, any other non-empty one refused."""
-    if site.exists() and any(site.iterdir()):
-        if not (site / SITE_MARK).exists():
-            raise UserError(f"{site} exists and is not a site written by `idefics-eval view`; give another -o")
-        shutil.rmtree(site)
+    """The new site's folder with the page's script and style sheet, marked as written by this command."""
     (site / "static").mkdir(parents=True)
     (site / SITE_MARK).write_text("written by idefics-eval view; rebuilt (cleared) by it\n", encoding="utf-8")
     for name in ("viewer.js", "viewer.css"):
@@ -255,8 +287,8 @@ def _diff_pages(site: Path, a: Run, b: Run, thumbnail: Thumbnails) -> dict[str, 
     counts = {}
     for name in (name for name in a.settings if name in b.settings):
         page = Page(site, f"diff_{name}", "diff")
-        for first, second in changed(read_log(a.settings[name]), read_log(b.settings[name])):
-            record = sample_record(first, thumbnail)
+        for (first, record), second in changed(read_log(a.settings[name], thumbnail),
+                                               log_lines(b.settings[name])):
             record = {key: record[key] for key in ("id", "images", "inputs", "answers", "metadata") if key in record}
             record["a"] = {key: first.get(key) for key in ("prediction", "score", "error")}
             record["b"] = {key: second.get(key) for key in ("prediction", "score", "error")}
@@ -268,13 +300,14 @@ def _diff_pages(site: Path, a: Run, b: Run, thumbnail: Thumbnails) -> dict[str, 
     return counts
 
 
-def changed(first: Iterable[dict], second: Iterable[dict]) -> Iterator[tuple[dict, dict]]:
-    """The pairs of lines of one query in both logs whose score differs (in the first log's order)."""
+def changed(first: Iterable[tuple[dict, dict]], second: Iterable[dict]) -> Iterator[tuple[tuple[dict, dict], dict]]:
+    """The queries of both logs whose score differs, in the first log's order: ((line, record) of the
+    first, the second's line). Only what the diff shows of the second log is held, not its prompts."""
     by_id = {line["id"]: {key: line.get(key) for key in ("id", "prediction", "score", "error")} for line in second}
-    for line in first:
+    for line, record in first:
         other = by_id.get(line["id"])
         if other is not None and line.get("score") != other.get("score"):
-            yield line, other
+            yield (line, record), other
 
 
 def _render(path: Path, template: str, **context) -> None:
