@@ -100,7 +100,9 @@ class Ranker:
         """Log-likelihood of each `continuations[i]` (context + candidate i) past the context,
         from one cached pass over the shared prefix.
 
-        `normalize` "sum" adds the candidate's token log-probabilities; "mean" divides by their count.
+        `normalize` "sum" adds the candidate's token log-probabilities; "mean" divides by their count;
+        "sequence_sum" and "sequence_mean" do the same over every token of context + candidate after the
+        first (the IDEFICS authors' whole-sequence score: the context's part differs between images).
         """
         requests = self._requests(context, continuations)
         # The prefix every request shares (a candidate can merge with the context's last token).
@@ -114,7 +116,11 @@ class Ranker:
         prefix_out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
                            **{image_key: images}, image_attention_mask=inputs["image_attention_mask"],
                            use_cache=True)
-        first = torch.log_softmax(prefix_out.logits[0, -1].float(), dim=-1)  # predicts token `shared`
+        prefix_logprobs = torch.log_softmax(prefix_out.logits[0].float(), dim=-1)
+        first = prefix_logprobs[-1]  # predicts token `shared`
+        whole = normalize in WHOLE_SEQUENCE
+        # The shared prefix's own tokens (after its first), counted by the whole-sequence scores only.
+        prefix_total = prefix_logprobs[:-1].gather(-1, torch.tensor(prefix[1:], device=first.device)[:, None]).sum().item() if whole else 0.0
         last_image_row = inputs["image_attention_mask"][0, -1]
         # The candidates' tokens see only the context's last image: give the cross-attention just that
         # one (the others would be masked out anyway), not every image once per candidate row.
@@ -125,7 +131,7 @@ class Ranker:
         pending = []
         for index, (ids, count) in enumerate(requests):
             if len(ids) - shared == 1:  # a single-token remainder: read it off the prefix's last position
-                results[index] = first[ids[shared]].item()
+                results[index] = prefix_total + first[ids[shared]].item()
             else:
                 pending.append(index)
         pending.sort(key=lambda i: len(requests[i][0]))
@@ -149,12 +155,12 @@ class Ranker:
                 remainder, count = remainders[row], requests[index][1]
                 # Only the candidate's own (last `count`) tokens are scored; a remainder can start with
                 # context tokens when another candidate merged into the context earlier.
-                total = 0.0
-                for position in range(len(remainder) - count, len(remainder)):
+                total = prefix_total
+                for position in range(0 if whole else len(remainder) - count, len(remainder)):
                     row_logprobs = first if position == 0 else logprobs[row, position - 1]
                     total += row_logprobs[remainder[position]].item()
                 results[index] = total
-        return [total / count if normalize == "mean" else total for total, (_, count) in zip(results, requests)]
+        return [_normalized(total, ids, count, normalize) for total, (ids, count) in zip(results, requests)]
 
     def perceiver_embeddings(self, context: Prompt) -> torch.Tensor:
         """The context's images through the vision tower and perceiver resampler, once per run (the
@@ -174,10 +180,20 @@ class Ranker:
             logprobs = torch.log_softmax(logits[:, :-1], dim=-1)
             targets = inputs["input_ids"][:, 1:]
             token_logprobs = logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-            for row, (_, count) in enumerate(batch):
-                total = token_logprobs[row, -count:].sum().item()
-                results.append(total / count if normalize == "mean" else total)
+            for row, (ids, count) in enumerate(batch):
+                scored = len(ids) - 1 if normalize in WHOLE_SEQUENCE else count  # left-padded: the last ones are real
+                results.append(_normalized(token_logprobs[row, -scored:].sum().item(), ids, count, normalize))
         return results
+
+
+WHOLE_SEQUENCE = ("sequence_sum", "sequence_mean")
+
+
+def _normalized(total: float, ids: list[int], count: int, normalize: str) -> float:
+    """A summed log-likelihood as `normalize` asks: the mean divides by the tokens summed."""
+    if normalize == "mean":
+        return total / count
+    return total / (len(ids) - 1) if normalize == "sequence_mean" else total
 
 
 def _expanded(cache, batch: int):

@@ -22,7 +22,7 @@ from .paths import Confinement
 
 REQUESTS = ("generate", "rank", "match")  # match: every caption scored with every image (Winoground)
 SHOT_ANSWERS = ("most_common", "first", "random_reference", "label")
-NORMALIZE = ("sum", "mean")
+NORMALIZE = ("sum", "mean", "sequence_sum", "sequence_mean")  # ranking.Ranker.loglikelihoods says what each is
 # The IDEFICS authors cut generations at the first of these (PROTOCOL.md, generation settings): the
 # default of a task's generation.stop_words.
 STOP_WORDS = ("Question", "Answer", "Image", "Caption", "User", "<end_of_utterance>", "\n")

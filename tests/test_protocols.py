@@ -109,6 +109,7 @@ def test_protocols_set_generation_normalisation_and_shot_answers(tmp_path):
     assert p.spec.shot_answer == "first" and p.template.name == "openflamingo_vqa"
     assert prepared("imagenet", "openflamingo", tmp_path).spec.candidates.normalize == "mean"
     assert prepared("imagenet", "default", tmp_path).spec.candidates.normalize == "sum"
+    assert prepared("winoground", "idefics", tmp_path).spec.candidates.normalize == "sequence_mean"
     assert prepared("vqav2", "idefics", tmp_path).config.rices_encoder == "openai/clip-vit-base-patch32"
     given = RunConfig(task="vqav2", shots=(0,), output_dir=tmp_path, demo=True, protocol="idefics", rices_encoder="model")
     assert prepare(given, writes=False).config.rices_encoder == "model"  # an explicit --rices-encoder wins
@@ -132,6 +133,18 @@ def test_default_protocol_predictions_equal_a_run_without_the_option(tmp_path, c
     assert run(capsys, tmp_path / "plain")[0] == 0
     assert run(capsys, tmp_path / "default", "--protocol", "default")[0] == 0
     assert predictions(tmp_path / "plain") == predictions(tmp_path / "default") != {}
+
+
+def test_idefics_protocol_changes_winoground_scores(tmp_path, capsys):
+    """Its prompt, no start token and the whole-sequence mean score the captions otherwise."""
+    args = ("--task", "winoground", "--demo", "--shots", "0", "--limit", "2", "--no-progress", "--cache-dir", str(tmp_path / "cache"))
+    for protocol in ("default", "idefics"):
+        assert invoke(capsys, "run", *args, "--output-dir", str(tmp_path / protocol), "--protocol", protocol)[0] == 0
+    scores = {protocol: [json.loads(line) for line in (tmp_path / protocol / "predictions" / "winoground_0shot.jsonl").open()]
+              for protocol in ("default", "idefics")}
+    assert len(scores["default"]) == len(scores["idefics"]) == 2
+    for default, idefics in zip(scores["default"], scores["idefics"]):
+        assert default["id"] == idefics["id"] and default["scores"] != pytest.approx(idefics["scores"], abs=1e-3)
 
 
 def test_protocol_recorded_in_rows_and_manifest_and_another_refused(tmp_path, capsys):

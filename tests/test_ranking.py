@@ -23,8 +23,9 @@ def prompts():
     return context, [template.render(shots, query, most_common_answer, candidate=c) for c in CANDIDATES]
 
 
-def reference(loaded, context, full) -> float:
-    """The plain definition: the processor's inputs for context + candidate, one forward pass."""
+def reference(loaded, context, full, whole: bool = False) -> float:
+    """The plain definition: the processor's inputs for context + candidate, one forward pass; `whole`:
+    every token after the first, not only the candidate's."""
     tokenizer = loaded.processor.tokenizer
     inputs = loaded.processor(text=[[i if isinstance(i, str) else i.load() for i in full.items]], return_tensors="pt")
     ids, count = continuation_ids(tokenizer, context.processor_text(tokenizer.bos_token), full.processor_text(tokenizer.bos_token))
@@ -32,7 +33,7 @@ def reference(loaded, context, full) -> float:
     with torch.no_grad():
         logits = loaded.model(**inputs).logits[0].float()
     logprobs = torch.log_softmax(logits[:-1], dim=-1)
-    positions = range(len(ids) - count, len(ids))
+    positions = range(1 if whole else len(ids) - count, len(ids))
     return sum(logprobs[p - 1, ids[p]].item() for p in positions)
 
 
@@ -43,6 +44,21 @@ def test_loglikelihoods_equal_full_forward_passes(demo_loaded, prompts, path):
     scores = getattr(Ranker(demo_loaded, batch_size=3), path)(context, continuations, "sum")
     expected = [reference(demo_loaded, context, full) for full in continuations]
     assert scores == pytest.approx(expected, abs=1e-4)
+
+
+@pytest.mark.parametrize("path", ["loglikelihoods", "loglikelihoods_full"])
+def test_whole_sequence_scores_count_every_token_after_the_first(demo_loaded, prompts, path):
+    """sequence_sum / sequence_mean (the IDEFICS authors' Winoground score) add the context's tokens."""
+    context, continuations = prompts
+    ranker = Ranker(demo_loaded, batch_size=3)
+    summed = getattr(ranker, path)(context, continuations, "sequence_sum")
+    expected = [reference(demo_loaded, context, full, whole=True) for full in continuations]
+    assert summed == pytest.approx(expected, abs=1e-3)
+    assert summed != pytest.approx(getattr(ranker, path)(context, continuations, "sum"), abs=1e-3)
+    tokenizer = demo_loaded.processor.tokenizer
+    lengths = [len(continuation_ids(tokenizer, context.processor_text("<s>"), f.processor_text("<s>"))[0]) - 1 for f in continuations]
+    averaged = getattr(ranker, path)(context, continuations, "sequence_mean")
+    assert averaged == pytest.approx([s / n for s, n in zip(summed, lengths)], abs=1e-5)
 
 
 def test_single_token_candidates_are_read_off_the_prefix(demo_loaded, prompts):
@@ -57,8 +73,9 @@ def test_single_token_candidates_are_read_off_the_prefix(demo_loaded, prompts):
              make_example("s2", "s2", "Is it round?", ["yes"] * 10, rgb=(0, 0, 250))]
     continuations = [template.render(shots, query, most_common_answer, candidate=c) for c in singles]
     ranker = Ranker(demo_loaded, batch_size=4)
-    assert ranker.loglikelihoods(context, continuations, "sum") == pytest.approx(
-        ranker.loglikelihoods_full(context, continuations, "sum"), abs=1e-4)
+    for normalize in ("sum", "sequence_sum"):
+        assert ranker.loglikelihoods(context, continuations, normalize) == pytest.approx(
+            ranker.loglikelihoods_full(context, continuations, normalize), abs=1e-3)
 
 
 def test_mean_normalisation_divides_by_the_candidate_tokens(demo_loaded, prompts):
