@@ -129,6 +129,34 @@ def predictions(out: Path) -> dict[str, bytes]:
     return {f.name: f.read_bytes() for f in sorted((out / "predictions").glob("*.jsonl"))}
 
 
+# The demo's predictions made before protocols existed (the commit before them), rounded scores: the
+# default protocol must keep them (regenerate only for a deliberate change of the default settings).
+GOLDEN = ROOT / "tests" / "data" / "default_protocol_predictions.json"
+GOLDEN_RUNS = [
+    ("vqav2,coco", "0,2", "2", "--num-beams", "1", "--max-new-tokens", "3"),
+    ("hatefulmemes", "0,2", "4"),
+    ("winoground", "0", "2"),
+]
+
+
+def test_default_protocol_predictions_equal_those_made_before_protocols(tmp_path, capsys):
+    out = tmp_path / "golden"
+    for task, shots, limit, *extra in GOLDEN_RUNS:
+        code, _, err = run_any(capsys, out, "--task", task, "--shots", shots, "--limit", limit, "--selection", "random",
+                               "--protocol", "default", *extra)
+        assert code == 0, err
+    made = {}
+    for name in sorted(predictions(out)):
+        rows = [json.loads(line) for line in (out / "predictions" / name).read_text().splitlines()]
+        made[name] = [{"id": r["id"], "prediction": r["prediction"], "shots": r["shots"],
+                       **({"scores": [round(x, 4) for x in r["scores"]]} if "scores" in r else {})} for r in rows]
+    assert made == json.loads(GOLDEN.read_text())
+
+
+def run_any(capsys, out: Path, *args: str) -> tuple[int, str, str]:
+    return invoke(capsys, "run", "--demo", "--no-progress", "--output-dir", str(out), "--cache-dir", str(out.parent / "cache"), *args)
+
+
 def test_default_protocol_predictions_equal_a_run_without_the_option(tmp_path, capsys):
     assert run(capsys, tmp_path / "plain")[0] == 0
     assert run(capsys, tmp_path / "default", "--protocol", "default")[0] == 0
