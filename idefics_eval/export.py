@@ -34,7 +34,7 @@ from pathlib import Path
 
 from .comparability import PARTIAL_SETTINGS, differences, partial
 from .errors import UserError
-from .results import Result, read_results
+from .results import Result, number_text, read_results
 
 
 @dataclass(frozen=True)
@@ -159,7 +159,7 @@ def reported_entries(entries: Iterable[Entry], selection: str) -> dict[str, dict
 
 
 def _number(value: float | None, decimals: int) -> str:
-    return NOT_RUN if value is None or math.isnan(value) else f"{value:.{decimals}f}"
+    return NOT_RUN if value is None or math.isnan(value) else number_text(value, decimals)
 
 
 def card_records(entries: Sequence[Entry], selection: str = "rices", decimals: int = 1, numbers: bool = False,

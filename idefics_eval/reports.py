@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from .results import Result
+from .results import Result, number_text
 
 
 def summary_table(rows: Sequence[Result]) -> str:
@@ -43,12 +43,12 @@ def _summary_record(row: Result) -> dict:
               "skipped": row.num_skipped}
     for name, value in row.metrics.items():
         std = (row.metrics_std or {}).get(name)
-        record[name] = f"{value:.2f}" + (f" ± {std:.2f}" if std is not None else "")
+        record[name] = number_text(value) + (f" ± {number_text(std)}" if std is not None else "")
     return record
 
 
 def format_metrics(metrics: dict[str, float]) -> str:
-    return "\n".join(f"  {name}: {value:.2f}" for name, value in metrics.items())
+    return "\n".join(f"  {name}: {number_text(value)}" for name, value in metrics.items())
 
 
 def task_table(tasks_dirs: tuple[Path, ...] = ()) -> str:

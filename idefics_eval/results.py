@@ -27,6 +27,18 @@ from .errors import UserError
 PACKAGES = ("idefics-eval", "torch", "transformers", "datasets", "faiss-cpu", "numpy", "pillow", "pycocoevalcap")
 
 
+def number_text(value: float, decimals: int = 2) -> str:
+    """The one rounding rule for every number printed for people (run and sweep tables, export's
+    markdown, compare): `decimals` places, halves rounded away from zero on the number as it reads
+    (6.25 -> "6.3" at one place, where Python's format rounds the binary value and gives "6.2").
+    JSON and CSV keep the raw value."""
+    from decimal import ROUND_HALF_UP, Decimal
+
+    if value != value or value in (float("inf"), float("-inf")):
+        return str(float(value))  # nan, inf
+    return str(Decimal(repr(float(value))).quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_HALF_UP))
+
+
 def package_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
     for name in PACKAGES:

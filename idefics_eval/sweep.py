@@ -34,7 +34,7 @@ from pathlib import Path
 
 from .errors import UserError
 from .export import headline_metric
-from .results import Result, atomic_file, write_json_atomic
+from .results import Result, atomic_file, number_text, write_json_atomic
 
 MEAN_NORMALISED = "mean-normalised"
 STEP = re.compile(r"(?:global_step|step|checkpoint|ckpt|iteration|iter)[-_]?(\d+)", re.IGNORECASE)
@@ -311,7 +311,7 @@ def summary_lines(result: SweepResult, select_by: str) -> list[str]:
     for checkpoint in result.checkpoints:
         record = {"checkpoint": checkpoint.name, "step": "" if checkpoint.step is None else checkpoint.step}
         for (task, shots), values in sorted(cells.items()):
-            record[f"{task} {shots}-shot"] = f"{values[checkpoint.name]:.2f}" if checkpoint.name in values else "-"
+            record[f"{task} {shots}-shot"] = number_text(values[checkpoint.name]) if checkpoint.name in values else "-"
         score = result.scores.get(checkpoint.name)
         record[select_by] = "failed" if score is None else f"{score:.4f}"
         if result.failed:

@@ -36,3 +36,13 @@ def test_a_mean_over_seeds_stands_for_its_own_task_only():
     vqa, okvqa = text.split("\n\n")
     assert [line.split()[-1] for line in vqa.splitlines()[2:]] == ["14.14"]  # "50.00 ± 14.14": the mean row only
     assert okvqa.splitlines()[2].split() == ["4", "random", "2", "0", "0", "30.00"]
+
+
+def test_one_rounding_rule_for_every_printed_number():
+    from idefics_eval.export import _number
+    from idefics_eval.results import number_text
+
+    # halves round away from zero on the number as written (Python's format gives 6.2 and 0.12)
+    assert [number_text(6.25, 1), number_text(0.125), number_text(-2.5, 0), number_text(53.75)] == ["6.3", "0.13", "-3", "53.75"]
+    assert number_text(100.0, 1) == "100.0" and number_text(float("nan")) == "nan"
+    assert _number(6.25, 1) == "6.3"  # export's markdown follows the same rule
