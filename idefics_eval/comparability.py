@@ -94,6 +94,8 @@ def settings(row: Result) -> dict[str, str]:
         generation = {k: v for k, v in generation.items() if k not in GENERATION_ONLY}
     found |= generation
     found["plain_generation"] = config.get("plain_generation")
+    if "protocol" in config:  # one protocol for every task of a run: compared across tasks too
+        found["protocol"] = config["protocol"].get("name") + _short(config["protocol"].get("digest"))
     if "generation_options" in config:
         found["generation options"] = _options(config["generation_options"], config.get("request", "generate"))
     if row.shots > 0:

@@ -227,3 +227,19 @@ def test_a_protocol_file_outside_the_package_is_recorded_by_its_own_digest(tmp_p
     assert p.generation.max_new_tokens == 7 and p.protocol.identity == {
         "name": "mine", "digest": hashlib.sha256(path.read_bytes()).hexdigest()}
     assert replace(p.spec, generation=load_task("coco").generation) == load_task("coco")
+
+
+def test_compare_and_export_name_a_protocol_difference():
+    from idefics_eval.comparability import differences
+    from idefics_eval.results import Result
+
+    def row(protocol: dict | None, task: str = "vqav2") -> Result:
+        config = {"limit": None} | ({"protocol": protocol} if protocol else {})
+        return Result(task=task, shots=0, selection="rices", seed=None, metrics={}, num_examples=4, num_truncated=0,
+                      predictions=None, config=config)
+
+    default, idefics = ({"name": name, "digest": digest(name)} for name in ("default", "idefics"))
+    assert differences(row(default), row(idefics)) == [
+        f"protocol default ({digest('default')[:8]}) vs idefics ({digest('idefics')[:8]})"]
+    assert differences(row(default), row(idefics, "coco")) != []  # one protocol per run: across tasks too
+    assert differences(row(None), row(idefics)) == []  # a row written before protocols: unknown, not a difference
