@@ -64,11 +64,13 @@ class PromptView:
     similarities: list[float] | None  # RICES: each shown shot's cosine similarity to the query image
     dropped: int
     requests: list[Request]  # one; Winoground (match): one per image
+    protocol: dict | None = None  # the protocol's name and digest, as the run records them
 
     def to_json(self) -> dict:
         first = self.requests[0].to_json()
         out = {"task": self.task, "query_id": self.query.id, "text": first["text"], "input_ids": first["input_ids"],
-               "shot_ids": list(self.shot_ids), "similarities": self.similarities, "dropped_shots": self.dropped}
+               "shot_ids": list(self.shot_ids), "similarities": self.similarities, "dropped_shots": self.dropped,
+               "protocol": self.protocol}
         if "candidates" in first:
             out["candidates"] = first["candidates"]
         if len(self.requests) > 1:
@@ -134,7 +136,8 @@ def prompt_view(config: RunConfig, query_index: int | None = None, query_id: str
     dropped, requests = _requests(p, loaded, query, chosen)
     similarities = selector.similarities(query, k) if config.selection == "rices" else None  # random: none to show
     return PromptView(p.spec.name, p.spec.request, query, k, config.selection, tuple(s.id for s in chosen[dropped:]),
-                      similarities if similarities is None else similarities[dropped:], dropped, requests)
+                      similarities if similarities is None else similarities[dropped:], dropped, requests,
+                      p.protocol.identity if p.protocol else None)
 
 
 def _requests(p: Prepared, loaded: PromptSide, query: Example, chosen: list[Example]) -> tuple[int, list[Request]]:
@@ -153,7 +156,8 @@ def _requests(p: Prepared, loaded: PromptSide, query: Example, chosen: list[Exam
 
 def format_view(view: PromptView) -> str:
     """The human-readable dry run: the shots, then each context with its token count and candidates."""
-    lines = [f"task {view.task} ({view.request}), query {view.query.id}, {view.shots} shots ({view.selection})"]
+    protocol = f", protocol {view.protocol['name']}" if view.protocol else ""
+    lines = [f"task {view.task} ({view.request}), query {view.query.id}, {view.shots} shots ({view.selection}){protocol}"]
     for position, shot_id in enumerate(view.shot_ids):
         similarity = f"  similarity {view.similarities[position]:.4f}" if view.similarities is not None else ""
         lines.append(f"  shot {position + 1}: {shot_id}{similarity}")

@@ -89,6 +89,15 @@ def test_default_protocol_keeps_the_start_token_on_ranked_tasks(tmp_path):
     assert view("hatefulmemes", "default", tmp_path).requests[0].text.startswith("<s>")
 
 
+def test_the_dry_run_names_the_protocol(tmp_path, capsys):
+    args = ("prompt", "--task", "coco", "--shots", "0", "--demo", "--protocol", "openflamingo", "--cache-dir", str(tmp_path))
+    code, out, err = invoke(capsys, *args)
+    assert code == 0, err
+    assert out.splitlines()[0].endswith(", protocol openflamingo") and f"<s>{IMAGE}Output:" in out
+    code, out, _ = invoke(capsys, *args, "--json")
+    assert json.loads(out)["protocol"] == {"name": "openflamingo", "digest": digest("openflamingo")}
+
+
 def test_openflamingo_renders_its_vqa_prompt(tmp_path):
     shown = view("vqav2", "openflamingo", tmp_path)
     assert shown.requests[0].text == f"<s>{IMAGE}Question:{shown.query.fields['question']} Short answer:"
