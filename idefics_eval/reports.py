@@ -6,7 +6,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-import pandas as pd
 import yaml
 
 from .results import Result, number_text
@@ -18,9 +17,7 @@ def summary_table(rows: Sequence[Result]) -> str:
     Several seeds show mean ± std."""
     tables = []
     for task, records in summary_records(rows).items():
-        # a metric only some rows have (a group absent at one shot count) prints "-", not NaN
-        table = pd.DataFrame.from_records(records).fillna("-").to_string(index=False)
-        tables.append(f"{task}\n{table}")
+        tables.append(f"{task}\n{text_table(records)}")
     return "\n\n".join(tables)
 
 
@@ -66,7 +63,20 @@ def task_table(tasks_dirs: tuple[Path, ...] = ()) -> str:
     from .tasks import task_groups
 
     groups = "\n".join(f"group {name}: {', '.join(members)}" for name, members in task_groups(tasks_dirs).items())
-    return pd.DataFrame.from_records(records).to_string(index=False) + ("\n\n" + groups if groups else "")
+    return text_table(records) + ("\n\n" + groups if groups else "")
+
+
+def text_table(records: Sequence[Mapping]) -> str:
+    """Records as a plain-text table: a column per key (first-seen order), right-aligned, "-" where a
+    record lacks the key (a metric only some rows have, e.g. a group absent at one shot count).
+
+    Hand-written rather than pandas' `to_string`: importing pandas costs `tasks` and `score` about a
+    second of start-up (benchmarks/startup.py), for a table of a few rows."""
+    columns = list(dict.fromkeys(key for record in records for key in record))
+    cells = [[str(record.get(column, "-")) for column in columns] for record in records]
+    widths = [max(len(column), *(len(row[i]) for row in cells)) for i, column in enumerate(columns)]
+    lines = [columns, *cells]
+    return "\n".join(" ".join(cell.rjust(width) for cell, width in zip(line, widths)) for line in lines)
 
 
 def task_definition(name: str, tasks_dirs: tuple[Path, ...] = (), prompts_dirs: tuple[Path, ...] = ()) -> str:

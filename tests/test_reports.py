@@ -46,3 +46,14 @@ def test_one_rounding_rule_for_every_printed_number():
     assert [number_text(6.25, 1), number_text(0.125), number_text(-2.5, 0), number_text(53.75)] == ["6.3", "0.13", "-3", "53.75"]
     assert number_text(100.0, 1) == "100.0" and number_text(float("nan")) == "nan"
     assert _number(6.25, 1) == "6.3"  # export's markdown follows the same rule
+
+
+def test_text_table_aligns_columns_and_marks_missing_cells():
+    from idefics_eval.reports import text_table
+
+    table = text_table([{"shots": 0, "accuracy": "52.50"}, {"shots": 32, "accuracy": "6.25", "accuracy/yes": "0.00"}])
+    assert table.splitlines() == [
+        "shots accuracy accuracy/yes",
+        "    0    52.50            -",
+        "   32     6.25         0.00",
+    ]
