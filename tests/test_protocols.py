@@ -252,3 +252,12 @@ def test_compare_and_export_name_a_protocol_difference():
         f"protocol default ({digest('default')[:8]}) vs idefics ({digest('idefics')[:8]})"]
     assert differences(row(default), row(idefics, "coco")) != []  # one protocol per run: across tasks too
     assert differences(row(None), row(idefics)) == []  # a row written before protocols: unknown, not a difference
+
+
+def test_idefics_stop_words_cut_where_the_authors_cut(tmp_path):
+    from idefics_eval.engine import postprocess
+
+    vqa, default = (prepared("vqav2", name, tmp_path).generation for name in ("idefics", "default"))
+    assert postprocess("two dogs. How many", vqa) == "two dogs."
+    assert postprocess("two dogs. How many", default) == "two dogs. How many"
+    assert postprocess("A dog on grass. Description of", prepared("coco", "idefics", tmp_path).generation) == "A dog on grass."
