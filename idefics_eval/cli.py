@@ -385,10 +385,14 @@ def tasks(tasks_dirs: tuple[Path, ...], prompts_dirs: tuple[Path, ...], show: st
 
 @cli.command("demo-model")
 @click.argument("directory", type=click.Path(path_type=Path))
-@click.option("--seed", default=0, show_default=True, help="Seed of the random weights (as run's --demo-seed).")
-def demo_model(directory: Path, seed: int) -> None:
+@click.option("--demo-seed", type=int, help="Seed of the random weights, as run's --demo-seed (default 0).")
+@click.option("--seed", "old_seed", type=int, hidden=True, help="The old spelling of --demo-seed (deprecated).")
+def demo_model(directory: Path, **options) -> None:
     """Write the embedded tiny IDEFICS as a checkpoint folder that `--model DIR` loads."""
     from .demo.model import save_demo_model
+
+    seed = _old_spelling(options, "demo_seed", "old_seed")
+    seed = 0 if seed is None else seed
 
     if directory.exists() and any(directory.iterdir()):
         raise UserError(f"{directory} is not empty; choose a new folder for the checkpoint")

@@ -7,7 +7,7 @@ import click
 import pytest
 
 from idefics_eval import runner
-from idefics_eval.cli import cli
+from idefics_eval.cli import cli, main
 from idefics_eval.errors import UserError
 
 from conftest import invoke
@@ -108,3 +108,15 @@ def test_options_on_run_and_sweep_mean_the_same():
     common = [flag for flag in run if flag in sweep_ and run[flag][0] not in SWEEP_OWN and sweep_[flag][0] not in SWEEP_OWN]
     assert len(common) >= 15  # --selection, --seeds, --rices-encoder, --max-length, --demo-data, ... are on both
     assert {flag: sweep_[flag] for flag in common} == {flag: run[flag] for flag in common}
+
+
+def test_demo_model_takes_demo_seed_as_run_does_and_its_old_seed_with_a_warning(tmp_path, capsys):
+    from idefics_eval.demo.model import save_demo_model
+
+    main(["demo-model", str(tmp_path / "new"), "--demo-seed", "3"])
+    main(["demo-model", str(tmp_path / "old"), "--seed", "3"])
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == ["warning: --seed is deprecated and will go in the next release; use --demo-seed (same values)"]
+    save_demo_model(tmp_path / "direct", 3)
+    weights = [(tmp_path / name / "model.safetensors").read_bytes() for name in ("new", "old", "direct")]
+    assert weights[0] == weights[1] == weights[2]
