@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -70,17 +71,22 @@ def run_demo(folder: Path, *more: str) -> None:
 
 def screenshots(out: Path, work: Path) -> None:
     """A demo run of the canary and of the random tiny model (checkpoints A and B), their site, one PNG of each view."""
-    first, second = work / "canary", work / "random"
+    from PIL import Image
+
+    out = out.resolve()
+    os.chdir(work)  # the pages name the runs as given: short relative folders read better than temporary ones
+    first, second = Path("runs/canary"), Path("runs/random")
     run_demo(first, "--num-beams", "1", "--max-new-tokens", "5")
     run_demo(second, "--num-beams", "1", "--max-new-tokens", "5", "--demo-seed", "0")
     site = work / "site"
     build_site([first, second], site)
     out.mkdir(parents=True, exist_ok=True)
-    profile = work / "profile"
-    for page, name, height in (("index.html", "view_index.png", 1500), ("vqav2_4shot.html", "view_samples.png", 900),
-                               ("diff_vqav2_4shot.html", "view_diff.png", 700)):
-        subprocess.run([*CHROMIUM, f"--user-data-dir={profile}", f"--window-size=1100,{height}",
+    for page, name, height in (("index.html", "view_index.png", 1000), ("vqav2_4shot.html", "view_samples.png", 800),
+                               ("diff_vqav2_4shot.html", "view_diff.png", 600)):
+        subprocess.run([*CHROMIUM, f"--user-data-dir={work / 'profile'}", f"--window-size=1000,{height}",
                         f"--screenshot={out / name}", (site / page).as_uri()], check=True, capture_output=True, timeout=120)
+        with Image.open(out / name) as image:  # a 256-colour palette: a third of the size, as legible
+            image.convert("RGB").quantize(256).save(out / name, optimize=True)
         print(f"wrote {out / name}")
 
 

@@ -201,6 +201,7 @@ def test_a_large_log_is_split_into_data_files(tmp_path, capsys):
     assert len(list((site / "data").glob("vqav2_2shot_[0-9]*.js"))) == 3
     assert [row["id"] for row in rows] == [f"q{n:05d}" for n in range(CHUNK_ROWS * 2 + 7)]
     assert index["filters"] == [{"key": "answer_type", "values": ["other", "yes/no"]}]
+    assert index["scored"] == len(rows)  # the "wrong only" filter is offered (a CIDEr log: 0, and it is not)
     assert all(row["images"][0]["thumb"] is None for row in rows)  # an image that is not a file: no thumbnail
 
 
@@ -235,6 +236,7 @@ def test_the_site_renders_pages_and_filters_in_chromium(run, tmp_path, capsys):
     assert first.count('<figure class="image query">') == PAGE_ROWS and first.count('<figure class="image shot">') == 2 * PAGE_ROWS
     last, _ = dump_dom(page, "#page=3", profile)
     assert [query_id for query_id, _ in shown(last)] == [f"q{n:05d}" for n in range(2 * PAGE_ROWS, 120)]
+    assert shown(dump_dom(page, "#page=99", profile)[0]) == shown(last)  # past the end: the last page
     wrong, _ = dump_dom(page, "#wrong=1", profile, tmp_path / "wrong.png")
     assert shown(wrong) == [(f"q{n:05d}", True) for n in range(0, 120, 3)]
     other, _ = dump_dom(page, "#wrong=1&answer_type=other", profile)

@@ -113,11 +113,13 @@ class Page:
     name: str
     kind: str  # "samples" or "diff": how viewer.js draws a row
     rows: int = 0
+    scored: int = 0  # rows with a score of their own (none for a corpus-level metric: CIDEr)
     filter_values: list[dict] = field(default_factory=list)
     wrong: list[int] = field(default_factory=list)
     chunk: list[dict] = field(default_factory=list)
 
     def add(self, record: dict, wrong: bool, filters: dict[str, str]) -> None:
+        self.scored += record.get("score") is not None or "a" in record  # a diff row has scores
         self.chunk.append(record)
         self.wrong.append(int(wrong))
         self.filter_values.append(filters)
@@ -141,7 +143,8 @@ class Page:
         lookup = [{value: i for i, value in enumerate(f["values"])} for f in filters]
         index = [[wrong, *(lookup[i][str(values.get(f["key"], ""))] for i, f in enumerate(filters))]
                  for wrong, values in zip(self.wrong, self.filter_values)]
-        meta = {"kind": self.kind, "rows": self.rows, "chunk": CHUNK_ROWS, "filters": filters, "index": index}
+        meta = {"kind": self.kind, "rows": self.rows, "scored": self.scored, "chunk": CHUNK_ROWS, "filters": filters,
+                "index": index}
         _write_script(self.site / "data" / f"{self.name}_index.js", f"VIEW_INDEX = {_json(meta)};")
         return filters
 
@@ -165,6 +168,8 @@ def sample_record(line: dict, thumbnail: Thumbnails) -> dict:
                         "image": {"key": shot.get("image"), "thumb": thumbnail(shot.get("image") or "")}}
                        for shot in line.get("shown_shots", [])]
     candidates, ranking = line.get("candidates"), line.get("ranking") or []
+    if not ranking:  # Winoground's 2x2 caption-by-image scores (a ranked task's candidate scores can be 1,000)
+        record["scores"] = line.get("scores")
     if candidates:  # the best five, so that a page of ranked rows stays light
         record["top"] = [candidates[i] for i in ranking[:5] if 0 <= i < len(candidates)]
     return {key: value for key, value in record.items() if value not in (None, [], {})}

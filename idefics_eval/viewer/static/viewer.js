@@ -5,7 +5,7 @@
 "use strict";
 var viewer = (function () {
   var PAGE_ROWS = 50;
-  var name, meta, loading = {};
+  var name, meta, shownPage = 1, loading = {};
 
   function state() {
     var found = { page: 1, wrong: false, filters: {} };
@@ -104,6 +104,7 @@ var viewer = (function () {
     if (record.raw_prediction !== undefined && record.raw_prediction !== record.prediction) field(text, "generated", record.raw_prediction);
     field(text, "references", (record.answers || []).join(" | "));
     field(text, "best candidates", (record.top || []).join(" | "));
+    if (record.scores) field(text, record.scores.length === 4 ? "scores c0i0 c0i1 c1i0 c1i1" : "scores", record.scores.map(score).join("  "));
     field(text, "metadata", record.metadata);
     field(text, "tokens", record.prompt_tokens);
     if (record.dropped_shots) field(text, "dropped shots", record.dropped_shots);
@@ -145,7 +146,7 @@ var viewer = (function () {
     var pages = Math.max(1, Math.ceil(total / PAGE_ROWS));
     document.getElementById("wrong").checked = current.wrong;
     document.getElementById("position").textContent =
-      "page " + Math.min(current.page, pages) + " of " + pages + " (" + total + " of " + meta.rows + " rows)";
+      "page " + current.page + " of " + pages + " (" + total + " of " + meta.rows + " rows)";
     document.getElementById("previous").disabled = current.page <= 1;
     document.getElementById("next").disabled = current.page >= pages;
     meta.filters.forEach(function (f) {
@@ -156,6 +157,8 @@ var viewer = (function () {
   function render() {
     var current = state();
     var rows = selected(current);
+    current.page = Math.min(current.page, Math.max(1, Math.ceil(rows.length / PAGE_ROWS)));  // past the end: the last page
+    shownPage = current.page;
     controls(current, rows.length);
     var shown = rows.slice((current.page - 1) * PAGE_ROWS, current.page * PAGE_ROWS);
     var chunks = shown.map(function (i) { return Math.floor(i / meta.chunk); })
@@ -199,14 +202,18 @@ var viewer = (function () {
     name = dataName;
     meta = window.VIEW_INDEX;
     filterControls();
+    if (meta.rows && !meta.scored) {  // a corpus-level metric (CIDEr) gives no query a score of its own
+      document.getElementById("wrong").disabled = true;
+      document.getElementById("wrong").parentNode.title = "no per-query score: this task's metric is computed over the corpus";
+    }
     document.getElementById("wrong").onchange = function (event) {
       var next = state();
       next.wrong = event.target.checked;
       next.page = 1;
       setState(next);
     };
-    document.getElementById("previous").onclick = function () { var next = state(); next.page -= 1; setState(next); };
-    document.getElementById("next").onclick = function () { var next = state(); next.page += 1; setState(next); };
+    document.getElementById("previous").onclick = function () { var next = state(); next.page = shownPage - 1; setState(next); };
+    document.getElementById("next").onclick = function () { var next = state(); next.page = shownPage + 1; setState(next); };
     window.addEventListener("hashchange", render);
     render();
   }
