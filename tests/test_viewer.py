@@ -124,7 +124,9 @@ def test_the_diff_page_lists_exactly_the_queries_whose_score_differs(run, tmp_pa
     assert all(row["b"]["prediction"] == "edited" and row["a"]["score"] != row["b"]["score"] for row in rows)
     for name in ("vqav2_0shot", "scienceqa_0shot", "scienceqa_2shot"):
         assert page_rows(site, f"diff_{name}")[1] == []
-    assert 'href="diff_vqav2_2shot.html"' in (site / "index.html").read_text()
+    index = (site / "index.html").read_text()
+    assert 'href="diff_vqav2_2shot.html"' in index and 'href="B_vqav2_2shot.html"' in index
+    assert [row["prediction"] for row in page_rows(site, "B_vqav2_2shot")[1]] == [line["prediction"] for line in lines]
 
 
 def test_a_run_in_progress_shows_the_lines_written_so_far(run, tmp_path, capsys):
@@ -241,8 +243,14 @@ def test_the_site_renders_pages_and_filters_in_chromium(run, tmp_path, capsys):
     assert shown(wrong) == [(f"q{n:05d}", True) for n in range(0, 120, 3)]
     other, _ = dump_dom(page, "#wrong=1&answer_type=other", profile)
     assert shown(other) == [(f"q{n:05d}", True) for n in range(3, 120, 6)]
-    overview, console = dump_dom(site / "index.html", "", profile)
-    assert 'href="vqav2_2shot.html"' in overview and "CONSOLE" not in console
+    demo_site = tmp_path / "demo_site"
+    assert view(capsys, run, "-o", demo_site)[0] == 0
+    overview, console = dump_dom(demo_site / "index.html", "", profile, tmp_path / "overview.png")
+    assert "CONSOLE" not in console, console
+    for row in json.loads((run / "results.json").read_text()):
+        assert f'href="{row["task"]}_{row["shots"]}shot.html"' in overview
+    sample, console = dump_dom(demo_site / "vqav2_2shot.html", "", profile)
+    assert "CONSOLE" not in console and sample.count('<figure class="image shot">') == 2 * len(shown(sample)) == 6
 
 
 @pytest.mark.browser

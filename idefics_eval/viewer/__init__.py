@@ -3,8 +3,8 @@
 The site opens from the file system (no server, no network): `index.html` (results table,
 shot-scaling plot, the run's configuration), one page per sample log (`<task>_<shots>shot.html`:
 thumbnails, prompt, prediction, references, score; filtered and paged in the browser), and with a
-second run, one diff page per setting both ran (`diff_<task>_<shots>shot.html`: the queries whose
-score changed). Pages are Jinja2 templates; the browser code is one plain script (static/viewer.js).
+second run, its pages (`B_<task>_<shots>shot.html`) and one diff page per setting both ran
+(`diff_<task>_<shots>shot.html`: the queries whose score changed). Pages are Jinja2 templates; the browser code is one plain script (static/viewer.js).
 
 A page's rows are not in its HTML: they are JavaScript files under `data/` that set a global
 (`fetch()` of local files is blocked under file://), `CHUNK_ROWS` rows each, loaded only for the page
@@ -228,19 +228,26 @@ def build_site(runs: list[Path], output: Path | None = None) -> Path:
 def _write_site(site: Path, read: list[Run]) -> None:
     _prepare(site)
     thumbnail = Thumbnails(site)
+    # run B's pages are named B_<task>_<shots>shot.html, beside A's
+    pages = [_sample_pages(site, run, prefix, thumbnail) for run, prefix in zip(read, ("", "B_"))]
+    diffs = _diff_pages(site, *read, thumbnail) if len(read) == 2 else {}
+    overviews = [_overview(run, site, i) | {"pages": run_pages} for i, (run, run_pages) in enumerate(zip(read, pages))]
+    _render(site / "index.html", "index.html", runs=overviews, diffs=diffs, title=f"Run {read[0].label}")
+
+
+def _sample_pages(site: Path, run: Run, prefix: str, thumbnail: Thumbnails) -> dict[str, int]:
+    """One page per sample log of `run`: its file name (without .html) -> the queries it shows."""
     pages = {}
-    for name, path in read[0].settings.items():
-        page = Page(site, name, "samples")
+    for name, path in run.settings.items():
+        page = Page(site, prefix + name, "samples")
         for line, record in read_log(path, thumbnail):
             page.add(record, is_wrong(line.get("score")), filter_values(line))
         page.finish()
-        pages[name] = page.rows
+        pages[page.name] = page.rows
         unfinished = not path.exists() or bool(PredictionWriter.partials(path))
-        _render(site / f"{name}.html", "samples.html", title=f"{name}: {read[0].label}", data=name, kind="samples",
-                rows=page.rows, partial=unfinished)
-    diffs = _diff_pages(site, *read, thumbnail) if len(read) == 2 else {}
-    _render(site / "index.html", "index.html", runs=[_overview(run, site, i) for i, run in enumerate(read)],
-            pages=pages, diffs=diffs, title=f"Run {read[0].label}")
+        _render(site / f"{page.name}.html", "samples.html", title=f"{name}: {run.label}", data=page.name,
+                kind="samples", rows=page.rows, partial=unfinished)
+    return pages
 
 
 def _check_target(site: Path) -> None:
