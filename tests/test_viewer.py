@@ -270,3 +270,16 @@ def test_the_diff_page_shows_the_changed_queries_in_chromium(tmp_path, capsys):
     ids = re.findall(r'class="sample diff" data-id="([^"]+)"', dom)
     assert ids == [line["id"] for line in lines[::7]]
     assert dom.count("changed") == len(ids)
+
+
+def test_a_random_selection_run_has_a_page_per_seed_and_its_curve(tmp_path, capsys):
+    folder = tmp_path / "random"
+    code, _, err = invoke(capsys, "run", "--task", "vqav2", "--shots", "0,2", "--selection", "random", "--seeds", "0,1",
+                          "--output-dir", str(folder), "--cache-dir", str(tmp_path / "cache"), *FAST)
+    assert code == 0, err
+    site = tmp_path / "site"
+    assert view(capsys, folder, "-o", site)[0] == 0
+    index = (site / "index.html").read_text()
+    for name in ("vqav2_0shot", "vqav2_2shot_seed0", "vqav2_2shot_seed1"):
+        assert f'href="{name}.html"' in index and (site / f"{name}.html").is_file()
+    assert 'src="shot_scaling_0.png"' in index  # random selection's curve: the run has no RICES rows

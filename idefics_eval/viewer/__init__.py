@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import shutil
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -31,7 +30,6 @@ CHUNK_ROWS = 500  # rows per data file: a page of rows loads one or two files
 THUMBNAIL_PIXELS = 160  # the longer side of a thumbnail
 MAX_FILTER_VALUES = 50  # a metadata key with more distinct values (an id) is not offered as a filter
 SITE_MARK = ".idefics-eval-view"  # marks a folder this command wrote, so that a rebuild may clear it
-SETTING = re.compile(r"(?P<task>.+)_(?P<shots>\d+)shot(?:_seed(?P<seed>\d+))?")
 
 
 def is_wrong(score) -> bool:
@@ -285,13 +283,14 @@ def _plot(run: Run, path: Path) -> str | None:
     """The shot-scaling PNG of the run's results, or None where there is nothing to draw."""
     from ..plots import results_figure, save
 
-    if not run.results:
-        return None
-    try:
-        save(results_figure([run.folder]), path)
-    except UserError:  # no RICES rows (random selection only): no curve to draw
-        return None
-    return path.name
+    selections = dict.fromkeys(row.selection for row in sorted(run.results, key=lambda row: row.selection != "rices"))
+    for selection in selections:  # RICES' curve where the run has one, else random selection's (the mean over seeds)
+        try:
+            save(results_figure([run.folder], selection=selection), path)
+        except UserError:  # rows the plot cannot draw (no headline metric): no curve
+            continue
+        return path.name
+    return None
 
 
 def _diff_pages(site: Path, a: Run, b: Run, thumbnail: Thumbnails) -> dict[str, int]:
