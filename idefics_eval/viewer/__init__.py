@@ -4,7 +4,8 @@ The site opens from the file system (no server, no network): `index.html` (resul
 shot-scaling plot, the run's configuration), one page per sample log (`<task>_<shots>shot.html`:
 thumbnails, prompt, prediction, references, score; filtered and paged in the browser), and with a
 second run, its pages (`B_<task>_<shots>shot.html`) and one diff page per setting both ran
-(`diff_<task>_<shots>shot.html`: the queries whose score changed). Pages are Jinja2 templates; the browser code is one plain script (static/viewer.js).
+(`diff_<task>_<shots>shot.html`: the queries whose score changed). Pages are Jinja2 templates;
+the browser code is one plain script (static/viewer.js).
 
 A page's rows are not in its HTML: they are JavaScript files under `data/` that set a global
 (`fetch()` of local files is blocked under file://), `CHUNK_ROWS` rows each, loaded only for the page
@@ -66,7 +67,7 @@ def read_run(folder: Path) -> Run:
         name = file.name.split(".jsonl", 1)[0]  # `x.jsonl` and its partial files `x.jsonl.partial.0`
         settings.setdefault(name, file.with_name(f"{name}.jsonl"))
     config = folder / "config.yaml"
-    return Run(folder, results, settings, config.read_text(encoding="utf-8") if config.is_file() else None)
+    return Run(folder, results, settings, config.read_text(encoding="utf-8", errors="replace") if config.is_file() else None)
 
 
 def setting_name(row: Result) -> str:
