@@ -1,4 +1,5 @@
-"""A run killed with SIGKILL mid-way, rerun with the same command, ends identical to an uninterrupted run."""
+"""A run killed with SIGKILL mid-way, rerun with the same command, ends identical to an uninterrupted run:
+predictions and sample logs alike."""
 
 from __future__ import annotations
 
@@ -38,3 +39,7 @@ def test_sigkill_then_rerun_resumes_to_identical_predictions(tmp_path):
     assert resumed == whole
     ids = [json.loads(line)["id"] for line in resumed.splitlines()]
     assert len(ids) == len(set(ids)) == 16
+    # the sample log was appended beside the predictions when the kill came: no duplicate or half line
+    samples = [(folder / "samples" / "vqav2_4shot.jsonl").read_text() for folder in (tmp_path / "whole", tmp_path / "killed")]
+    assert samples[1] == samples[0]
+    assert [json.loads(line)["id"] for line in samples[1].splitlines()] == ids
