@@ -94,6 +94,15 @@ LOG_SAMPLES_OPTION = shared_option("--log-samples/--no-log-samples", default=Tru
                                         "prompt and scores (docs/outputs.md).")
 
 
+
+def run_and_sweep_options(command):
+    """The shot, protocol and generation options `run` and `sweep` share, in one order: each sweep
+    checkpoint is a run, so a setting a run takes, a sweep takes the same way."""
+    for option in reversed((SELECTION_OPTION, SEEDS_OPTION, RICES_ENCODER_OPTION, PROTOCOL_OPTION, LIMIT_OPTION, BATCH_SIZE_OPTION,
+                            DEVICE_OPTION, DTYPE_OPTION, NUM_BEAMS_OPTION, MAX_NEW_TOKENS_OPTION, MAX_LENGTH_OPTION)):
+        command = option()(command)
+    return command
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show the full traceback of internal errors.")
 @click.version_option(package_name="idefics-eval")
@@ -178,18 +187,8 @@ def write_run_config(command: click.Command, options: dict, path: Path) -> None:
 @click.option("--support-data", help="Data of the task shots come from, where it is another task (NoCaps: COCO).")
 @click.option("--output-dir", type=click.Path(path_type=Path), default=Path("runs/latest"), show_default=True,
               help="Folder of the run's predictions, results.json and manifest; a rerun there resumes.")
-@SELECTION_OPTION()
-@SEEDS_OPTION()
-@RICES_ENCODER_OPTION()
-@PROTOCOL_OPTION()
-@LIMIT_OPTION()
-@BATCH_SIZE_OPTION()
-@DEVICE_OPTION()
+@run_and_sweep_options
 @click.option("--device-map", help="accelerate device_map (e.g. auto): split one large model over the visible GPUs.")
-@DTYPE_OPTION()
-@NUM_BEAMS_OPTION()
-@MAX_NEW_TOKENS_OPTION()
-@MAX_LENGTH_OPTION()
 @CACHE_DIR_OPTION()
 @click.option("--image-cache-mb", type=click.IntRange(min=0), default=1024, show_default=True,
               help="Memory for image features (each image through the vision tower once); least recently used go beyond it.")
@@ -411,17 +410,7 @@ def demo_model(directory: Path, **options) -> None:
 @click.option("--data", "data_values", multiple=True, help="TASK=PATH, or one PATH for every task: validation data for selection.")
 @click.option("--support-data", "support_values", multiple=True, help="TASK=PATH: data of the task shots come from (NoCaps: COCO).")
 @DEMO_DATA_OPTION()
-@SELECTION_OPTION()
-@SEEDS_OPTION()
-@RICES_ENCODER_OPTION()
-@PROTOCOL_OPTION()
-@LIMIT_OPTION()
-@BATCH_SIZE_OPTION()
-@DEVICE_OPTION()
-@DTYPE_OPTION()
-@NUM_BEAMS_OPTION()
-@MAX_NEW_TOKENS_OPTION()
-@MAX_LENGTH_OPTION()
+@run_and_sweep_options
 @CACHE_DIR_OPTION()
 @TASKS_DIR_OPTION()
 @PROMPTS_DIR_OPTION()
