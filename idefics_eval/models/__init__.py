@@ -21,8 +21,8 @@ from transformers import (
     PretrainedConfig,
 )
 
-from .console import quiet_libraries
-from .errors import UserError
+from ..console import quiet_libraries
+from ..errors import UserError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 IMAGE_TOKENS = ("<image>", "<fake_token_around_image>")
@@ -157,7 +157,7 @@ def _check_processor_type(processor, name: str) -> None:
 
 
 CANARY_NAME = "idefics-eval/canary"
-CANARY_DIR = Path(__file__).resolve().parent / "canary" / "weights"
+CANARY_DIR = Path(__file__).resolve().parent.parent / "canary" / "weights"
 
 
 def demo_model_name(demo_seed: int | None) -> str:
@@ -189,7 +189,7 @@ def load_model(
     if device_map is not None and demo_seed is not None:
         raise UserError("--device-map applies to checkpoints loaded with --model; write the demo with demo-model first")
     if demo_seed is not None:
-        from .demo.model import build_model, build_processor
+        from ..demo.model import build_model, build_processor
 
         model, processor = build_model(demo_seed), build_processor()
         name = model.config.name_or_path
@@ -239,7 +239,7 @@ class PromptSide:
 def load_prompt_side(name: str, *, demo_seed: int | None = None) -> PromptSide:
     """The processor and config of the checkpoint `load_model` would load, checked as it checks them."""
     if demo_seed is not None:
-        from .demo.model import DEMO_NAME, build_config, build_processor
+        from ..demo.model import DEMO_NAME, build_config, build_processor
 
         processor, config, name = build_processor(), build_config(), f"{DEMO_NAME}-seed{demo_seed}"  # as build_model names it
     else:
