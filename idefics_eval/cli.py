@@ -18,6 +18,7 @@ from .console import one_line, quiet_libraries
 from .errors import UserError
 
 SWEEP_INCOMPLETE = 3  # a sweep wrote its table, but some checkpoints failed
+DEMO_FAMILIES = ("idefics", "idefics2", "idefics3", "smolvlm")  # demo.families.FAMILIES, without importing it
 
 
 def shared_option(*decls: str, **attrs):
@@ -386,17 +387,19 @@ def tasks(tasks_dirs: tuple[Path, ...], prompts_dirs: tuple[Path, ...], show: st
 @click.argument("directory", type=click.Path(path_type=Path))
 @click.option("--demo-seed", type=int, help="Seed of the random weights, as run's --demo-seed (default 0).")
 @click.option("--seed", "old_seed", type=int, hidden=True, help="The old spelling of --demo-seed (deprecated).")
-def demo_model(directory: Path, **options) -> None:
-    """Write the embedded tiny IDEFICS as a checkpoint folder that `--model DIR` loads."""
-    from .demo.model import save_demo_model
+@click.option("--family", type=click.Choice(DEMO_FAMILIES), default="idefics", show_default=True,
+              help="The model family (its config.model_type) of the tiny random model.")
+def demo_model(directory: Path, family: str, **options) -> None:
+    """Write the embedded tiny IDEFICS (or another family's tiny model) as a checkpoint folder that `--model DIR` loads."""
+    from .demo.families import save_family_demo
 
     seed = _old_spelling(options, "demo_seed", "old_seed")
     seed = 0 if seed is None else seed
 
     if directory.exists() and any(directory.iterdir()):
         raise UserError(f"{directory} is not empty; choose a new folder for the checkpoint")
-    save_demo_model(directory, seed)
-    click.echo(f"wrote the tiny IDEFICS (seed {seed}) to {directory}")
+    save_family_demo(family, directory, seed)
+    click.echo(f"wrote the tiny {'IDEFICS' if family == 'idefics' else family} (seed {seed}) to {directory}")
 
 
 @cli.command()

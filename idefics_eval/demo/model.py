@@ -122,14 +122,19 @@ def build_model(seed: int = 0) -> IdeficsForVisionText2Text:
 
 def save_demo_model(directory: Path, seed: int = 0) -> None:
     """Write the tiny model and its processor as an ordinary checkpoint folder (`--model DIR` loads it)."""
+    save_checkpoint(build_model(seed), build_processor(), directory)
+
+
+def save_checkpoint(model, processor, directory: Path) -> None:
+    """`model` and `processor` saved into `directory` (created), as any tiny family's maker writes them."""
     from transformers.utils import logging as hf_logging
 
     directory.mkdir(parents=True, exist_ok=True)
     was_enabled = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # one 3 MB shard: a "Writing model shards" bar is only noise
     try:
-        build_model(seed).save_pretrained(directory)
+        model.save_pretrained(directory)
     finally:
         if was_enabled:
             hf_logging.enable_progress_bar()
-    build_processor().save_pretrained(directory)
+    processor.save_pretrained(directory)
