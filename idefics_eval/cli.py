@@ -18,7 +18,7 @@ from .console import one_line, quiet_libraries
 from .errors import UserError
 
 SWEEP_INCOMPLETE = 3  # a sweep wrote its table, but some checkpoints failed
-DEMO_FAMILIES = ("idefics", "idefics2", "idefics3", "smolvlm")  # demo.families.FAMILIES, without importing it
+DEMO_FAMILIES = ("idefics", "idefics2", "idefics3", "smolvlm", "mllama", "llava_onevision")  # demo.families.FAMILIES, without importing it
 
 
 def shared_option(*decls: str, **attrs):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-FAMILIES = ("idefics", "idefics2", "idefics3", "smolvlm")
+FAMILIES = ("idefics", "idefics2", "idefics3", "smolvlm", "mllama", "llava_onevision")
 
 
 def save_family_demo(family: str, directory: Path, seed: int) -> None:
@@ -22,5 +22,13 @@ def save_family_demo(family: str, directory: Path, seed: int) -> None:
         from .idefics3 import save_demo_model
 
         save_demo_model(directory, family, seed)
+    elif family == "mllama":
+        from .mllama import save_demo_model
+
+        save_demo_model(directory, seed)
+    elif family == "llava_onevision":
+        from .llava_onevision import save_demo_model
+
+        save_demo_model(directory, seed)
     else:
         raise ValueError(f"no tiny model for family {family!r}")

@@ -17,7 +17,7 @@ def test_the_command_offers_every_family_with_a_maker():
     assert DEMO_FAMILIES == FAMILIES
 
 
-@pytest.mark.parametrize("family", ["idefics2", "idefics3", "smolvlm"])
+@pytest.mark.parametrize("family", ["idefics2", "idefics3", "smolvlm", "mllama", "llava_onevision"])
 def test_demo_model_writes_the_family(family, tmp_path, capsys):
     folder = tmp_path / family
     code, out, err = invoke(capsys, "demo-model", str(folder), "--family", family, "--demo-seed", "2")
