@@ -1,14 +1,20 @@
-"""Generation: VQAv2 (the bundled sample), 32 retrieved (RICES) shots, greedy, on the small random
-IDEFICS (benchmarks/common.py), our fast path against the model card's recipe: the processor with
-all 33 images as pixels + `model.generate`, one query at a time.
+"""Generation: VQAv2 (the bundled sample), 32 retrieved (RICES) shots, 3 beams (the task's setting;
+--beams 1 for greedy), on the small random IDEFICS (benchmarks/common.py), our fast path against the
+model card's recipe: the processor with all 33 images as pixels + `model.generate`, one query at a
+time.
 
-Also measured, on the same batches: the language-model forward passes alone (prefill + the same
-decoding steps on precomputed image features); `floor` = our time / that time, the limit on this
-hardware. Baseline, ours and floor are timed batch by batch, interleaved, so a noisy shared
-machine slows all three alike.
+Also measured, on the same batches, with as many decoding steps as our loop ran:
+* `lm`: the language model's own passes, as transformers runs them: the prompt once per prompt,
+  then one forward pass per step over every beam as a row of its own (the prompt's cache copied to
+  the beams once), on precomputed image features; no search bookkeeping, no cache reordering.
+  `floor` = our time / that time.
+* `replay`: our loop's own forward passes alone (the same calls, no bookkeeping);
+  `loop_overhead` = our time / that time: what the loop adds around its passes.
+Baseline, ours and both replays are timed batch by batch, interleaved, so a noisy shared machine
+slows them alike.
 
-Usage: python benchmarks/generate.py [--quick] [--batch-size 8] [--queries N]
-Last line: RESULT name=generate speedup=<naive/ours> identical=<bool> floor=<ours/lm> ...
+Usage: python benchmarks/generate.py [--quick] [--beams 3] [--batch-size 8] [--queries N]
+Last line: RESULT name=generate speedup=<naive/ours> identical=<bool> floor=<ours/lm> loop_overhead=<ours/replay> ...
 """
 
 from __future__ import annotations
@@ -25,20 +31,48 @@ from common import Timer, peak_rss_mib, result_line, small_loaded
 from idefics_eval.engine import Generator, batches_by_length
 from idefics_eval.image_cache import ImageFeatureCache
 from idefics_eval.models import VisionTowerEncoder
+from idefics_eval.models.gated_cross_attention import image_key_values
 from idefics_eval.model_requests import fit_prompt
 from idefics_eval.plan import RunConfig, prepare
 from idefics_eval.shots import ShotSettings, build_selector
 
 
-def lm_alone(generator: Generator, inputs: dict, features: torch.Tensor, tokens: torch.Tensor) -> None:
-    """The forward passes of a greedy run that produced `tokens`, nothing else: prefill, then one
-    step per generated token but the last."""
-    attention_mask = inputs["attention_mask"]
-    out = generator.forward(inputs["input_ids"], attention_mask, features, inputs["image_attention_mask"])
-    last_mask = inputs["image_attention_mask"][:, -1:]
-    for step in range(tokens.shape[1] - 1):
+class RecordedForward:
+    """Generator.forward, recording each call's arguments (the cache aside) for a replay."""
+
+    def __init__(self, generator: Generator):
+        self.forward, self.calls = generator.forward, []
+
+    def __call__(self, *args, **kwargs):
+        kept = {key: value for key, value in kwargs.items() if key != "cache"}
+        self.calls.append((args[:4], kept))  # ids, masks, features; the replay rebuilds the cache
+        return self.forward(*args, **kwargs)
+
+
+def replay(generator: Generator, forward, calls: list, images: int) -> None:
+    """The recorded forward passes again, each on the cache the one before left."""
+    cache = None
+    with image_key_values(generator.loaded.model, calls[0][0][2], images):
+        for args, kwargs in calls:
+            out = forward(*args, cache=cache, **kwargs)
+            cache = out.cache
+            out.logits.float()
+
+
+def model_passes(forward, inputs: dict, features: torch.Tensor, steps: int, beams: int) -> None:
+    """The language model's own passes for `steps` decoding steps: the prompt once, its cache copied
+    to each beam, then one pass per step on every beam's row (the token fed does not change the time)."""
+    out = forward(inputs["input_ids"], inputs["attention_mask"], features, inputs["image_attention_mask"])
+    cache = out.cache
+    for layer in cache.layers:
+        layer.keys, layer.values = layer.keys.repeat_interleave(beams, 0), layer.values.repeat_interleave(beams, 0)
+    attention_mask = inputs["attention_mask"].repeat_interleave(beams, 0)
+    last_mask = inputs["image_attention_mask"][:, -1:].repeat_interleave(beams, 0)
+    rows = features.view(inputs["input_ids"].shape[0], -1, *features.shape[1:]).repeat_interleave(beams, 0).flatten(0, 1)
+    token = inputs["input_ids"][:, -1:].repeat_interleave(beams, 0)
+    for _ in range(steps):
         attention_mask = torch.cat([attention_mask, attention_mask.new_ones(attention_mask.shape[0], 1)], dim=-1)
-        out = generator.forward(tokens[:, step : step + 1], attention_mask, features, last_mask, out.cache)
+        out = forward(token, attention_mask, rows, last_mask, cache)
         out.logits[:, -1].float()
 
 
@@ -48,6 +82,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--shots", type=int, default=32)
+    parser.add_argument("--beams", type=int, default=3)
     options = parser.parse_args()
     queries = options.queries or (16 if options.quick else 32)
 
@@ -57,43 +92,50 @@ def main() -> None:
         p = prepare(RunConfig(task="vqav2", shots=(options.shots,), output_dir=Path(scratch), demo=True,
                               limit=queries, progress=False), preloaded=True)
     selector = build_selector(ShotSettings("rices"), p.support, p.queries, options.shots, VisionTowerEncoder(loaded), None)
-    settings = dataclasses.replace(p.generation, num_beams=1)
+    settings = dataclasses.replace(p.generation, num_beams=options.beams)
     requests = [fit_prompt(p, loaded, selector.select(q, options.shots), q, settings.max_new_tokens) for q in p.queries.examples]
     prompts = [r[0] for r in requests]
     images = [len(prompt.images) for prompt in prompts]
     print(f"{len(prompts)} queries, {min(images)}-{max(images)} images and {min(r[2] for r in requests)}-"
-          f"{max(r[2] for r in requests)} tokens a prompt; greedy, max_new_tokens={settings.max_new_tokens}; "
+          f"{max(r[2] for r in requests)} tokens a prompt; {options.beams} beam(s), max_new_tokens={settings.max_new_tokens}; "
           f"torch threads: {torch.get_num_threads()}")
 
     generator = Generator(loaded, settings, ImageFeatureCache())
     tokenizer = loaded.processor.tokenizer
-    naive_t, ours_t, floor_t = Timer(), Timer(), Timer()
+    naive_t, ours_t, lm_t, replay_t = Timer(), Timer(), Timer(), Timer()
     naive_text, ours_text = {}, {}
     generator.generate_ids_plain(prompts[:1])  # warm-up of both paths (one-off allocations), untimed
     generator.generate_ids_fast(prompts[:1], features=generator.image_features(prompts[:1]).zero_())
+    recorded = generator.forward = RecordedForward(generator)
     for indices in batches_by_length([(n, r[2]) for n, r in zip(images, requests)], options.batch_size):
         batch = [prompts[i] for i in indices]
         with naive_t:
             for i in indices:
                 naive_text[i] = tokenizer.batch_decode(generator.generate_ids_plain([prompts[i]]), skip_special_tokens=True)[0]
+        recorded.calls.clear()
         with ours_t:
             tokens = generator.generate_ids_fast(batch)
             texts = tokenizer.batch_decode(tokens, skip_special_tokens=True)
         ours_text.update(zip(indices, texts))
+        calls = list(recorded.calls)
         inputs, features = generator.text_inputs(batch), generator.image_features(batch)  # precomputed, untimed
-        with torch.no_grad(), floor_t:
-            lm_alone(generator, inputs, features, tokens)
+        with torch.no_grad(), lm_t:
+            model_passes(recorded.forward, inputs, features, len(calls) - 1, options.beams)
+        with torch.no_grad(), replay_t:
+            replay(generator, recorded.forward, calls, inputs["image_attention_mask"].shape[-1])
         print(f"  batch of {len(batch)}: naive {naive_t.seconds:.1f} s, ours {ours_t.seconds:.1f} s, "
-              f"lm alone {floor_t.seconds:.1f} s (cumulative)", flush=True)
+              f"lm {lm_t.seconds:.1f} s, replay {replay_t.seconds:.1f} s (cumulative)", flush=True)
     identical = all(naive_text[i] == ours_text[i] for i in range(len(prompts)))
     stats = generator.image_cache.stats
     n = len(prompts)
-    print(f"naive {naive_t.seconds / n:.3f} s/query, ours {ours_t.seconds / n:.3f} s/query, language model alone "
-          f"{floor_t.seconds / n:.3f} s/query; image cache: {stats.misses} images encoded, {stats.hits} hits")
-    print(result_line("generate", naive_t.seconds / ours_t.seconds, identical, floor=ours_t.seconds / floor_t.seconds,
+    print(f"naive {naive_t.seconds / n:.3f} s/query, ours {ours_t.seconds / n:.3f} s/query, the language model's own "
+          f"passes {lm_t.seconds / n:.3f} s/query, our passes alone {replay_t.seconds / n:.3f} s/query; "
+          f"image cache: {stats.misses} images encoded, {stats.hits} hits")
+    print(result_line("generate", naive_t.seconds / ours_t.seconds, identical, floor=ours_t.seconds / lm_t.seconds,
+                      loop_overhead=ours_t.seconds / replay_t.seconds, beams=options.beams,
                       naive_s_per_query=naive_t.seconds / n, ours_s_per_query=ours_t.seconds / n,
-                      lm_s_per_query=floor_t.seconds / n, queries=n, peak_rss_mib=peak_rss_mib()))
-
+                      lm_s_per_query=lm_t.seconds / n, replay_s_per_query=replay_t.seconds / n, queries=n,
+                      peak_rss_mib=peak_rss_mib()))
 
 if __name__ == "__main__":
     main()

@@ -7,9 +7,12 @@ images a prompt):
   reference. In transformers 5.x it runs the perceiver resampler over every image at every
   decoding step, and `generate` cannot take precomputed image features at all.
 * the fast path (`Generator.generate_fast`, the default): every image through the vision tower and
-  perceiver resampler once per run (`image_cache`), the prompt run once with the key/value cache
-  (once per prompt, not once per beam), then our own greedy or beam-search loop over the model's
-  forward pass, mirroring GenerationMixin's `_sample` and `_beam_search` tensor for tensor.
+  perceiver resampler once per run (`image_cache`), the gated cross-attention's image keys and
+  values projected once per batch (`models.gated_cross_attention`), the prompt run once with the
+  key/value cache, then our own greedy or beam-search loop over the model's forward pass, mirroring
+  GenerationMixin's `_sample` and `_beam_search` tensor for tensor. Beam search keeps each prompt's
+  cache once, its beams side by side in one row, so no cache is copied per beam or gathered into
+  a new beam order (`beam_decode`).
 Requests are sorted by (number of images, prompt length) before batching, so padding stays small
 and the largest batch runs first (an out-of-memory error shows up at once, not after an hour);
 answers come back in request order. Batches are padded on the left. `--batch-size auto` runs the
@@ -30,6 +33,7 @@ from .errors import UserError
 from .examples import ImageRef
 from .image_cache import ImageFeatureCache, encode_images, feature_kind, shared_cache
 from .models import LoadedModel
+from .models.gated_cross_attention import image_key_values
 from .prompts import Prompt
 from .tasks import STOP_WORDS
 
@@ -237,18 +241,25 @@ class Generator:
         if features is None:
             features = self.image_features(prompts)
         decode = greedy_decode if self.settings.num_beams == 1 else beam_decode
-        return decode(self, inputs, features)
+        with image_key_values(self.loaded.model, features, inputs["image_attention_mask"].shape[-1]):
+            return decode(self, inputs, features)
 
-    def forward(self, input_ids, attention_mask, features, image_mask, cache=None):
-        """One forward pass on cached image features; logits of the last position only."""
+    def forward(self, input_ids, attention_mask, features, image_mask, cache=None, position_ids=None, positions: int = 1):
+        """One forward pass on cached image features; logits of the last `positions` positions.
+        A 4-d boolean `attention_mask` (batch, 1, queries, keys) says which keys each query sees
+        (with `position_ids`); it is handed to the attention as the model's implementation takes it."""
+        if attention_mask.dim() == 4 and self.loaded.model.config._attn_implementation == "eager":
+            attention_mask = torch.zeros(attention_mask.shape, dtype=self.loaded.dtype, device=attention_mask.device
+                                         ).masked_fill(~attention_mask, torch.finfo(self.loaded.dtype).min)
         return self.loaded.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
+            position_ids=position_ids,
             cache=cache,
             **{feature_kind(self.loaded): features},
             image_attention_mask=image_mask,
             use_cache=True,
-            logits_to_keep=1,
+            logits_to_keep=positions,
         )
 
     def token_bias(self, vocab_size: int) -> torch.Tensor:
@@ -381,8 +392,17 @@ def greedy_decode(generator: Generator, inputs: dict, features: torch.Tensor) ->
 
 def beam_decode(generator: Generator, inputs: dict, features: torch.Tensor) -> torch.Tensor:
     """GenerationMixin._beam_search, step for step and tensor for tensor (same scores, length
-    penalty, early-stopping heuristic and top-k tie-breaking), from a prefix run once per prompt
-    whose key/value cache is then copied to the beams."""
+    penalty, early-stopping heuristic and top-k tie-breaking), with the prompt's key/value cache
+    held once per prompt and never gathered.
+
+    `generate` gives every beam a row of its own (a copy of the prompt's cache each) and gathers the
+    whole cache into the new beam order at every step. Here a prompt's beams are the positions of
+    one row instead (`beam_step`): each step feeds the prompt's `num_beams` latest tokens side by
+    side, appending them to its row of the cache, and an attention mask lets each beam see the
+    prompt and the cache slots of its own ancestors' tokens (`ancestry`: which generated slots each
+    beam descends through). Choosing new beams reorders that small mask, not the cache; the prompt
+    is attended to, and the images' cross-attention computed, once per prompt rather than per beam.
+    """
     tokenizer = generator.loaded.processor.tokenizer
     pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
     length_penalty = generator.settings.length_penalty
@@ -397,14 +417,9 @@ def beam_decode(generator: Generator, inputs: dict, features: torch.Tensor) -> t
 
     out = generator.forward(inputs["input_ids"], inputs["attention_mask"], features, inputs["image_attention_mask"])
     cache = out.cache
-    for layer in cache.layers:  # every beam starts from its prompt's prefix
-        layer.keys = layer.keys.repeat_interleave(num_beams, dim=0)
-        layer.values = layer.values.repeat_interleave(num_beams, dim=0)
     logits = out.logits[:, -1].to(dtype=torch.float32, copy=True).repeat_interleave(num_beams, dim=0)
     del out
-    attention_mask = inputs["attention_mask"].repeat_interleave(num_beams, dim=0)
-    last_mask = inputs["image_attention_mask"][:, -1:].repeat_interleave(num_beams, dim=0)
-    features = features.view(batch, -1, *features.shape[1:]).repeat_interleave(num_beams, dim=0).flatten(0, 1)
+    step_inputs = BeamSteps(inputs, num_beams, max_new)
 
     fill = pad if pad else eos  # `pad_token_id or eos_token_id[0]`, as generate fills unused slots
     running_sequences = torch.full((batch, num_beams, max_new), fill, dtype=torch.int64, device=device)
@@ -466,7 +481,6 @@ def beam_decode(generator: Generator, inputs: dict, features: torch.Tensor) -> t
         beam_indices = _gather(torch.cat((beam_indices, topk_running_beam_indices), dim=1), keep)
         is_sent_finished = _gather(torch.cat((is_sent_finished, just_finished), dim=1), keep)
 
-        beam_idx = running_beam_indices[..., step].reshape(-1)
         cur_len += 1
         if early_stopping == "never" and length_penalty > 0.0:
             best_length = max_length - prompt_len
@@ -479,17 +493,49 @@ def beam_decode(generator: Generator, inputs: dict, features: torch.Tensor) -> t
                  and not bool(torch.all(hits)))
         if not go_on:
             break
-        cache.reorder_cache(beam_idx.long())
-        attention_mask = torch.cat([attention_mask, attention_mask.new_ones(attention_mask.shape[0], 1)], dim=-1)
-        last_tokens = running_sequences[:, :, step].reshape(-1, 1)
-        out = generator.forward(last_tokens, attention_mask, features, last_mask, cache)
-        logits = out.logits[:, -1].to(dtype=torch.float32, copy=True)
+        parents = running_beam_indices[..., step].long() - batch_offset  # each new beam's beam of the last step
+        step_ids, attention_mask, position_ids, image_mask = step_inputs.next(running_sequences[:, :, step], parents)
+        out = generator.forward(step_ids, attention_mask, features, image_mask, cache, position_ids=position_ids,
+                                positions=num_beams)
+        logits = out.logits.reshape(batch * num_beams, -1).to(dtype=torch.float32, copy=True)
         del out
 
     best = sequences[:, 0]
     best_indices = beam_indices[:, 0]
     generated = int((best_indices + 1).bool().sum(dim=1).max())
     return best[:, :generated]
+
+
+class BeamSteps:
+    """The inputs of beam search's decoding steps when a prompt's beams are positions of one row.
+
+    Step s feeds (batch, num_beams) tokens at cache slots prompt_len + s * num_beams + beam, all at
+    the same position id (the beams are equally long). Beam b's query sees the prompt (less its
+    padding) and the slots of the tokens its own line was built from, its latest included: its
+    parent's slots plus its own.
+    """
+
+    def __init__(self, inputs: dict, num_beams: int, max_new: int):
+        batch = inputs["input_ids"].shape[0]
+        device = inputs["input_ids"].device
+        self.num_beams = num_beams
+        self.prompt_mask = inputs["attention_mask"].bool()[:, None, :].expand(batch, num_beams, -1)
+        self.ancestry = torch.zeros(batch, num_beams, num_beams * max_new, dtype=torch.bool, device=device)
+        self.own_slot = torch.eye(num_beams, dtype=torch.bool, device=device).expand(batch, -1, -1)
+        self.next_position = inputs["attention_mask"].sum(dim=-1, keepdim=True)  # as the model counts them: non-padding tokens
+        self.image_mask = inputs["image_attention_mask"][:, -1:].expand(-1, num_beams, -1)  # what the prompt's last token sees
+        self.steps = 0
+
+    def next(self, tokens: torch.Tensor, parents: torch.Tensor):
+        """(input_ids, 4-d attention mask, position_ids, image_attention_mask) feeding `tokens`
+        (batch, num_beams), where new beam b continues beam `parents[:, b]` of the last step."""
+        start = self.steps * self.num_beams
+        self.ancestry = _gather(self.ancestry, parents)
+        self.ancestry[:, :, start : start + self.num_beams] = self.own_slot
+        self.steps += 1
+        seen = torch.cat([self.prompt_mask, self.ancestry[:, :, : start + self.num_beams]], dim=-1)
+        positions = (self.next_position + self.steps - 1).expand(-1, self.num_beams)
+        return tokens, seen[:, None], positions, self.image_mask
 
 
 def _gather(tensor: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:

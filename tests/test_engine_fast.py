@@ -114,3 +114,38 @@ def test_unsupported_generation_config_falls_back(demo_loaded):
     changed = config.__class__(**config.to_dict())
     changed.repetition_penalty = 1.3
     assert not fast_path_supported(changed)
+
+
+def test_beams_share_their_prompts_cache_and_never_reorder_it(demo_loaded, prompts, monkeypatch):
+    """The prompt's key/value cache is held once per prompt (one cache row each, however many
+    beams) and never gathered into a new beam order; the token ids are still generate's."""
+    from transformers.cache_utils import Cache
+
+    generator = Generator(demo_loaded, GenerationSettings(max_new_tokens=10, num_beams=3), ImageFeatureCache())
+    forward, rows = generator.forward, []
+
+    def recording(input_ids, attention_mask, features, image_mask, cache=None, **kwargs):
+        out = forward(input_ids, attention_mask, features, image_mask, cache, **kwargs)
+        rows.append((input_ids.shape, out.cache.layers[0].keys.shape[0]))
+        return out
+
+    batch = prompts[:8]
+    plain = generator.generate_ids_plain(batch)
+    monkeypatch.setattr(Cache, "reorder_cache", lambda *_: pytest.fail("the cache was reordered"))
+    generator.forward = recording
+    assert torch.equal(generator.generate_ids_fast(batch), plain)
+    assert len(rows) > 2 and all(cache_rows == len(batch) for _, cache_rows in rows)
+    assert all(shape == (len(batch), 3) for shape, _ in rows[1:])  # each step: the three beams' tokens side by side
+
+
+def test_eager_attention_equals_generate(prompts):
+    """The beams' attention mask is given as the eager implementation takes it (added to the scores)."""
+    from idefics_eval.demo.model import build_model, build_processor
+    from idefics_eval.models import LoadedModel
+
+    model = build_model(0)
+    model.set_attn_implementation("eager")
+    loaded = LoadedModel(model, build_processor(), "eager", "eager", torch.device("cpu"), torch.float32)
+    generator = Generator(loaded, GenerationSettings(max_new_tokens=8, num_beams=3), ImageFeatureCache())
+    batch = prompts[:8]
+    assert torch.equal(generator.generate_ids_fast(batch), generator.generate_ids_plain(batch))
