@@ -60,3 +60,26 @@ def test_name_must_match_file(tmp_path):
     (tmp_path / "other.yaml").write_text(VQAV2)
     with pytest.raises(UserError, match="does not match the file name"):
         load_task("other", (tmp_path,))
+
+
+SHIPPED_YAML = sorted(p for folder in ("tasks", "prompts", "protocols") for p in (Path(__file__).resolve().parents[1] / folder).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED_YAML, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_the_fast_yaml_parser_reads_every_shipped_file_as_the_pure_one_does(path, monkeypatch):
+    import yaml
+
+    from idefics_eval import tasks
+
+    assert tasks._FAST_LOADER is not None, "PyYAML without libyaml: every start parses YAML 10x slower"
+    raw = path.read_bytes()
+    pure = yaml.load(raw, Loader=yaml.SafeLoader)
+    monkeypatch.setattr(yaml, "safe_load", lambda raw: pytest.fail("the pure parser read a valid file"))
+    assert tasks.read_yaml(path, raw) == pure
+
+
+def test_a_file_libyaml_refuses_is_reported_by_the_pure_parser(tmp_path):
+    from idefics_eval.tasks import read_yaml
+
+    with pytest.raises(UserError, match=r"line 1 is not valid YAML \(expected ',' or '\]', but got '<stream end>'\)"):
+        read_yaml(tmp_path / "x.yaml", b"a: [1, 2")
