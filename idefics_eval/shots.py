@@ -34,9 +34,8 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import faiss
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
@@ -44,6 +43,9 @@ from tqdm import tqdm
 from .cache_files import read_entry, write_entry
 from .errors import UserError
 from .examples import Example, ExampleSet, ImageRef
+
+if TYPE_CHECKING:
+    import faiss
 
 SELECTIONS = ("rices", "random")
 _SEARCH_BATCH = 1024  # query images per FAISS search call (also the "retrieve" progress step)
@@ -167,6 +169,8 @@ def load_or_build_index(
         if index is not None:
             return index, ids, fingerprint
 
+    import faiss  # here, not at the top: a zero-shot or random-shots run searches nothing
+
     vectors = embed(images, encoder, batch_size, None, fingerprint, "embed support", progress)
     index = faiss.IndexFlatIP(vectors.shape[1])
     index.add(vectors)
@@ -176,6 +180,8 @@ def load_or_build_index(
 
 
 def _decode_index(data: bytes, count: int) -> faiss.IndexFlatIP:
+    import faiss
+
     index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
     if not isinstance(index, faiss.IndexFlatIP) or index.ntotal != count:
         raise ValueError(f"holds a {type(index).__name__} of {index.ntotal} vectors, not an IndexFlatIP of {count}")
