@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from idefics_eval.prompts import load_template, most_common_answer
-from idefics_eval.ranking import Ranker, continuation_ids
+from idefics_eval.ranking import Ranker, _normalized, continuation_ids
 
 from conftest import make_example
 
@@ -101,3 +101,100 @@ def test_continuation_is_what_follows_the_common_prefix(demo_loaded):
     tokenizer = demo_loaded.processor.tokenizer
     ids, count = continuation_ids(tokenizer, "<s>Answer:", "<s>Answer: no")
     assert tokenizer.decode(ids[-count:]) == " no"
+
+
+@pytest.fixture(scope="module")
+def canary():
+    from idefics_eval.models import CANARY_DIR, load_model
+
+    return load_model(str(CANARY_DIR))
+
+
+def imagenet_requests(loaded, folder) -> dict[int, list[tuple]]:
+    """Per shot count (0 and 4 random shots), two bundled ImageNet queries' contexts and their 1,000
+    class-name continuations, as the runner builds them."""
+    from idefics_eval.model_requests import continuation_prompts, ranked_context
+    from idefics_eval.plan import RunConfig, prepare
+    from idefics_eval.shots import ShotSettings, build_selector
+
+    p = prepare(RunConfig(task="imagenet", shots=(4,), output_dir=folder, demo=True, limit=2, selection="random",
+                          progress=False), preloaded=True)
+    selector = build_selector(ShotSettings("random"), p.support, p.queries, 4, None, None)
+    requests = {}
+    for shots in (0, 4):
+        requests[shots] = []
+        for query in p.queries.examples:
+            chosen = selector.select(query, shots)[:shots]
+            context, dropped, _, _ = ranked_context(p, loaded, query, chosen)
+            requests[shots].append((context, continuation_prompts(p, query, chosen[dropped:])))
+    assert len(requests[4][0][1]) == 1000 and len(requests[4][0][0].images) == 5
+    return requests
+
+
+@pytest.fixture(scope="module")
+def imagenet(canary, tmp_path_factory) -> dict[int, list[tuple]]:
+    return imagenet_requests(canary, tmp_path_factory.mktemp("imagenet"))
+
+
+@pytest.fixture(scope="module")
+def imagenet_full(demo_loaded, tmp_path_factory) -> dict:
+    """The tiny model's ImageNet requests and the full-forward reference of the first query: per shot
+    count, the requests and the summed scores of its candidates' own tokens and of every token."""
+    requests = imagenet_requests(demo_loaded, tmp_path_factory.mktemp("imagenet_full"))
+    reference = Ranker(demo_loaded, batch_size=64)
+    return {shots: (requests[shots][0], {whole: reference.loglikelihoods_full(*requests[shots][0], whole)
+                                         for whole in ("sum", "sequence_sum")}) for shots in (0, 4)}
+
+
+def best(scores: list[float]) -> int:
+    return min(range(len(scores)), key=lambda i: (-scores[i], i))
+
+
+@pytest.mark.parametrize("normalize", ["sum", "mean", "sequence_sum", "sequence_mean"])
+@pytest.mark.parametrize("shots", [0, 4])
+def test_packed_candidates_equal_full_forward_passes_on_imagenet(demo_loaded, imagenet_full, shots, normalize):
+    """The default path (candidates packed as a trie on the prefix's cache) scores ImageNet's 1,000
+    class names as one full forward pass per candidate does, and ranks the same class first. The
+    means divide the reference's sums by the tokens summed, as `loglikelihoods_full` does (one
+    reference pass per kind of sum keeps the test short)."""
+    (context, continuations), sums = imagenet_full[shots]
+    fast = Ranker(demo_loaded, batch_size=8).loglikelihoods(context, continuations, normalize)
+    summed = sums["sequence_sum" if normalize.startswith("sequence") else "sum"]
+    requests = Ranker(demo_loaded, batch_size=8)._requests(context, continuations)
+    full = [_normalized(total, ids, count, normalize) for total, (ids, count) in zip(summed, requests)]
+    assert fast == pytest.approx(full, abs=1e-4)
+    assert best(fast) == best(full)
+
+
+def test_packed_passes_share_the_candidates_beginnings_and_any_cut_gives_the_same_scores(canary, imagenet):
+    context, continuations = imagenet[4][0]
+    ranker = Ranker(canary, batch_size=1)  # passes of one full sequence's tokens: many passes
+    many = ranker.loglikelihoods(context, continuations, "sum")
+    (remainders, _, _, budget), plan = ranker._last_plan
+    assert len(plan.passes) > 10 and max(len(p.tokens) for p in plan.passes) <= budget
+    assert sum(len(p.tokens) for p in plan.passes) < sum(len(r) - 1 for r in remainders)  # shared beginnings run once
+    few = Ranker(canary, batch_size=8).loglikelihoods(context, continuations, "sum")
+    assert many == pytest.approx(few, abs=1e-4)
+    assert few == pytest.approx(Ranker(canary, batch_size=8).loglikelihoods_batched(context, continuations, "sum"), abs=1e-4)
+
+
+def test_the_next_query_reuses_the_candidates_tokens_and_plan(canary, imagenet):
+    """ImageNet's class names tokenise the same after every context: the second query takes them
+    (and the packing) from the first, and scores what a fresh ranker scores."""
+    (first_context, first), (second_context, second) = imagenet[4]
+    ranker = Ranker(canary, batch_size=8)
+    ranker.loglikelihoods(first_context, first, "sum")
+    tails, plan = ranker._last_tails, ranker._last_plan
+    assert tails is not None
+    assert ranker._requests_reused(second_context, second) == ranker._requests(second_context, second)
+    reused = ranker.loglikelihoods(second_context, second, "sum")
+    assert ranker._last_tails is tails and ranker._last_plan is plan
+    assert reused == Ranker(canary, batch_size=8).loglikelihoods(second_context, second, "sum")
+
+
+def test_reused_tokens_equal_the_plain_tokenisation_where_candidates_merge_with_the_context(demo_loaded, prompts):
+    context, continuations = prompts
+    ranker = Ranker(demo_loaded, batch_size=3)
+    assert ranker._requests_reused(context, continuations) == ranker._requests(context, continuations)
+    assert ranker._last_tails is not None
+    assert ranker._requests_reused(context, continuations) == ranker._requests(context, continuations)
