@@ -56,3 +56,28 @@ def test_a_zero_shot_demo_run_imports_only_the_model_libraries(tmp_path):
                              "--max-new-tokens", "2", "--output-dir", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"),
                              "--no-progress")
     assert set(imported) - {"scipy", "jinja2"} == {"torch", "transformers"}
+
+
+def test_the_program_skips_the_exit_collections_and_still_runs_its_exit_handlers(tmp_path):
+    """As a process (`python -m idefics_eval`) the collector's passes at exit are skipped (gc.freeze);
+    the atexit handlers still run: the image-feature spill folder is removed, the results are whole."""
+    out, spill = tmp_path / "out", tmp_path / "spill"
+    code = ("import atexit, gc, runpy, sys\n"
+            "atexit.register(lambda: print('frozen', gc.get_freeze_count() > 0))\n"
+            "sys.argv[0] = 'idefics-eval'\n"
+            "runpy.run_module('idefics_eval', run_name='__main__')\n")
+    done = subprocess.run([sys.executable, "-c", code, "run", "--task", "vqav2", "--demo", "--shots", "0", "--limit", "2",
+                           "--num-beams", "1", "--max-new-tokens", "2", "--output-dir", str(out), "--cache-dir",
+                           str(tmp_path / "cache"), "--image-cache-mb", "0", "--image-cache-dir", str(spill), "--no-progress"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "frozen True"
+    assert spill.is_dir() and not any(spill.iterdir())
+    assert json.loads((out / "results.json").read_text())[0]["num_examples"] == 2
+
+
+def test_main_called_with_arguments_leaves_the_collector_alone(capsys):
+    import gc
+
+    main(["tasks"])
+    assert gc.get_freeze_count() == 0
