@@ -324,7 +324,7 @@ class QueryData:
 
     def __init__(self, tasks_dirs: tuple[Path, ...] = ()):
         self.tasks_dirs = tasks_dirs
-        self.splits: dict[tuple[str, str], ExampleSet] = {}
+        self.splits: dict[tuple[str, str | None, str | None], ExampleSet] = {}
 
     def scored(self, row: Result, folder: Path) -> Scored:
         from .scoring import Given, check_queries, load_queries
@@ -333,14 +333,15 @@ class QueryData:
         if row.predictions is None:
             raise UserError(f"{folder}: the {row.task} {row.shots}-shot row is a mean over seeds; intervals come from single runs")
         spec = load_task(row.task, self.tasks_dirs)
-        source = row.config.get("data", {}).get("source")
+        recorded = row.config.get("data", {})
+        key = (row.task, recorded.get("source"), recorded.get("query_split"))  # a selection split is another split
         where = f"{folder}/results.json ({row.task})"
-        if (row.task, source) not in self.splits:  # the recorded data, loaded and checked as `score` does
+        if key not in self.splits:  # the recorded data, loaded and checked as `score` does
             try:
-                self.splits[(row.task, source)] = load_queries(spec, row, Given(), where)
+                self.splits[key] = load_queries(spec, row, Given(), where)
             except UserError as error:
                 raise UserError(f"the confidence intervals need the query split: {error} (or pass --no-ci)") from None
-        split = self.splits[(row.task, source)]
+        split = self.splits[key]
         check_queries(split, row, Given(), where, [], remedy="restore the data, or pass --no-ci")
         limit = row.config.get("limit")
         examples = list(split.examples[:limit] if limit else split.examples)

@@ -38,6 +38,9 @@ RICES_ENCODER_OPTION = shared_option("--rices-encoder", help="Image encoder for 
 PROTOCOL_OPTION = shared_option("--protocol", default="default", show_default=True,
                                 help="Evaluation protocol: a shipped name (default, idefics, openflamingo) or a protocol file "
                                      "(docs/protocols.md).")
+SPLIT_OPTION = shared_option("--split", type=click.Choice(["reporting", "selection"]), default="reporting", show_default=True,
+                             help="The queries: the task's query split (reporting), or the selection split held out of train, "
+                                  "disjoint from the support set and the reporting split (docs/protocols.md).")
 MAX_LENGTH_OPTION = shared_option("--max-length", type=int, help="Context limit in tokens (default: the model's); longer prompts lose "
                                   "their least similar shots.")
 TASKS_DIR_OPTION = shared_option("--tasks-dir", "tasks_dirs", multiple=True, type=click.Path(path_type=Path),
@@ -188,6 +191,7 @@ def write_run_config(command: click.Command, options: dict, path: Path) -> None:
 @click.option("--support-data", help="Data of the task shots come from, where it is another task (NoCaps: COCO).")
 @click.option("--output-dir", type=click.Path(path_type=Path), default=Path("runs/latest"), show_default=True,
               help="Folder of the run's predictions, results.json and manifest; a rerun there resumes.")
+@SPLIT_OPTION()
 @run_and_sweep_options
 @click.option("--device-map", help="accelerate device_map (e.g. auto): split one large model over the visible GPUs.")
 @CACHE_DIR_OPTION()
@@ -227,7 +231,7 @@ def run(**options) -> None:
         support_data=options["support_data"],
         selection=options["selection"],
         seeds=parse_counts(options["seeds"], "--seeds"),
-        rices_encoder=options["rices_encoder"], protocol=options["protocol"],
+        rices_encoder=options["rices_encoder"], protocol=options["protocol"], split=options["split"],
         limit=options["limit"],
         batch_size=options["batch_size"],
         device=options["device"],
@@ -254,7 +258,9 @@ def run(**options) -> None:
     if rows:  # under torchrun only rank 0 reports
         write_run_config(click.get_current_context().command, options, config.output_dir / RUN_CONFIG_FILE)
         click.echo(summary_table(rows))
-        for note in dict.fromkeys(row.config["metric_skipped"] for row in rows if "metric_skipped" in row.config):
+        notes = [note for row in rows for note in row.config.get("notes", [])]
+        notes += [row.config["metric_skipped"] for row in rows if "metric_skipped" in row.config]
+        for note in dict.fromkeys(notes):
             click.echo(f"note: {note}")
         click.echo(f"results: {config.output_dir / 'results.json'}")
 
@@ -273,6 +279,7 @@ def run(**options) -> None:
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="The seed of --selection random.")
 @RICES_ENCODER_OPTION()
 @PROTOCOL_OPTION()
+@SPLIT_OPTION()
 @MAX_LENGTH_OPTION()
 @MAX_NEW_TOKENS_OPTION(help="Tokens kept for the answer when fitting the prompt (task default: 15).")
 @CACHE_DIR_OPTION()
@@ -293,7 +300,8 @@ def prompt(**options) -> None:
         task=options["task"], shots=(options["shots"],), output_dir=Path("."),  # a dry run writes nothing
         model=options["model"], demo=options["demo"], demo_seed=options["demo_seed"], data=options["data"],
         support_data=options["support_data"], selection=options["selection"], seeds=(options["seed"],),
-        rices_encoder=options["rices_encoder"], protocol=options["protocol"], device=options["device"], dtype=options["dtype"],
+        rices_encoder=options["rices_encoder"], protocol=options["protocol"], split=options["split"], device=options["device"],
+        dtype=options["dtype"],
         max_length=options["max_length"], max_new_tokens=options["max_new_tokens"],
         cache_dir=options["cache_dir"] or default_cache_dir(), tasks_dirs=tuple(options["tasks_dirs"]),
         prompts_dirs=tuple(options["prompts_dirs"]),
@@ -413,6 +421,8 @@ def demo_model(directory: Path, family: str, **options) -> None:
 @click.option("--data", "data_values", multiple=True, help="TASK=PATH, or one PATH for every task: validation data for selection.")
 @click.option("--support-data", "support_values", multiple=True, help="TASK=PATH: data of the task shots come from (NoCaps: COCO).")
 @DEMO_DATA_OPTION()
+@SPLIT_OPTION(default="selection", help="The queries checkpoints are compared on: each task's selection split, held out of "
+              "train (the default: selection never sees the reporting split), or its reporting split.")
 @run_and_sweep_options
 @CACHE_DIR_OPTION()
 @TASKS_DIR_OPTION()
@@ -423,7 +433,7 @@ def demo_model(directory: Path, family: str, **options) -> None:
 @click.option("--name", help="A name for this sweep, recorded in every checkpoint's results (default: none).")
 def sweep(**options) -> None:
     """Evaluate every checkpoint on every task and shot count; name the best checkpoint."""
-    from .sweep import SweepConfig, parse_task_values, run_sweep, summary_lines
+    from .sweep import SweepConfig, parse_task_values, run_sweep, split_line, summary_lines
     from .tasks import expand_task_names
 
     task_value = _old_spelling(options, "task", "old_tasks")
@@ -442,7 +452,7 @@ def sweep(**options) -> None:
         select_by=options["select_by"],
         selection=options["selection"],
         seeds=parse_counts(options["seeds"], "--seeds"),
-        rices_encoder=options["rices_encoder"], protocol=options["protocol"],
+        rices_encoder=options["rices_encoder"], protocol=options["protocol"], split=options["split"],
         batch_size=options["batch_size"],
         num_beams=options["num_beams"],
         max_new_tokens=options["max_new_tokens"],
@@ -457,6 +467,7 @@ def sweep(**options) -> None:
         run_name=options["name"],
         log_samples=options["log_samples"],
     )
+    click.echo(split_line(config.split))
     result = run_sweep(config)
     click.echo("\n".join(summary_lines(result, config.select_by)))
     if result.failed:

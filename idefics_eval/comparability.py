@@ -3,7 +3,8 @@
 A row's `config` records how its number was made (runner.py). `settings(row)` names what changes a
 number, under the names of the options that set it (`num_beams`, `limit`, `selection`, ...) and `n`,
 the queries scored; `differences(a, b)` lists what differs between two rows in the words reports
-print ("num_beams 1 vs 3", "limit 8 vs full", "selection rices vs random"); `partial(row)` says why a
+print ("num_beams 1 vs 3", "limit 8 vs full", "selection rices vs random", "split selection (1024, seed 0)
+vs reporting": a selection-split row never compares with a reporting one); `partial(row)` says why a
 row scored fewer queries than a full run would (`--limit`, the bundled demo data, skipped queries).
 export, compare and plot all decide through these three, so they cannot disagree.
 
@@ -69,10 +70,24 @@ def is_demo_data(row: Result) -> bool | None:
     return bundled_data(source) if source else None
 
 
+def split_of(row: Result) -> str:
+    """The row's queries as text: "reporting" (the task's query split; every row made before selection
+    splits existed), or "selection (SIZE, seed SEED)" for a selection split held out of train."""
+    split = row.config.get("split") or {}
+    if split.get("name") != "selection":
+        return "reporting"
+    return f"selection ({split.get('size')}, seed {split.get('seed')})"
+
+
+def is_selection(row: Result) -> bool:
+    """Whether the row scored a selection split (for choosing checkpoints and prompts, never reported)."""
+    return split_of(row) != "reporting"
+
+
 def settings(row: Result) -> dict[str, str]:
     """The row's settings that change its numbers, by name, as text; unrecorded ones are absent."""
     config = row.config
-    found: dict[str, object] = {"n": row.num_examples, "selection": row.selection}
+    found: dict[str, object] = {"n": row.num_examples, "selection": row.selection, "split": split_of(row)}
     model, task, prompt, data = (config.get(key, {}) for key in ("model", "task", "prompt", "data"))
     if model:
         found["model"] = model.get("name", "unknown") + _short(model.get("fingerprint"))

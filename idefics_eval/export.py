@@ -11,7 +11,8 @@ Two layouts:
   The card puts numbers side by side, so it refuses what would mislead there (comparability.py):
   a model's cells made with different settings or n, and partial cells (--limit, the bundled demo
   data, skipped queries) unless `allow_partial`, which marks them (PARTIAL_MARK and a footnote in
-  markdown, the `Partial` column in CSV and JSON).
+  markdown, the `Partial` column in CSV and JSON). Rows of a selection split (`--split selection`)
+  never reach a cell: they chose the checkpoint, so their numbers are not held out.
 * `long`: one row per model x task x shots x selection x seed x metric, with the 95% bootstrap
   interval (idefics_eval/bootstrap.py), the number of queries, a hash of the row's configuration
   and why the row is partial (empty for a full run).
@@ -32,7 +33,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .comparability import PARTIAL_SETTINGS, differences, partial
+from .comparability import PARTIAL_SETTINGS, differences, is_selection, partial
 from .errors import UserError
 from .results import Result, number_text, read_results
 
@@ -139,11 +140,12 @@ def config_hash(row: Result) -> str:
 
 def reported_entries(entries: Iterable[Entry], selection: str) -> dict[str, dict[tuple[str, int], Entry]]:
     """model -> (task, shots) -> the one entry reported for it: the seed-free row (RICES, or the mean
-    over random seeds), else the only seed's row."""
+    over random seeds), else the only seed's row. Rows of a selection split (`--split selection`)
+    are never reported: they chose the checkpoint or prompt, so their numbers are not held out."""
     table: dict[str, dict[tuple[str, int], Entry]] = {}
     candidates: dict[tuple[str, str, int], list[Entry]] = {}
     for entry in entries:
-        if entry.row.selection == selection:
+        if entry.row.selection == selection and not is_selection(entry.row):  # a selection split is never reported
             candidates.setdefault((entry.model, entry.row.task, entry.row.shots), []).append(entry)
     for (model, task, shots), found in candidates.items():
         folders = {e.folder for e in found}
@@ -208,6 +210,10 @@ def check_comparable(model: str, cells: dict[tuple[str, int], Entry]) -> None:
 
 def _nothing_for_the_card(entries: Sequence[Entry], selection: str) -> UserError:
     card_tasks = sorted({e.row.task for e in entries if e.row.task in CARD_BY_TASK})
+    if card_tasks and all(is_selection(e.row) for e in entries if e.row.task in CARD_BY_TASK):
+        return UserError(f"the card's tasks here ({', '.join(card_tasks)}) have selection-split rows only (--split selection: "
+                         "queries held out of train for choosing checkpoints and prompts), which the card never reports; "
+                         "run the chosen checkpoint on the reporting split (--split reporting) and export that")
     others = sorted({e.row.selection for e in entries if e.row.task in CARD_BY_TASK} - {selection})
     if card_tasks and others:
         return UserError(f"the card's tasks here ({', '.join(card_tasks)}) have --selection {others[0]} rows only, and the card "

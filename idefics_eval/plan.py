@@ -4,7 +4,7 @@ model loads (`Prepared`: task spec, prompt template, metric, support and query e
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import formats
@@ -19,6 +19,7 @@ from .prompts import PromptTemplate, load_template
 from .protocols import DEFAULT as DEFAULT_PROTOCOL
 from .protocols import Protocol, apply_protocol, load_protocol
 from .results import read_results
+from .splits import REPORTING, SELECTION, Drawn, load_selection_split, support_subset
 from .tasks import TaskSpec, load_task
 
 DEMO_DATA = BUNDLED
@@ -39,6 +40,7 @@ class RunConfig:
     # "model" (the evaluated model's vision tower) or a CLIP hub id / folder; None: the protocol's, else "model"
     rices_encoder: str | None = None
     protocol: str = DEFAULT_PROTOCOL  # --protocol: a shipped protocol's name or a protocol file (protocols.py)
+    split: str = REPORTING  # --split: the task's query split, or the selection split held out of train (splits.py)
     limit: int | None = None
     batch_size: int | str = 8  # a positive number, or "auto": the largest that fits on the GPU (8 off GPU)
     device: str | None = None
@@ -77,6 +79,9 @@ class Prepared:
     num_queries: int  # the query split's size before --limit: what a full run scores
     references: bool = True  # False: a test split, whose answers only the evaluation server holds
     protocol: Protocol | None = None  # the protocol applied to `spec` (None only where a caller builds one by hand)
+    split: dict = field(default_factory=dict)  # a selection split's record (splits.py); {}: the reporting split
+    support_subset: dict = field(default_factory=dict)  # the drawn support subset's record; {}: the whole support split
+    notes: tuple[str, ...] = ()  # one line each: a drawn split smaller than asked for
 
 
 def prepare(config: RunConfig, preloaded: bool = False, writes: bool = True) -> Prepared:
@@ -96,6 +101,8 @@ def prepare(config: RunConfig, preloaded: bool = False, writes: bool = True) -> 
         raise UserError(f"--image-cache-mb {config.image_cache_mb!r}: give a whole number of MiB, 0 or more")
     if config.on_bad_example not in ("stop", "skip"):
         raise UserError(f"--on-bad-example {config.on_bad_example!r}: use stop or skip")
+    if config.split not in (REPORTING, SELECTION):
+        raise UserError(f"--split {config.split!r}: use {REPORTING} (the task's query split) or {SELECTION} (held out of train)")
     if config.selection not in ("rices", "random"):
         raise UserError(f"--selection {config.selection!r}: use rices or random")
     if config.selection == "rices" and tuple(config.seeds) != (0,):
@@ -124,8 +131,7 @@ def prepare(config: RunConfig, preloaded: bool = False, writes: bool = True) -> 
     template = load_template(spec.prompt, config.prompts_dirs, f"{named_by}: prompt {spec.prompt!r}", tasks_dirs=config.tasks_dirs)
     metric = get_metric(spec.metric)
     data = config.data if config.data is not None else (demo_data(spec) if config.demo else None)
-    queries = formats.load_split(spec, spec.query_split, data, config.cache_dir)
-    support = _load_support(config, spec, data)
+    queries, support, drawn = _splits(config, spec, data)
     if not queries.examples:
         raise UserError(f"the query split {queries.name} from {queries.source} is empty")
     references = formats.has_references(spec, queries)
@@ -150,7 +156,23 @@ def prepare(config: RunConfig, preloaded: bool = False, writes: bool = True) -> 
         add_start_token=spec.add_start_token,
     )
     return Prepared(config, spec, template, metric, support, queries, all_queries_fingerprint, data, generation, num_queries,
-                    references, protocol)
+                    references, protocol, split=drawn[0].record if config.split == SELECTION else {},
+                    support_subset=drawn[1].record if max(config.shots) > 0 else {},
+                    notes=tuple(d.note for d in drawn if d.note))
+
+
+def _splits(config: RunConfig, spec: TaskSpec, data: str | None) -> tuple[ExampleSet, ExampleSet, tuple[Drawn, Drawn]]:
+    """The queries, the support set shots come from, and the draws that made them (splits.py): the
+    reporting split with the support split (or its subset), or the selection split held out of train."""
+    if config.split == SELECTION:
+        selection, subset = load_selection_split(spec, data, config.cache_dir, spec.selection_split, spec.support_subset)
+        if max(config.shots) == 0:
+            subset = Drawn(ExampleSet(f"{spec.name}/none", "no shots asked for", ()), {})
+        return selection.examples, subset.examples, (selection, subset)
+    queries = formats.load_split(spec, spec.query_split, data, config.cache_dir)
+    support = _load_support(config, spec, data)
+    subset = support_subset(support, spec.support_subset if max(config.shots) > 0 else None)
+    return queries, subset.examples, (Drawn(queries, {}), subset)
 
 
 

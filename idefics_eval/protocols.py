@@ -26,6 +26,7 @@ from .tasks import (
     _generation,
     _typed,
     builtin_dir,
+    subset,
     read_yaml,
     task_files,
 )
@@ -33,7 +34,8 @@ from .tasks import (
 DEFAULT = "default"
 PROTOCOL_REQUIRED = frozenset({"name"})
 PROTOCOL_OPTIONAL = frozenset({"description", "default", "tasks", "rices_encoder"})
-OVERRIDE_KEYS = frozenset({"prompt", "add_start_token", "generation", "normalize", "shot_answer"})
+OVERRIDE_KEYS = frozenset({"prompt", "add_start_token", "generation", "normalize", "shot_answer", "support_subset",
+                           "selection_split"})
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,9 @@ def _overrides(where: str, data: Any) -> dict[str, Any]:
         found["normalize"] = _choice(f"{where}.normalize", section["normalize"], NORMALIZE)
     if "shot_answer" in section:
         found["shot_answer"] = _choice(f"{where}.shot_answer", section["shot_answer"], SHOT_ANSWERS)
+    for key in ("support_subset", "selection_split"):
+        if key in section:
+            found[key] = subset(f"{where}.{key}", section[key])
     if "generation" in section:
         given = _check_keys(f"{where}.generation", section["generation"], set(), GENERATION_KEYS)
         parsed = _generation(where, given)  # typed as in a task file; only the keys given override
@@ -123,7 +128,7 @@ def apply_protocol(spec: TaskSpec, protocol: Protocol) -> TaskSpec:
     changes = protocol.overrides(spec.name)
     own = protocol.tasks.get(spec.name, {})
     updates: dict[str, Any] = {}
-    for key in ("prompt", "add_start_token", "shot_answer"):
+    for key in ("prompt", "add_start_token", "shot_answer", "support_subset", "selection_split"):
         if key in changes:
             updates[key] = changes[key]
     if "generation" in changes:

@@ -241,6 +241,7 @@ def _scope(p: Prepared) -> dict:
     options = {"num_beams": p.config.num_beams, "max_new_tokens": p.config.max_new_tokens, "max_length": p.config.max_length}
     scope = {"num_queries": p.num_queries, "demo_data": bundled_data(p.queries.source), "request": p.spec.request,
              "generation_options": {name: value for name, value in options.items() if value is not None}}
+    scope |= {"notes": list(p.notes)} if p.notes else {}  # a drawn split smaller than asked for (splits.py)
     return scope if p.references else scope | {"metric_skipped": no_metric_note(p.queries.name)}
 
 

@@ -24,6 +24,7 @@ from .formats import BUNDLED, demo_data
 from .metrics import get_metric, refuse_undefined
 from .predictions import prediction_file_of, read_predictions
 from .results import Result, mean_over_seeds, read_results
+from .splits import SELECTION, load_selection_split, recorded_subsets
 from .tasks import TaskSpec, load_task
 
 
@@ -78,10 +79,18 @@ def query_split(spec: TaskSpec, row: Result | None, given: Given, where: str, no
 
 
 def load_queries(spec: TaskSpec, row: Result | None, given: Given, where: str) -> ExampleSet:
+    """The queries `row` scored: its task's query split, or the selection split it records, drawn
+    again from the train and reporting splits as the run drew it (splits.py)."""
     recorded = (row.config.get("data") or {}) if row is not None else {}
     if given.chose_data or not recorded.get("source"):
-        return formats.load_split(spec, spec.query_split, given.data_for(spec), given.cache_dir)
-    return formats.load_split(spec, spec.query_split, recorded_data(recorded["source"], spec, where), given.cache_dir)
+        data = given.data_for(spec)
+    else:
+        data = recorded_data(recorded["source"], spec, where)
+    split = (row.config.get("split") or {}) if row is not None else {}
+    if split.get("name") == SELECTION:
+        selection, support = recorded_subsets(split)
+        return load_selection_split(spec, data, given.cache_dir, selection, support)[0].examples
+    return formats.load_split(spec, spec.query_split, data, given.cache_dir)
 
 
 def check_queries(split: ExampleSet, row: Result | None, given: Given, where: str, notes: list[str],

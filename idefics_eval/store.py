@@ -24,6 +24,7 @@ def identity_of(p: Prepared, loaded: LoadedModel) -> dict:
     """What determines every predictions file of this task: a rerun in the same folder must match.
 
     Round-tripped through JSON so that it compares equal to the copy read back from the manifest.
+    A selection-split run (`--split selection`) adds `split`, the draw's record (splits.py).
     What the shots depend on (support data, selection, index) is recorded per file instead, since
     zero-shot files do not depend on it.
     """
@@ -34,7 +35,7 @@ def identity_of(p: Prepared, loaded: LoadedModel) -> dict:
         "model": {"name": loaded.name, "fingerprint": loaded.fingerprint, "dtype": str(loaded.dtype).replace("torch.", "")},
         "generation": asdict(p.generation) | {"max_length": p.config.max_length or loaded.max_length},
         "protocol": (p.protocol or load_protocol()).identity,
-    })
+    } | ({"split": p.split} if p.split else {}))  # a selection split's draw; absent: the reporting split
 
 
 # Generation settings recorded since 2026-12-03, with the value every earlier run used implicitly
@@ -141,13 +142,14 @@ class Manifest:
 
 
 def _differing(old: dict, new: dict) -> list[str]:
-    return sorted(k for k in new if old.get(k) != new[k])
+    return sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))  # `split`: on one side only
 
 
 def shots_identity(p: Prepared, selection: dict, shots: int) -> dict:
     if shots == 0:
         return {}
-    return selection | {"support_split": p.support.name, "support_source": p.support.source}
+    subset = {"support_subset": p.support_subset} if p.support_subset else {}  # absent: the whole support split
+    return selection | {"support_split": p.support.name, "support_source": p.support.source} | subset
 
 
 class RunFolder:

@@ -12,8 +12,10 @@ for each task and shot count, the task's headline metric divided by the best che
 that cell (so the best checkpoint there scores 1.0), averages over shot counts, then over tasks:
 every task weighs the same whatever its scale (CIDEr near 100, accuracies near 50), and a task on
 which the checkpoints barely differ cannot swing the choice (as it could after min-max scaling).
-Ties go to the earlier checkpoint. The runner evaluates each task's query split: for selection,
-point --data at validation data, not at the reporting split.
+Ties go to the earlier checkpoint. Checkpoints are compared on each task's selection split (`--split
+selection`, the default: queries held out of train, disjoint from the support set and the reporting
+split; idefics_eval/splits.py), so that the checkpoint chosen was never scored on the numbers it is
+then reported with; `--split reporting` compares them on the reporting split instead.
 
 A checkpoint that cannot be evaluated (its files are corrupt, its config is of another architecture,
 its results folder is damaged) is recorded as failed, with the reason, in the table, sweep.csv and
@@ -85,6 +87,7 @@ class SweepConfig:
     seeds: tuple[int, ...] = (0,)
     rices_encoder: str | None = None  # None: the protocol's, else the model's vision tower
     protocol: str = "default"
+    split: str = "selection"  # the queries checkpoints are compared on: "selection" or "reporting" (run's --split)
     batch_size: int | str = 8  # or "auto"
     num_beams: int | None = None
     max_new_tokens: int | None = None
@@ -116,11 +119,19 @@ def _run_config(config: SweepConfig, checkpoint: Checkpoint, task: str):
     run_config = RunConfig(
         task=task, shots=config.shots, output_dir=config.output_dir / checkpoint.name, model=str(checkpoint.path),
         data=config.data.get(task), support_data=config.support_data.get(task), selection=config.selection, seeds=config.seeds,
-        rices_encoder=config.rices_encoder, protocol=config.protocol, limit=config.limit, batch_size=config.batch_size, device=config.device,
+        rices_encoder=config.rices_encoder, protocol=config.protocol, split=config.split, limit=config.limit, batch_size=config.batch_size, device=config.device,
         dtype=config.dtype, num_beams=config.num_beams, max_new_tokens=config.max_new_tokens, max_length=config.max_length,
         cache_dir=config.cache_dir, tasks_dirs=config.tasks_dirs, prompts_dirs=config.prompts_dirs, overwrite=config.overwrite,
         progress=config.progress, run_name=config.run_name, log_samples=config.log_samples)
     return with_bundled_data(run_config) if config.demo_data else run_config
+
+
+def split_line(split: str) -> str:
+    """The line a sweep starts with: which queries it compares the checkpoints on."""
+    if split == "selection":
+        return ("sweep: checkpoints are compared on each task's selection split, held out of train (apart from the "
+                "support set and the reporting split); --split reporting compares them on the reporting split")
+    return "sweep: checkpoints are compared on each task's reporting split (--split reporting), the split results are reported on"
 
 
 def _refuse_test_split(task: str, tasks_dirs: tuple[Path, ...]) -> None:
@@ -275,7 +286,7 @@ def write_selection(config: SweepConfig, checkpoints: Sequence[Checkpoint], tabl
         "best": None if best is None else entry(best),
         "checkpoints": [entry(c) for c in checkpoints],
         "failed": [entry(c) for c in checkpoints if c.name in failed],
-        "tasks": list(config.tasks), "shots": list(config.shots), "limit": config.limit,
+        "tasks": list(config.tasks), "shots": list(config.shots), "limit": config.limit, "split": config.split,
     }
     json_path = out / "sweep.json"
     write_json_atomic(json_path, summary)

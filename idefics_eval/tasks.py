@@ -31,11 +31,12 @@ STOP_WORDS = ("Question", "Answer", "Image", "Caption", "User", "<end_of_utteran
 # documents each (tests/test_task_files_doc.py compares the two, so they cannot drift).
 TASK_REQUIRED = frozenset({"name", "version", "request", "metric", "prompt", "support_split", "query_split", "sources"})
 TASK_OPTIONAL = frozenset({"title", "generation", "candidates", "shot_answer", "support_task", "zero_shot_only", "seed",
-                           "submission", "add_start_token"})
+                           "submission", "add_start_token", "support_subset", "selection_split"})
 # The evaluation servers a test split's predictions go to (idefics_eval/submission.py writes each one's file).
 SUBMISSIONS = ("vqa", "vizwiz", "nocaps", "textcaps")
 GENERATION_KEYS = frozenset({"max_new_tokens", "num_beams", "stop_words", "first_line", "strip_quotes", "length_penalty",
                              "early_stopping", "banned_words"})
+SUBSET_REQUIRED, SUBSET_OPTIONAL = frozenset({"size"}), frozenset({"seed"})  # support_subset and selection_split
 CANDIDATES_REQUIRED, CANDIDATES_OPTIONAL = frozenset({"source"}), frozenset({"classes", "classes_file", "normalize"})
 HUGGINGFACE_REQUIRED, HUGGINGFACE_OPTIONAL = frozenset({"path", "splits", "columns"}), frozenset({"config"})
 VQA_JSON_KEYS = frozenset({"questions", "images", "image_file"})
@@ -80,6 +81,19 @@ class Generation:
 
 
 @dataclass(frozen=True)
+class Subset:
+    """A fixed random draw of `size` examples, seeded by `seed`: a task's `support_subset` (of its
+    support split) or `selection_split` (held out of train); idefics_eval/splits.py draws both."""
+
+    size: int
+    seed: int = 0
+
+
+# The selection split of a task (and protocol) that names none: 1,000 queries held out of train.
+SELECTION_SPLIT = Subset(1000, 0)
+
+
+@dataclass(frozen=True)
 class Candidates:
     """What a ranked task chooses between: one class list for all, or each example's own."""
 
@@ -110,6 +124,8 @@ class TaskSpec:
     seed: int = 0  # seeds choices inside the task (e.g. which reference caption a shot shows)
     submission: str | None = None  # a test-server task: the server whose file `submission` writes
     add_start_token: bool = True  # every request (generated or ranked) starts with the tokenizer's <s>
+    support_subset: Subset | None = None  # None: shots come from the whole support split
+    selection_split: Subset = SELECTION_SPLIT  # the queries `--split selection` holds out of train
 
     @property
     def vqa_json(self) -> Mapping[str, VqaJsonSplit] | None:
@@ -185,6 +201,15 @@ def _positive(where: str, value: Any) -> int:
     if _typed(where, value, int) < 1:
         raise UserError(f"{where}: expected a positive whole number, found {value!r}")
     return value
+
+
+def subset(where: str, data: Any) -> Subset:
+    """A `support_subset:` or `selection_split:` mapping: `size` (positive) and `seed` (0 or more)."""
+    section = _check_keys(where, data, SUBSET_REQUIRED, SUBSET_OPTIONAL)
+    seed = _typed(f"{where}.seed", section.get("seed", 0), int)
+    if seed < 0:
+        raise UserError(f"{where}.seed: expected a whole number 0 or more, found {seed!r}")
+    return Subset(_positive(f"{where}.size", section["size"]), seed)
 
 
 def _generation(where: str, data: Any) -> Generation:
@@ -300,6 +325,8 @@ def parse_task(path: Path) -> TaskSpec:
         seed=_typed(f"{where}: seed", top.get("seed", 0), int),
         submission=_choice(f"{where}: submission", top["submission"], SUBMISSIONS) if "submission" in top else None,
         add_start_token=_typed(f"{where}: add_start_token", top.get("add_start_token", True), bool),
+        support_subset=subset(f"{where}: support_subset", top["support_subset"]) if "support_subset" in top else None,
+        selection_split=subset(f"{where}: selection_split", top["selection_split"]) if "selection_split" in top else SELECTION_SPLIT,
     )
     for split in {spec.support_split, spec.query_split} - ({spec.support_split} if spec.support_task else set()):
         for source_name, splits in [*file_sources.items(), ("huggingface", huggingface and huggingface.splits)]:

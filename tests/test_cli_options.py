@@ -94,8 +94,9 @@ def test_sweep_without_one_task_option_is_refused(fake_checkpoints, runs, tmp_pa
 
 
 # sweep's own forms, by design: data per task (TASK=PATH, repeatable), an output folder of results folders,
-# a name for every checkpoint's run, --task optional beside its old spelling, fewer shots by default
-SWEEP_OWN = {"data_values", "support_values", "output_dir", "name", "task", "shots"}
+# a name for every checkpoint's run, --task optional beside its old spelling, fewer shots by default, and
+# the selection split by default (a checkpoint is chosen on queries held out of train, not on the reported ones)
+SWEEP_OWN = {"data_values", "support_values", "output_dir", "name", "task", "shots", "split"}
 
 
 def test_options_on_run_and_sweep_mean_the_same():

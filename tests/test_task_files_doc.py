@@ -41,6 +41,7 @@ def documented(name: str) -> tuple[set[str], set[str]]:
     ("task", tasks.TASK_REQUIRED, tasks.TASK_OPTIONAL),
     ("candidates", tasks.CANDIDATES_REQUIRED, tasks.CANDIDATES_OPTIONAL),
     ("huggingface", tasks.HUGGINGFACE_REQUIRED, tasks.HUGGINGFACE_OPTIONAL),
+    ("subset", tasks.SUBSET_REQUIRED, tasks.SUBSET_OPTIONAL),
     ("prompt", prompts.PROMPT_REQUIRED, prompts.PROMPT_OPTIONAL),
 ])
 def test_documented_keys_are_the_parsers_keys(table, required, optional):
