@@ -172,16 +172,74 @@ def test_default_protocol_predictions_equal_a_run_without_the_option(tmp_path, c
     assert predictions(tmp_path / "plain") == predictions(tmp_path / "default") != {}
 
 
+def ranked_lines(capsys, tmp_path: Path, task: str, protocol: str, *extra: str) -> list[dict]:
+    """The sample lines of a zero-shot demo run of `task` under `protocol` (a few queries; HatefulMemes
+    four, so that its ROC AUC sees both classes)."""
+    out = tmp_path / f"{task}-{Path(protocol).stem}"
+    limit = "4" if task == "hatefulmemes" else "2"
+    code, _, err = invoke(capsys, "run", "--task", task, "--demo", "--shots", "0", "--limit", limit, "--no-progress",
+                          "--output-dir", str(out), "--cache-dir", str(tmp_path / "cache"), "--protocol", protocol, *extra)
+    assert code == 0, err
+    return [json.loads(line) for line in (out / "samples" / f"{task}_0shot.jsonl").open()]
+
+
 def test_idefics_protocol_changes_winoground_scores(tmp_path, capsys):
-    """Its prompt, no start token and the whole-sequence mean score the captions otherwise."""
-    args = ("--task", "winoground", "--demo", "--shots", "0", "--limit", "2", "--no-progress", "--cache-dir", str(tmp_path / "cache"))
-    for protocol in ("default", "idefics"):
-        assert invoke(capsys, "run", *args, "--output-dir", str(tmp_path / protocol), "--protocol", protocol)[0] == 0
-    scores = {protocol: [json.loads(line) for line in (tmp_path / protocol / "predictions" / "winoground_0shot.jsonl").open()]
-              for protocol in ("default", "idefics")}
+    """Its prompt, no start token and the whole-sequence mean score the captions otherwise; the
+    whole-sequence score is a mean over every token after the first, context included: its sum over
+    the same sequence (a protocol otherwise equal) is the mean times that token count."""
+    scores = {protocol: ranked_lines(capsys, tmp_path, "winoground", protocol) for protocol in ("default", "idefics")}
     assert len(scores["default"]) == len(scores["idefics"]) == 2
     for default, idefics in zip(scores["default"], scores["idefics"]):
         assert default["id"] == idefics["id"] and default["scores"] != pytest.approx(idefics["scores"], abs=1e-3)
+        assert not idefics["prompt"].startswith("<s>") and default["prompt"].startswith("<s>")
+    summed = tmp_path / "idefics_sum.yaml"
+    summed.write_text("name: idefics_sum\ntasks:\n  winoground:\n    add_start_token: false\n    prompt: idefics_winoground\n"
+                      "    normalize: sequence_sum\n")
+    from transformers import AutoTokenizer
+
+    from idefics_eval.models import demo_model_name
+
+    tokenizer = AutoTokenizer.from_pretrained(demo_model_name(None))
+    for mean, total in zip(scores["idefics"], ranked_lines(capsys, tmp_path, "winoground", str(summed))):
+        for index, (m, t) in enumerate(zip(mean["scores"], total["scores"])):
+            caption = mean["inputs"][f"caption_{index // 2}"]
+            tokens = len(tokenizer(f"{mean['prompt']} {caption}", add_special_tokens=False).input_ids) - 1
+            assert t == pytest.approx(m * tokens, rel=1e-4, abs=1e-4)
+
+
+def test_the_authors_sum_favours_the_shorter_of_two_candidates_where_the_mean_does_not(tmp_path, capsys):
+    """A HatefulMemes whose second class extends the first: summed log-probabilities (idefics) can only
+    lose by the extra tokens, so the short class always wins; the candidate-token mean divides the long
+    class's sum by its token count, which narrows the gap on every query."""
+    tasks_dir = tmp_path / "tasks"
+    tasks_dir.mkdir()
+    task = (ROOT / "tasks" / "hatefulmemes.yaml").read_text()
+    (tasks_dir / "hatefulmemes.yaml").write_text(task.replace('classes: ["no", "yes"]', 'classes: ["no", "no, not at all"]'))
+    mean = tmp_path / "idefics_mean.yaml"  # the idefics protocol's hatefulmemes, with the candidate-token mean
+    mean.write_text("name: idefics_mean\ntasks:\n  hatefulmemes:\n    add_start_token: false\n    normalize: mean\n")
+    summed = ranked_lines(capsys, tmp_path, "hatefulmemes", "idefics", "--tasks-dir", str(tasks_dir))
+    averaged = ranked_lines(capsys, tmp_path, "hatefulmemes", str(mean), "--tasks-dir", str(tasks_dir))
+    for total, per_token in zip(summed, averaged):
+        (short, long_), (short_mean, long_mean) = total["scores"], per_token["scores"]
+        assert long_ < short and total["prediction"] == "no"
+        assert short_mean == pytest.approx(short, abs=1e-4)  # "no" is one token: its mean is its sum
+        assert long_mean - short_mean > long_ - short + 1e-3
+
+
+@pytest.mark.parametrize("task", ["hatefulmemes", "scienceqa", "imagenet"])
+def test_the_idefics_protocol_scores_ranked_tasks_without_the_start_token(task, tmp_path, capsys):
+    """The same prompt and summed scores, only <s> left out: every candidate's score moves."""
+    default, idefics = (ranked_lines(capsys, tmp_path, task, protocol) for protocol in ("default", "idefics"))
+    for with_start, without in zip(default, idefics):
+        assert with_start["prompt"] == "<s>" + without["prompt"]
+        assert all(abs(a - b) > 1e-4 for a, b in zip(with_start["scores"], without["scores"]))
+
+
+def test_renderedsst2_keeps_the_start_token_and_its_scores_under_idefics(tmp_path, capsys):
+    default, idefics = (ranked_lines(capsys, tmp_path, "renderedsst2", protocol) for protocol in ("default", "idefics"))
+    for with_start, also in zip(default, idefics):
+        assert with_start["prompt"] == also["prompt"] and with_start["prompt"].startswith("<s>")
+        assert with_start["scores"] == pytest.approx(also["scores"], abs=1e-5)
 
 
 def test_protocol_recorded_in_rows_and_manifest_and_another_refused(tmp_path, capsys):
