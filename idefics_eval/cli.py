@@ -217,6 +217,7 @@ def run(**options) -> None:
     from .plan import with_bundled_data
     from .reports import summary_table
     from .runner import RunConfig, run_tasks
+    from .splits import selection_note
     from .tasks import expand_task_names
 
     names = expand_task_names(options["task"], tuple(options["tasks_dirs"]))
@@ -258,7 +259,8 @@ def run(**options) -> None:
     if rows:  # under torchrun only rank 0 reports
         write_run_config(click.get_current_context().command, options, config.output_dir / RUN_CONFIG_FILE)
         click.echo(summary_table(rows))
-        notes = [note for row in rows for note in row.config.get("notes", [])]
+        notes = [selection_note(row.task, row.config["split"]) for row in rows if "split" in row.config]
+        notes += [note for row in rows for note in row.config.get("notes", [])]
         notes += [row.config["metric_skipped"] for row in rows if "metric_skipped" in row.config]
         for note in dict.fromkeys(notes):
             click.echo(f"note: {note}")

@@ -122,6 +122,12 @@ def load_selection_split(spec: TaskSpec, data: str | None, cache_dir: Path | Non
     return selection_split(spec.name, train, reporting, selection, drawn_support)
 
 
+def selection_note(task: str, record: dict) -> str:
+    """The line `run` prints after a selection-split run."""
+    return (f"scored {task}/{SELECTION}: {record['size']} queries held out of {record['drawn_from']} (seed {record['seed']}), "
+            "for choosing checkpoints and prompts; export never reports them")
+
+
 def recorded_subsets(record: dict) -> tuple[Subset, Subset | None]:
     """The selection split's and support subset's settings a row's `split` record holds."""
     support = record.get("support_subset")

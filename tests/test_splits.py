@@ -102,6 +102,7 @@ def test_a_selection_run_records_its_split_and_scores_only_held_out_queries(tmp_
                                "--cache-dir", str(tmp_path / "cache"))
     assert code == 0, err
     assert "note: selection_split: vqav2/train has 48 examples left" in stdout
+    assert stdout.count("note: scored vqav2/selection: 48 queries held out of vqav2/train (seed 0)") == 1
     rows = read_results(out / "results.json")
     spec = load_task("vqav2")
     train = formats.load_split(spec, "train", formats.demo_data(spec))
