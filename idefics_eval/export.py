@@ -13,8 +13,8 @@ Two layouts:
   data, skipped queries) unless `allow_partial`, which marks them (PARTIAL_MARK and a footnote in
   markdown, the `Partial` column in CSV and JSON). Rows of a selection split (`--split selection`)
   never reach a cell: they chose the checkpoint, so their numbers are not held out.
-* `long`: one row per model x task x shots x selection x seed x metric, with the 95% bootstrap
-  interval (idefics_eval/bootstrap.py), the number of queries, a hash of the row's configuration
+* `long`: one row per model x task x shots x selection x seed x metric, with its split (`reporting`,
+  or `selection (SIZE, seed SEED)`), the 95% bootstrap interval (idefics_eval/bootstrap.py), the number of queries, a hash of the row's configuration
   and why the row is partial (empty for a full run).
 
 The model of a row is the name its results record (`config.model.name`); two different weights under
@@ -33,7 +33,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .comparability import PARTIAL_SETTINGS, differences, is_selection, partial
+from .comparability import PARTIAL_SETTINGS, differences, is_selection, partial, split_of
 from .errors import UserError
 from .results import Result, number_text, read_results
 
@@ -75,7 +75,7 @@ NUMERIC_HEADER = ("Model", "Shots", *(column.title for column in NUMERIC_COLUMNS
 NOT_RUN = "-"
 PARTIAL_MARK = "†"  # markdown: after a partial cell's number, explained in a footnote under the table
 
-LONG_HEADER = ("model", "task", "shots", "selection", "seed", "metric", "value", "ci_low", "ci_high", "n", "std",
+LONG_HEADER = ("model", "task", "shots", "selection", "seed", "split", "metric", "value", "ci_low", "ci_high", "n", "std",
                "config_hash", "results", "partial")
 
 
@@ -254,7 +254,7 @@ def long_records(entries: Sequence[Entry], intervals: bool = True, resamples: in
             interval = found.get(name)
             records.append({
                 "model": entry.model, "task": row.task, "shots": row.shots, "selection": row.selection,
-                "seed": row.seed, "metric": name, "value": value,
+                "seed": row.seed, "split": split_of(row), "metric": name, "value": value,
                 "ci_low": interval.low if interval else None, "ci_high": interval.high if interval else None,
                 "n": row.num_examples, "std": (row.metrics_std or {}).get(name),
                 "config_hash": config_hash(row), "results": str(entry.folder), "partial": str(found_partial) if found_partial else None,
@@ -330,5 +330,5 @@ def export(folders: Sequence[Path], fmt: str, layout: str = "card", selection: s
         return to_json(records)
     if fmt == "csv":
         return to_csv(records, LONG_HEADER)
-    return to_markdown(records, LONG_HEADER, left=("model", "task", "selection", "metric", "config_hash", "results"),
+    return to_markdown(records, LONG_HEADER, left=("model", "task", "selection", "split", "metric", "config_hash", "results"),
                        decimals=2)

@@ -122,9 +122,10 @@ def test_one_model_in_two_folders_is_one_row_and_a_cell_in_both_is_refused(tmp_p
 def test_long_layout_has_intervals_sizes_and_config_hashes(tmp_path):
     run = scored_run(tmp_path / "run", "m", "vqav2", {0: vqa_answers(lambda i: i % 2 == 0), 4: vqa_answers(lambda i: i % 3 == 0)}, limit=12)
     records = list(csv.DictReader(io.StringIO(export([run], "csv", layout="long", resamples=200))))
-    assert list(records[0]) == ["model", "task", "shots", "selection", "seed", "metric", "value", "ci_low", "ci_high", "n", "std",
+    assert list(records[0]) == ["model", "task", "shots", "selection", "seed", "split", "metric", "value", "ci_low", "ci_high", "n", "std",
                                 "config_hash", "results", "partial"]
     assert {r["partial"] for r in records} == {"n=12 of 32: --limit 12, bundled demo data"}
+    assert {r["split"] for r in records} == {"reporting"}
     main_rows = [r for r in records if r["metric"] == "vqa_accuracy"]
     assert [(r["shots"], r["n"]) for r in main_rows] == [("0", "12"), ("4", "12")]
     for r in main_rows:

@@ -137,6 +137,9 @@ def test_a_selection_row_is_never_in_a_card_cell_nor_comparable_with_a_reporting
                              "--format", "json")
     assert code == 0, err
     assert [row["VQAv2 (OE VQA acc)"] for row in json.loads(both)] == [reporting.metrics["vqa_accuracy"]]
+    code, long, err = invoke(capsys, "export", str(folders["selection"]), "--layout", "long", "--no-ci", "--format", "json")
+    assert code == 0, err
+    assert {record["split"] for record in json.loads(long)} == {"selection (48, seed 0)"}
 
 
 def test_nocaps_and_winoground_have_no_selection_split(tmp_path, capsys):
