@@ -31,7 +31,6 @@ from common import Timer, peak_rss_mib, result_line, small_loaded
 from idefics_eval.engine import Generator, batches_by_length
 from idefics_eval.image_cache import ImageFeatureCache
 from idefics_eval.models import VisionTowerEncoder
-from idefics_eval.models.gated_cross_attention import image_key_values
 from idefics_eval.model_requests import fit_prompt
 from idefics_eval.plan import RunConfig, prepare
 from idefics_eval.shots import ShotSettings, build_selector
@@ -45,14 +44,14 @@ class RecordedForward:
 
     def __call__(self, *args, **kwargs):
         kept = {key: value for key, value in kwargs.items() if key != "cache"}
-        self.calls.append((args[:4], kept))  # ids, masks, features; the replay rebuilds the cache
+        self.calls.append((args[:2], kept))  # inputs, features; the replay rebuilds the cache
         return self.forward(*args, **kwargs)
 
 
-def replay(generator: Generator, forward, calls: list, images: int) -> None:
+def replay(generator: Generator, forward, calls: list) -> None:
     """The recorded forward passes again, each on the cache the one before left."""
     cache = None
-    with image_key_values(generator.loaded.model, calls[0][0][2], images):
+    with generator.adapter.decoding(*calls[0][0]):
         for args, kwargs in calls:
             out = forward(*args, cache=cache, **kwargs)
             cache = out.cache
@@ -62,7 +61,7 @@ def replay(generator: Generator, forward, calls: list, images: int) -> None:
 def model_passes(forward, inputs: dict, features: torch.Tensor, steps: int, beams: int) -> None:
     """The language model's own passes for `steps` decoding steps: the prompt once, its cache copied
     to each beam, then one pass per step on every beam's row (the token fed does not change the time)."""
-    out = forward(inputs["input_ids"], inputs["attention_mask"], features, inputs["image_attention_mask"])
+    out = forward(inputs, features)
     cache = out.cache
     for layer in cache.layers:
         layer.keys, layer.values = layer.keys.repeat_interleave(beams, 0), layer.values.repeat_interleave(beams, 0)
@@ -72,7 +71,7 @@ def model_passes(forward, inputs: dict, features: torch.Tensor, steps: int, beam
     token = inputs["input_ids"][:, -1:].repeat_interleave(beams, 0)
     for _ in range(steps):
         attention_mask = torch.cat([attention_mask, attention_mask.new_ones(attention_mask.shape[0], 1)], dim=-1)
-        out = forward(token, attention_mask, rows, last_mask, cache)
+        out = forward({"input_ids": token, "attention_mask": attention_mask, "image_attention_mask": last_mask}, rows, cache=cache)
         out.logits[:, -1].float()
 
 
@@ -122,7 +121,7 @@ def main() -> None:
         with torch.no_grad(), lm_t:
             model_passes(recorded.forward, inputs, features, len(calls) - 1, options.beams)
         with torch.no_grad(), replay_t:
-            replay(generator, recorded.forward, calls, inputs["image_attention_mask"].shape[-1])
+            replay(generator, recorded.forward, calls)
         print(f"  batch of {len(batch)}: naive {naive_t.seconds:.1f} s, ours {ours_t.seconds:.1f} s, "
               f"lm {lm_t.seconds:.1f} s, replay {replay_t.seconds:.1f} s (cumulative)", flush=True)
     identical = all(naive_text[i] == ours_text[i] for i in range(len(prompts)))

@@ -68,7 +68,7 @@ def evaluate(
     progress: bool = False,
     run_name: str | None = None,
 ) -> list[Result]:
-    """Evaluate `model` (an IdeficsForVisionText2Text, in place on its device) on `tasks`.
+    """Evaluate `model` (of a supported family: docs/models.md; in place on its device) on `tasks`.
 
     `tasks` is a list of task or group names, or one string as `--task` takes it ("vqav2,fairface").
     `data` and `support_data` are one value for every task or a mapping task -> value; `demo_data`
@@ -82,7 +82,7 @@ def evaluate(
     The model's train/eval mode (of every submodule) and the tokenizer's padding side are restored
     on return.
     """
-    check_processor(processor, name or "the model")
+    check_processor(model, processor, name or "the model")
     folders = tuple(Path(folder) for folder in tasks_dirs)
     names = expand_task_names(tasks if isinstance(tasks, str) else ",".join(tasks), folders)
     data_of, support_of = _per_task(data, names, "data"), _per_task(support_data, names, "support_data")

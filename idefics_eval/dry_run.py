@@ -42,7 +42,7 @@ class Request:
     """One context the model reads, and for ranked and matched tasks the candidates appended to it."""
 
     prompt: Prompt
-    text: str  # the processor text: image placeholders as IdeficsProcessor writes them
+    text: str  # the processor text: image placeholders as the family's processor writes them
     input_ids: list[int]
     candidates: list[tuple[str, list[int]]] | None  # (candidate, the ids scored after the context)
 
@@ -111,11 +111,10 @@ def _model_and_encoder(config: RunConfig):
 def _request(loaded: PromptSide, context: Prompt, continuations: list[Prompt] | None,
              candidates: tuple[str, ...] | None, add_start_token: bool) -> Request:
     tokenizer = loaded.processor.tokenizer
-    bos = tokenizer.bos_token if add_start_token else ""  # the task's add_start_token, as the run
-    text = context.processor_text(bos)
+    text = loaded.adapter.prompt_text(context, add_start_token)  # the task's add_start_token, as the run
     scored = None
     if continuations is not None:  # what the ranker scores: each full text's tokens past the context's
-        fulls = continuations_ids(tokenizer, text, [c.processor_text(bos) for c in continuations])
+        fulls = continuations_ids(tokenizer, text, [loaded.adapter.prompt_text(c, add_start_token) for c in continuations])
         scored = [(candidate, ids[len(ids) - count:]) for candidate, (ids, count) in zip(candidates, fulls)]
     return Request(context, text, token_ids(loaded, context, add_start_token), scored)
 

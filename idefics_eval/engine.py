@@ -3,16 +3,19 @@
 Two paths give the same token ids (tested: greedy and 3-beam search, batch sizes 1 and 8, 0 to 8
 images a prompt):
 
-* the plain path (`Generator.generate_plain`): `model.generate` on the processor's pixel inputs, the
-  reference. In transformers 5.x it runs the perceiver resampler over every image at every
-  decoding step, and `generate` cannot take precomputed image features at all.
-* the fast path (`Generator.generate_fast`, the default): every image through the vision tower and
-  perceiver resampler once per run (`image_cache`), the gated cross-attention's image keys and
-  values projected once per batch (`models.gated_cross_attention`), the prompt run once with the
-  key/value cache, then our own greedy or beam-search loop over the model's forward pass, mirroring
-  GenerationMixin's `_sample` and `_beam_search` tensor for tensor. Beam search keeps each prompt's
-  cache once, its beams side by side in one row, so no cache is copied per beam or gathered into
-  a new beam order (`beam_decode`).
+* the plain path (`Generator.generate_plain`): `model.generate` on the family processor's inputs
+  (`ModelAdapter.build_inputs`), the reference. For IDEFICS in transformers 5.x it runs the
+  perceiver resampler over every image at every decoding step, and `generate` cannot take
+  precomputed image features at all.
+* the fast path (`Generator.generate_fast`, the default where the family's adapter allows it):
+  every image encoded once per run (`image_cache`), what the adapter prepares once per batch (for
+  IDEFICS the gated cross-attention's image keys and values, `models.gated_cross_attention`), the
+  prompt run once with the key/value cache, then our own greedy or beam-search loop over the
+  adapter's forward pass, mirroring GenerationMixin's `_sample` and `_beam_search` tensor for
+  tensor. Beam search keeps each prompt's cache once, its beams side by side in one row, so no
+  cache is copied per beam or gathered into a new beam order (`beam_decode`).
+The loops know no model family: the adapter (`models.base.ModelAdapter`) builds the inputs and runs
+the forward pass.
 Requests are sorted by (number of images, prompt length) before batching, so padding stays small
 and the largest batch runs first (an out-of-memory error shows up at once, not after an hour);
 answers come back in request order. Batches are padded on the left. `--batch-size auto` runs the
@@ -22,6 +25,7 @@ fit (`find_batch_size`).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -31,9 +35,9 @@ from PIL import Image
 
 from .errors import UserError
 from .examples import ImageRef
-from .image_cache import ImageFeatureCache, encode_images, feature_kind, shared_cache
+from .image_cache import ImageFeatureCache, encode_images, shared_cache
 from .models import LoadedModel
-from .models.gated_cross_attention import image_key_values
+from .models.base import ModelAdapter
 from .prompts import Prompt
 from .tasks import STOP_WORDS
 
@@ -60,7 +64,7 @@ class GenerationSettings:
     length_penalty: float = 1.0
     early_stopping: bool | str = False  # True, False or "never"
     banned_words: tuple[str, ...] | None = None
-    add_start_token: bool = True  # prompts start with the tokenizer's <s>, as IdeficsProcessor adds it
+    add_start_token: bool = True  # prompts start with the tokenizer's <s>, as the family's processor adds it
 
 
 @lru_cache(maxsize=1024)
@@ -69,13 +73,14 @@ def load_image(ref: ImageRef) -> Image.Image:
     return ref.load()
 
 
-def banned_token_ids(tokenizer) -> list[list[int]]:
-    """Newlines and the image tokens may never be generated (IDEFICS authors' banned words).
+def banned_token_ids(tokenizer, image_tokens: Sequence[str] = ("<image>", "<fake_token_around_image>")) -> list[list[int]]:
+    """Newlines and the image tokens (the adapter's `image_tokens`) may never be generated (IDEFICS
+    authors' banned words).
 
     Every vocabulary entry whose text contains a newline is banned, whatever the tokenizer's
     merges: LLaMA's `<0x0A>` as much as a byte-level BPE's merged tokens.
     """
-    banned = {tokenizer.convert_tokens_to_ids(token) for token in ("<image>", "<fake_token_around_image>")}
+    banned = {tokenizer.convert_tokens_to_ids(token) for token in image_tokens}
     for token_id in range(len(tokenizer)):
         if "\n" in tokenizer.decode([token_id]):
             banned.add(token_id)
@@ -114,11 +119,9 @@ def postprocess(text: str, settings: GenerationSettings) -> str:
 
 
 def token_ids(loaded: LoadedModel, prompt: Prompt, add_start_token: bool = True) -> list[int]:
-    """The prompt's token ids as the processor encodes them (its text, tokenized; tested equal),
-    with or without the leading <s> (the task's add_start_token)."""
-    tokenizer = loaded.processor.tokenizer
-    bos = tokenizer.bos_token if add_start_token else ""
-    return tokenizer(prompt.processor_text(bos), add_special_tokens=False)["input_ids"]
+    """The prompt's token ids as the family's processor encodes them (tested equal), with or
+    without the leading <s> (the task's add_start_token)."""
+    return loaded.adapter.token_ids(prompt, add_start_token)
 
 
 def count_tokens(loaded: LoadedModel, prompt: Prompt, add_start_token: bool = True) -> int:
@@ -137,21 +140,19 @@ class Generator:
     def __init__(self, loaded: LoadedModel, settings: GenerationSettings, image_cache: ImageFeatureCache | None = None,
                  fast: bool = True):
         self.loaded = loaded
+        self.adapter: ModelAdapter = loaded.adapter
         self.settings = settings
         tokenizer = loaded.processor.tokenizer
         words = settings.banned_words
-        self.bad_words_ids = banned_token_ids(tokenizer) if words is None else banned_word_ids(tokenizer, words)
+        self.bad_words_ids = banned_token_ids(tokenizer, self.adapter.image_tokens) if words is None else banned_word_ids(tokenizer, words)
         self.image_cache = shared_cache(loaded) if image_cache is None else image_cache
-        self.fast = fast and fast_path_supported(loaded.model.generation_config)
+        self.fast = fast and fast_path_supported(loaded.model.generation_config) and self.adapter.fast_generation
+        if fast and not self.adapter.fast_generation:
+            note_once(self.adapter.fallback_note("generation"))
 
     def encode(self, prompts: Sequence[Prompt]) -> dict[str, torch.Tensor]:
-        batch = [[item if isinstance(item, str) else load_image(item) for item in p.items] for p in prompts]
-        inputs = self.loaded.processor(text=batch, return_tensors="pt", padding="longest")
-        if not self.settings.add_start_token:
-            inputs = without_start_token(inputs, self.loaded.processor.tokenizer)
-        inputs = {key: value.to(self.loaded.device) for key, value in inputs.items()}
-        inputs["pixel_values"] = inputs["pixel_values"].to(self.loaded.dtype)
-        return inputs
+        """`model.generate`'s inputs: the family's processor on the decoded images."""
+        return self.adapter.build_inputs(prompts, self.settings.add_start_token)
 
     def generate(self, prompts: Sequence[Prompt]) -> list[str]:
         return [postprocess(text, self.settings) for text in self.generate_raw(prompts)]
@@ -193,74 +194,33 @@ class Generator:
     # -- the fast path ------------------------------------------------------------------------
 
     def text_inputs(self, prompts: Sequence[Prompt]) -> dict[str, torch.Tensor]:
-        """input_ids, attention_mask and image_attention_mask as IdeficsProcessor builds them
-        (left-padded; tested equal), without touching any pixels."""
-        tokenizer = self.loaded.processor.tokenizer
-        texts = [p.processor_text(start_token(tokenizer, self.settings)) for p in prompts]
-        encoded = tokenizer(texts, add_special_tokens=False, padding="longest", return_tensors="pt")
-        input_ids, attention_mask = encoded["input_ids"], encoded["attention_mask"]
-        max_images = max(1, max(len(p.images) for p in prompts))
-        if any(p.images for p in prompts):
-            image_mask = image_attention_mask(input_ids, tokenizer, max_images)
-        else:
-            image_mask = torch.zeros(input_ids.shape[0], input_ids.shape[1], 1, dtype=torch.bool)
-        device = self.loaded.device
-        return {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device),
-                "image_attention_mask": image_mask.to(device)}
+        """The ids and masks `encode` gives (left-padded; tested equal), without touching any pixels."""
+        return self.adapter.text_inputs(prompts, self.settings.add_start_token)
 
-    def image_features(self, prompts: Sequence[Prompt]) -> torch.Tensor:
-        """(batch x max images, tokens, dim): each prompt's cached image features, zero-padded to the
-        batch's most images (padded images are masked out, so their values never reach a logit)."""
-        max_images = max(1, max(len(p.images) for p in prompts))
-        refs = [ref for p in prompts for ref in p.images]
-        if refs:
-            features = encode_images(self.loaded, refs, self.image_cache)
-        else:
-            features = self.zero_feature().unsqueeze(0)
-        out = features.new_zeros(len(prompts), max_images, *features.shape[1:])
-        row = 0
-        for index, prompt in enumerate(prompts):
-            count = len(prompt.images)
-            out[index, :count] = features[row : row + count]
-            row += count
-        return out.flatten(0, 1)
-
-    def zero_feature(self) -> torch.Tensor:
-        config = self.loaded.model.config
-        if config.use_resampler:
-            shape = (config.perceiver_config.resampler_n_latents, config.vision_config.embed_dim)
-        else:
-            vision = config.vision_config
-            shape = ((vision.image_size // vision.patch_size) ** 2 + 1, vision.embed_dim)
-        return torch.zeros(shape, dtype=self.loaded.dtype, device=self.loaded.device)
+    def image_features(self, prompts: Sequence[Prompt]):
+        """The batch's image features, each image encoded once per run (the image cache)."""
+        return self.adapter.image_features(prompts, lambda refs: encode_images(self.loaded, refs, self.image_cache))
 
     @torch.no_grad()
-    def generate_ids_fast(self, prompts: Sequence[Prompt], *, features: torch.Tensor | None = None) -> torch.Tensor:
+    def generate_ids_fast(self, prompts: Sequence[Prompt], *, features=None) -> torch.Tensor:
         """The same new tokens as `generate_ids_plain`, from cached image features and our own loop."""
         inputs = self.text_inputs(prompts)
         if features is None:
             features = self.image_features(prompts)
         decode = greedy_decode if self.settings.num_beams == 1 else beam_decode
-        with image_key_values(self.loaded.model, features, inputs["image_attention_mask"].shape[-1]):
+        with self.adapter.decoding(inputs, features):
             return decode(self, inputs, features)
 
-    def forward(self, input_ids, attention_mask, features, image_mask, cache=None, position_ids=None, positions: int = 1):
+    def forward(self, inputs: dict[str, torch.Tensor], features, cache=None, positions: int = 1):
         """One forward pass on cached image features; logits of the last `positions` positions.
         A 4-d boolean `attention_mask` (batch, 1, queries, keys) says which keys each query sees
         (with `position_ids`); it is handed to the attention as the model's implementation takes it."""
+        attention_mask = inputs["attention_mask"]
         if attention_mask.dim() == 4 and self.loaded.model.config._attn_implementation == "eager":
             attention_mask = torch.zeros(attention_mask.shape, dtype=self.loaded.dtype, device=attention_mask.device
                                          ).masked_fill(~attention_mask, torch.finfo(self.loaded.dtype).min)
-        return self.loaded.model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            cache=cache,
-            **{feature_kind(self.loaded): features},
-            image_attention_mask=image_mask,
-            use_cache=True,
-            logits_to_keep=positions,
-        )
+            inputs = dict(inputs, attention_mask=attention_mask)
+        return self.adapter.forward(inputs, features, cache, logits_to_keep=positions)
 
     def token_bias(self, vocab_size: int) -> torch.Tensor:
         """What the single-token `bad_words_ids` add to every score (NoBadWordsLogitsProcessor:
@@ -325,39 +285,14 @@ def fast_path_supported(generation_config) -> bool:
     return True
 
 
-def without_start_token(inputs: dict, tokenizer) -> dict:
-    """The processor's left-padded inputs with each row's leading <s> turned into padding (the
-    processor always adds it), and a column every row pads dropped: as if it had never been added."""
-    input_ids, attention_mask = inputs["input_ids"].clone(), inputs["attention_mask"].clone()
-    first = attention_mask.argmax(dim=-1)
-    rows = torch.arange(input_ids.shape[0])
-    if not bool((input_ids[rows, first] == tokenizer.bos_token_id).all()):
-        raise AssertionError("IdeficsProcessor no longer starts every prompt with <s>")
-    input_ids[rows, first] = tokenizer.pad_token_id
-    attention_mask[rows, first] = 0
-    keep = 1 if not bool(attention_mask[:, 0].any()) else 0
-    out = dict(inputs, input_ids=input_ids[:, keep:], attention_mask=attention_mask[:, keep:])
-    out["image_attention_mask"] = inputs["image_attention_mask"][:, keep:]
-    return out
+_NOTED: set[str] = set()
 
 
-def image_attention_mask(input_ids: torch.Tensor, tokenizer, num_images: int) -> torch.Tensor:
-    """IdeficsProcessor's (batch, tokens, num_images) mask, vectorised: a token sees the latest
-    image at or before it, none before the first image or after an end-of-document token (until
-    the next image), and none numbered `num_images` or more."""
-    image_id = tokenizer.convert_tokens_to_ids("<image>")
-    eod_id = tokenizer.eos_token_id
-    is_image = input_ids == image_id
-    count = is_image.long().cumsum(-1) - 1
-    positions = torch.arange(input_ids.shape[1]).expand_as(input_ids)
-    last_image = torch.where(is_image, positions, -1).cummax(-1).values
-    eod_at = torch.where(input_ids == eod_id, positions, -1).cummax(-1).values
-    eod_before = torch.cat([torch.full_like(eod_at[:, :1], -1), eod_at[:, :-1]], dim=1)  # seen_eod applies after
-    incremental = torch.where(eod_before > last_image, -1, count)
-    incremental = torch.where(incremental >= num_images, -1, incremental)
-    valid = incremental >= 0
-    mask = torch.nn.functional.one_hot(incremental.clamp(min=0), num_classes=num_images)
-    return mask * valid.unsqueeze(-1)
+def note_once(note: str | None) -> None:
+    """A fallback to the plain path, said once per process on stderr."""
+    if note and note not in _NOTED:
+        _NOTED.add(note)
+        print(note, file=sys.stderr)
 
 
 def greedy_decode(generator: Generator, inputs: dict, features: torch.Tensor) -> torch.Tensor:
@@ -366,9 +301,9 @@ def greedy_decode(generator: Generator, inputs: dict, features: torch.Tensor) ->
     tokenizer = generator.loaded.processor.tokenizer
     pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
     attention_mask = inputs["attention_mask"]
-    out = generator.forward(inputs["input_ids"], attention_mask, features, inputs["image_attention_mask"])
+    out = generator.forward(inputs, features)
     cache = out.cache
-    last_mask = inputs["image_attention_mask"][:, -1:]
+    step_inputs = generator.adapter.step_inputs(inputs)
     bias = None
     unfinished = torch.ones(attention_mask.shape[0], dtype=torch.long, device=attention_mask.device)
     tokens = []
@@ -386,7 +321,8 @@ def greedy_decode(generator: Generator, inputs: dict, features: torch.Tensor) ->
         if step + 1 == generator.settings.max_new_tokens or unfinished.max() == 0:
             break
         attention_mask = torch.cat([attention_mask, attention_mask.new_ones(attention_mask.shape[0], 1)], dim=-1)
-        out = generator.forward(next_tokens[:, None], attention_mask, features, last_mask, cache)
+        out = generator.forward({"input_ids": next_tokens[:, None], "attention_mask": attention_mask, **step_inputs}, features,
+                                cache=cache)
     return torch.stack(tokens, dim=1)
 
 
@@ -415,11 +351,11 @@ def beam_decode(generator: Generator, inputs: dict, features: torch.Tensor) -> t
     beams_to_keep = 2 * num_beams  # max(2, 1 + one eos token) * num_beams
     top_num_beam_mask = torch.cat([torch.ones(num_beams, dtype=torch.bool), torch.zeros(beams_to_keep - num_beams, dtype=torch.bool)]).to(device)
 
-    out = generator.forward(inputs["input_ids"], inputs["attention_mask"], features, inputs["image_attention_mask"])
+    out = generator.forward(inputs, features)
     cache = out.cache
     logits = out.logits[:, -1].to(dtype=torch.float32, copy=True).repeat_interleave(num_beams, dim=0)
     del out
-    step_inputs = BeamSteps(inputs, num_beams, max_new)
+    step_inputs = BeamSteps(inputs, generator.adapter.step_inputs(inputs), num_beams, max_new)
 
     fill = pad if pad else eos  # `pad_token_id or eos_token_id[0]`, as generate fills unused slots
     running_sequences = torch.full((batch, num_beams, max_new), fill, dtype=torch.int64, device=device)
@@ -494,9 +430,8 @@ def beam_decode(generator: Generator, inputs: dict, features: torch.Tensor) -> t
         if not go_on:
             break
         parents = running_beam_indices[..., step].long() - batch_offset  # each new beam's beam of the last step
-        step_ids, attention_mask, position_ids, image_mask = step_inputs.next(running_sequences[:, :, step], parents)
-        out = generator.forward(step_ids, attention_mask, features, image_mask, cache, position_ids=position_ids,
-                                positions=num_beams)
+        fed = step_inputs.next(running_sequences[:, :, step], parents)
+        out = generator.forward(fed, features, cache=cache, positions=num_beams)
         logits = out.logits.reshape(batch * num_beams, -1).to(dtype=torch.float32, copy=True)
         del out
 
@@ -515,7 +450,7 @@ class BeamSteps:
     parent's slots plus its own.
     """
 
-    def __init__(self, inputs: dict, num_beams: int, max_new: int):
+    def __init__(self, inputs: dict, step_inputs: dict, num_beams: int, max_new: int):
         batch = inputs["input_ids"].shape[0]
         device = inputs["input_ids"].device
         self.num_beams = num_beams
@@ -523,19 +458,20 @@ class BeamSteps:
         self.ancestry = torch.zeros(batch, num_beams, num_beams * max_new, dtype=torch.bool, device=device)
         self.own_slot = torch.eye(num_beams, dtype=torch.bool, device=device).expand(batch, -1, -1)
         self.next_position = inputs["attention_mask"].sum(dim=-1, keepdim=True)  # as the model counts them: non-padding tokens
-        self.image_mask = inputs["image_attention_mask"][:, -1:].expand(-1, num_beams, -1)  # what the prompt's last token sees
+        # What each generated token carries beside its id (the adapter's `step_inputs`, one token a row), for every beam.
+        self.extra = {key: value.expand(-1, num_beams, *value.shape[2:]) for key, value in step_inputs.items()}
         self.steps = 0
 
     def next(self, tokens: torch.Tensor, parents: torch.Tensor):
-        """(input_ids, 4-d attention mask, position_ids, image_attention_mask) feeding `tokens`
-        (batch, num_beams), where new beam b continues beam `parents[:, b]` of the last step."""
+        """The inputs (input_ids, a 4-d attention mask, position_ids and the adapter's own) feeding
+        `tokens` (batch, num_beams), where new beam b continues beam `parents[:, b]` of the last step."""
         start = self.steps * self.num_beams
         self.ancestry = _gather(self.ancestry, parents)
         self.ancestry[:, :, start : start + self.num_beams] = self.own_slot
         self.steps += 1
         seen = torch.cat([self.prompt_mask, self.ancestry[:, :, : start + self.num_beams]], dim=-1)
         positions = (self.next_position + self.steps - 1).expand(-1, self.num_beams)
-        return tokens, seen[:, None], positions, self.image_mask
+        return {"input_ids": tokens, "attention_mask": seen[:, None], "position_ids": positions, **self.extra}
 
 
 def _gather(tensor: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:

@@ -1,10 +1,10 @@
-"""Image features, computed once per run: each image through the vision tower and the perceiver
-resampler once, whatever number of queries show it (a support image retrieved as a shot for many
-queries, a query image shared by several questions).
+"""Image features, computed once per run: each image through the model's image encoder (for
+IDEFICS the vision tower and the perceiver resampler) once, whatever number of queries show it (a
+support image retrieved as a shot for many queries, a query image shared by several questions).
 
-`ImageFeatureCache` holds the per-image features the language model's cross-attention reads:
-the perceiver resampler's latents (`perceiver_embeddings`), or the vision tower's last hidden
-state (`image_encoder_embeddings`) for a checkpoint without a resampler. Entries are keyed by
+`ImageFeatureCache` holds the per-image features the language model reads, as the family's adapter
+computes them (`ModelAdapter.compute_features`; for IDEFICS the perceiver resampler's latents, or
+the vision tower's last hidden state for a checkpoint without a resampler). Entries are keyed by
 (model fingerprint, dtype, image key) and the cache is bounded by bytes, evicting the least
 recently used entry first. It lives in memory on the model's device (at IDEFICS-9B's 64 x 4096
 bfloat16 latents an image costs 512 KiB, so the default 1 GiB holds 2,048 images, more than the
@@ -209,23 +209,14 @@ def configure_shared_cache(loaded, max_bytes: int = DEFAULT_MAX_BYTES, spill_dir
     return cache
 
 
-def feature_kind(loaded) -> str:
-    """The forward-pass keyword that takes cached features for this checkpoint."""
-    return "perceiver_embeddings" if loaded.model.config.use_resampler else "image_encoder_embeddings"
-
-
-@torch.no_grad()
 def compute_features(loaded, pixel_values: torch.Tensor) -> torch.Tensor:
-    """(n, 3, H, W) pixels -> (n, tokens, dim) features, exactly as IdeficsModel.forward computes them."""
-    model = loaded.model.model
-    pixels = pixel_values.to(dtype=model.dtype, device=loaded.device).contiguous()
-    hidden = model.vision_model(pixel_values=pixels, interpolate_pos_encoding=False).last_hidden_state
-    return model.perceiver_resampler(hidden) if model.config.use_resampler else hidden
+    """Pixels -> per-image features, as the model computes them (the family's adapter)."""
+    return loaded.adapter.compute_features(pixel_values)
 
 
 def pixel_values(loaded, images) -> torch.Tensor:
-    out = loaded.processor.image_processor(list(images), return_tensors="pt")
-    return out if isinstance(out, torch.Tensor) else out["pixel_values"]
+    """The family's image processor on `images`."""
+    return loaded.adapter.preprocess(list(images))
 
 
 def encode_images(loaded, refs: Sequence, cache: ImageFeatureCache | None = None) -> torch.Tensor:

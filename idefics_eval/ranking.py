@@ -4,8 +4,8 @@ Two paths give the same numbers (tested to 1e-4 in float32):
 
 * `loglikelihoods_full`, the plain definition: one forward pass over context + candidate for every
   candidate. The images of a query are preprocessed once and shared by all its candidates; the
-  token and image-attention inputs are built exactly as IdeficsProcessor builds them (tested).
-* `loglikelihoods` (the default): the images go through the vision tower and perceiver resampler
+  inputs are built as the family's processor builds them (`ModelAdapter.full_inputs`, tested).
+* `loglikelihoods` (the default where the family's adapter allows it): the images are encoded
   once per run (shared with generation through `image_cache`); the shared token prefix (shots +
   query) runs once with the key/value cache; then only the candidates' own tokens run, in batches, on top of that cache. When every candidate is a single
   token, the next-token distribution after the prefix is read directly and nothing more runs.
@@ -15,20 +15,15 @@ Two paths give the same numbers (tested to 1e-4 in float32):
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from transformers.models.idefics.processing_idefics import (
-    image_attention_mask_for_packed_input_ids,
-    incremental_to_binary_attention_mask,
-)
 
-from .engine import load_image
+from .engine import note_once
 from .image_cache import ImageFeatureCache, encode_images, shared_cache
 from .models import LoadedModel
-from .prompts import FAKE_TOKEN, Prompt
+from .prompts import Prompt
 
 
 def continuation_ids(tokenizer, context: str, full: str) -> tuple[list[int], int]:
@@ -59,6 +54,9 @@ class Ranker:
     def __init__(self, loaded: LoadedModel, batch_size: int, image_cache: ImageFeatureCache | None = None,
                  add_start_token: bool = True):
         self.loaded = loaded
+        self.adapter = loaded.adapter
+        if not self.adapter.prefix_ranking:
+            note_once(self.adapter.fallback_note("ranking"))
         self.batch_size = batch_size
         self.add_start_token = add_start_token  # every context starts with <s> (the task's add_start_token)
         # Shared with the run's generator: a shot shown to many queries is encoded once.
@@ -67,34 +65,9 @@ class Ranker:
         self._last_plan: tuple | None = None  # (key, _Plan) of the previous query: _plan
         self._last_tails: tuple | None = None  # (key, tail ids and counts) of the previous query: _requests_reused
 
-    def pixel_values(self, prompt: Prompt) -> torch.Tensor:
-        images = [load_image(ref) for ref in prompt.images]
-        pixels = self.loaded.processor.image_processor(images, return_tensors="pt")
-        pixels = pixels if isinstance(pixels, torch.Tensor) else pixels["pixel_values"]
-        return pixels.to(self.loaded.device, self.loaded.dtype)
-
-    def encode(self, sequences: Sequence[list[int]], pixels: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Left-padded ids, masks and images for sequences that all show the same images."""
-        tokenizer = self.loaded.processor.tokenizer
-        width = max(len(ids) for ids in sequences)
-        input_ids = torch.full((len(sequences), width), tokenizer.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
-        for row, ids in enumerate(sequences):
-            input_ids[row, width - len(ids) :] = torch.tensor(ids)
-            attention_mask[row, width - len(ids) :] = 1
-        incremental, _ = image_attention_mask_for_packed_input_ids(input_ids, tokenizer, "pt")
-        image_attention_mask = incremental_to_binary_attention_mask(incremental, "pt", num_classes=max(1, pixels.shape[0]))
-        device = self.loaded.device
-        return {
-            "input_ids": input_ids.to(device),
-            "attention_mask": attention_mask.to(device),
-            "pixel_values": pixels.unsqueeze(0).expand(len(sequences), *pixels.shape),
-            "image_attention_mask": image_attention_mask.to(device),
-        }
-
     def _texts(self, context: Prompt, continuations: Sequence[Prompt]) -> tuple[str, list[str]]:
-        bos = self.loaded.processor.tokenizer.bos_token if self.add_start_token else ""
-        return context.processor_text(bos), [full.processor_text(bos) for full in continuations]
+        text = self.adapter.prompt_text
+        return text(context, self.add_start_token), [text(full, self.add_start_token) for full in continuations]
 
     def _requests(self, context: Prompt, continuations: Sequence[Prompt]) -> list[tuple[list[int], int]]:
         return continuations_ids(self.loaded.processor.tokenizer, *self._texts(context, continuations))
@@ -103,22 +76,26 @@ class Ranker:
         """`_requests`, with the candidates' tokens reused from the previous query where they can be.
 
         The tokenizer splits its text at special tokens, so what follows the context's last image
-        marker tokenises alone: the ids are the head's (context up to that marker) followed by the
+        marker (the adapter's `image_end_token`) tokenises alone: the ids are the head's (context up
+        to that marker) followed by the
         tails' (the rest of each text), and the tails repeat from query to query when the candidates
         are a task's fixed class list. The split is checked against the plain tokenisation the first
         time a set of tails is met and used only if it gives the same ids."""
         tokenizer = self.loaded.processor.tokenizer
         context_text, fulls = self._texts(context, continuations)
-        cut = context_text.rfind(FAKE_TOKEN) + len(FAKE_TOKEN)
+        marker = self.adapter.image_end_token
+        if marker is None:
+            return continuations_ids(tokenizer, context_text, fulls)
+        cut = context_text.rfind(marker) + len(marker)
         head = context_text[:cut]
-        if cut < len(FAKE_TOKEN) or not all(full.startswith(head) for full in fulls):
+        if cut < len(marker) or not all(full.startswith(head) for full in fulls):
             return continuations_ids(tokenizer, context_text, fulls)
         key = (context_text[cut:], tuple(full[cut:] for full in fulls))
         head_ids = tokenizer(head, add_special_tokens=False)["input_ids"]
         if self._last_tails is not None and self._last_tails[0] == key:
             return [(head_ids + ids, count) for ids, count in self._last_tails[1]]
         plain = continuations_ids(tokenizer, context_text, fulls)
-        tails = [(ids[1:], count) for ids, count in continuations_ids(tokenizer, FAKE_TOKEN + key[0], [FAKE_TOKEN + t for t in key[1]])]
+        tails = [(ids[1:], count) for ids, count in continuations_ids(tokenizer, marker + key[0], [marker + t for t in key[1]])]
         if all(head_ids + ids == full_ids and count == full_count for (ids, count), (full_ids, full_count) in zip(tails, plain)):
             self._last_tails = (key, tails)
         return plain
@@ -129,24 +106,22 @@ class Ranker:
         shared = min(len(ids) - count for ids, count in requests)
         prefix = requests[0][0][:shared]
         assert all(ids[:shared] == prefix for ids, _ in requests)
-        images = self.perceiver_embeddings(context)
-        inputs = self.encode([prefix], images.new_zeros(images.shape[0], 1))
-        output = self.loaded.model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                                   **{self._image_key: images}, image_attention_mask=inputs["image_attention_mask"],
-                                   use_cache=True)
+        features = self.image_features(context)
+        inputs = self.adapter.sequence_inputs([prefix], context)
+        output = self.adapter.forward(inputs, features, logits_to_keep=0)
         logprobs = torch.log_softmax(output.logits[0].float(), dim=-1)
         # The shared prefix's own tokens (after its first), counted by the whole-sequence scores only.
         total = logprobs[:-1].gather(-1, torch.tensor(prefix[1:], device=logprobs.device)[:, None]).sum().item() if whole else 0.0
-        last_image_row = inputs["image_attention_mask"][0, -1]
-        # The candidates' tokens see only the context's last image: give the cross-attention just that
-        # one (the others would be masked out anyway), not every image once per candidate row.
-        seen = last_image_row.nonzero().flatten()
-        seen = seen if len(seen) else torch.zeros(1, dtype=torch.long, device=last_image_row.device)
-        return _Prefix(shared, logprobs[-1], total, output.cache, images[seen], last_image_row[seen])
+        return _Prefix(shared, logprobs[-1], total, output.cache, inputs, features)
 
-    @property
-    def _image_key(self) -> str:
-        return "perceiver_embeddings" if self.loaded.model.config.use_resampler else "image_encoder_embeddings"
+    def _continuation(self, state: "_Prefix", input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                      position_ids: torch.Tensor) -> torch.Tensor:
+        """Rows of candidate tokens (`input_ids`, rows x width) run on the prefix's cache: logits, float32."""
+        rows, width = input_ids.shape
+        extra, features = self.adapter.continuation_inputs(state.inputs, state.features, rows, width)
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids, **extra}
+        output = self.adapter.forward(inputs, features, self.adapter.share_cache(state.cache, rows), logits_to_keep=0)
+        return output.logits.float()
 
     @torch.no_grad()
     def loglikelihoods(self, context: Prompt, continuations: Sequence[Prompt], normalize: str) -> list[float]:
@@ -163,6 +138,8 @@ class Ranker:
         own ancestors only (a block mask, positions by depth), so one pass scores hundreds of
         candidates. A candidate's last token never runs: its probability is read at its parent.
         """
+        if not self.adapter.prefix_ranking:
+            return self.loglikelihoods_full(context, continuations, normalize)
         requests = self._requests_reused(context, continuations)
         whole = normalize in WHOLE_SEQUENCE
         state = self._prefix(context, requests, whole)
@@ -199,16 +176,8 @@ class Ranker:
         count = len(packed.tokens)
         mask = torch.zeros((count, state.shared + count), dtype=dtype)
         mask[:, state.shared :].masked_fill_(~packed.visible, torch.finfo(dtype).min)
-        output = self.loaded.model(
-            input_ids=packed.tokens[None].to(device),
-            attention_mask=mask[None, None].to(device),
-            position_ids=(state.shared + packed.depths[None]).to(device),
-            **{self._image_key: state.images},
-            image_attention_mask=state.image_mask.expand(1, count, -1),
-            cache=_expanded(state.cache, 1),
-            use_cache=True,
-        )
-        return output.logits[0].float()
+        return self._continuation(state, packed.tokens[None].to(device), mask[None, None].to(device),
+                                  (state.shared + packed.depths[None]).to(device))[0]
 
     @torch.no_grad()
     def loglikelihoods_batched(self, context: Prompt, continuations: Sequence[Prompt], normalize: str) -> list[float]:
@@ -218,7 +187,7 @@ class Ranker:
         requests = self._requests(context, continuations)
         whole = normalize in WHOLE_SEQUENCE
         state = self._prefix(context, requests, whole)
-        shared, first, model = state.shared, state.first, self.loaded.model
+        shared, first = state.shared, state.first
         results: list[float] = [0.0] * len(requests)
         pending = []
         for index, (ids, count) in enumerate(requests):
@@ -232,17 +201,12 @@ class Ranker:
             remainders = [requests[i][0][shared:] for i in batch]
             width = max(len(r) for r in remainders)
             pad = self.loaded.processor.tokenizer.pad_token_id
-            input_ids = torch.tensor([r + [pad] * (width - len(r)) for r in remainders], device=self.loaded.device)
-            output = model(
-                input_ids=input_ids,
-                attention_mask=torch.ones((len(batch), shared + width), dtype=torch.long, device=self.loaded.device),
-                position_ids=torch.arange(shared, shared + width, device=self.loaded.device).expand(len(batch), -1),
-                **{self._image_key: state.images.repeat(len(batch), 1, 1)},  # (rows x images, latents, dim)
-                image_attention_mask=state.image_mask.expand(len(batch), width, -1),
-                cache=_expanded(state.cache, len(batch)),
-                use_cache=True,
-            )
-            logprobs = torch.log_softmax(output.logits.float(), dim=-1)
+            device = self.loaded.device
+            logits = self._continuation(
+                state, torch.tensor([r + [pad] * (width - len(r)) for r in remainders], device=device),
+                torch.ones((len(batch), shared + width), dtype=torch.long, device=device),
+                torch.arange(shared, shared + width, device=device).expand(len(batch), -1))
+            logprobs = torch.log_softmax(logits, dim=-1)
             for row, index in enumerate(batch):
                 remainder, count = remainders[row], requests[index][1]
                 total = state.total
@@ -252,20 +216,19 @@ class Ranker:
                 results[index] = total
         return [_normalized(total, ids, count, normalize) for total, (ids, count) in zip(results, requests)]
 
-    def perceiver_embeddings(self, context: Prompt) -> torch.Tensor:
-        """The context's images through the vision tower and perceiver resampler, once per run (the
-        image cache): (images, latents, dim)."""
-        return encode_images(self.loaded, context.images, self.image_cache)
+    def image_features(self, context: Prompt):
+        """The context's image features, each image encoded once per run (the image cache)."""
+        return self.adapter.image_features([context], lambda refs: encode_images(self.loaded, refs, self.image_cache))
 
     @torch.no_grad()
     def loglikelihoods_full(self, context: Prompt, continuations: Sequence[Prompt], normalize: str) -> list[float]:
         """The plain definition: one full forward pass over context + candidate for each candidate."""
         requests = self._requests(context, continuations)
-        pixels = self.pixel_values(context)
+        images = self.adapter.image_inputs(context)  # once per query, shared by every candidate
         results: list[float] = []
         for start in range(0, len(requests), self.batch_size):
             batch = requests[start : start + self.batch_size]
-            inputs = self.encode([ids for ids, _ in batch], pixels)
+            inputs = self.adapter.full_inputs([ids for ids, _ in batch], context, images)
             logits = self.loaded.model(**inputs).logits.float()
             logprobs = torch.log_softmax(logits[:, :-1], dim=-1)
             targets = inputs["input_ids"][:, 1:]
@@ -290,15 +253,16 @@ def _normalized(total: float, ids: list[int], count: int, normalize: str) -> flo
 @dataclass
 class _Prefix:
     """The shared prefix's pass: its length, the log-probabilities after it (of each remainder's first
-    token), the sum over its own tokens (whole-sequence scores, else 0), its key/value cache, and the
-    image features (with their attention row) the candidates' tokens see."""
+    token), the sum over its own tokens (whole-sequence scores, else 0), its key/value cache, and its
+    inputs and image features (what the candidates' tokens see follows from them:
+    `ModelAdapter.continuation_inputs`)."""
 
     shared: int
     first: torch.Tensor
     total: float
     cache: object
-    images: torch.Tensor
-    image_mask: torch.Tensor
+    inputs: dict
+    features: object
 
 
 @dataclass
@@ -370,14 +334,3 @@ class _Plan:
         self.passes.append(_Pass(as_tensor(tokens), as_tensor(depths), visible, as_tensor(rows), as_tensor(targets),
                                  as_tensor(owners)))
 
-
-def _expanded(cache, batch: int):
-    """The prefix's key/value cache seen by `batch` rows, without copying it (updates concatenate)."""
-    expanded = copy.copy(cache)
-    expanded.layers = []
-    for layer in cache.layers:
-        clone = copy.copy(layer)
-        clone.keys = layer.keys.expand(batch, *layer.keys.shape[1:])
-        clone.values = layer.values.expand(batch, *layer.values.shape[1:])
-        expanded.layers.append(clone)
-    return expanded

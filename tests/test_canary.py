@@ -17,9 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from idefics_eval import engine
 from idefics_eval.canary.world import write_words_data
-from idefics_eval.models import CANARY_DIR, CANARY_NAME, load_model
+from idefics_eval.models import CANARY_DIR, CANARY_NAME, idefics, load_model
 from idefics_eval.prompts import Prompt, PromptTemplate
 from idefics_eval.runner import RunConfig, run
 from idefics_eval.shots import RicesSelector
@@ -128,7 +127,7 @@ def test_image_attention_shifted_by_one_image_loses_the_names(tmp_path, monkeypa
                                                               shuffled_reference):
     """Every token sees the image before the one it should (the first shot's text sees none): each
     name is then tied to the wrong picture, and the query's text sees the last shot's picture."""
-    monkeypatch.setattr(engine, "image_attention_mask", _shifted_by_one_image(engine.image_attention_mask))
+    monkeypatch.setattr(idefics, "image_attention_mask", _shifted_by_one_image(idefics.image_attention_mask))
     broken = shuffled_scores(tmp_path, one_per_colour)
     assert broken <= shuffled_reference - 50
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from idefics_eval.engine import GenerationSettings, Generator, fast_path_supported, image_attention_mask
+from idefics_eval.engine import GenerationSettings, Generator, fast_path_supported
+from idefics_eval.models.idefics import image_attention_mask
 from idefics_eval.image_cache import ImageFeatureCache
 from idefics_eval.prompts import Prompt, load_template, most_common_answer
 
@@ -124,9 +125,9 @@ def test_beams_share_their_prompts_cache_and_never_reorder_it(demo_loaded, promp
     generator = Generator(demo_loaded, GenerationSettings(max_new_tokens=10, num_beams=3), ImageFeatureCache())
     forward, rows = generator.forward, []
 
-    def recording(input_ids, attention_mask, features, image_mask, cache=None, **kwargs):
-        out = forward(input_ids, attention_mask, features, image_mask, cache, **kwargs)
-        rows.append((input_ids.shape, out.cache.layers[0].keys.shape[0]))
+    def recording(inputs, features, cache=None, **kwargs):
+        out = forward(inputs, features, cache=cache, **kwargs)
+        rows.append((inputs["input_ids"].shape, out.cache.layers[0].keys.shape[0]))
         return out
 
     batch = prompts[:8]

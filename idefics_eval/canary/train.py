@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..engine import image_attention_mask
+from ..models.idefics import image_attention_mask
 from ..models import CANARY_DIR
 from .model import build_model, build_processor
 from .world import CODE, COLORS, SEED, Episode, World, answer_spans, render

@@ -14,7 +14,7 @@ renamed half way (the latest name counts), so the shots nearest the query weigh 
 `canary_words` task fixes one naming for its support set; 0-shot the model can only guess.
 
 Episodes are rendered with the project's own prompt templates (`prompts/`) and turned into token ids
-exactly as the harness does (`Prompt.processor_text`, `engine.image_attention_mask`), so the canary
+exactly as the harness does (`Prompt.processor_text`, `models.idefics.image_attention_mask`), so the canary
 learns the very layout the evaluation feeds it, and a change in that layout shows up as a score drop.
 """
 

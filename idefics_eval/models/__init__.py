@@ -1,45 +1,65 @@
-"""Models: load an IDEFICS checkpoint (hub name, local folder, or the embedded demo) and the image
-encoders that shot retrieval uses. This is the one place that decides devices and dtypes.
+"""Models: load a checkpoint (hub name, local folder, or the embedded demo) of a supported family,
+its adapter (`base.ModelAdapter`, one module per family: `idefics.py`, ...) and the image encoders
+that shot retrieval uses. This is the one place that decides devices and dtypes; the family comes
+from the checkpoint's `config.model_type` (`ADAPTERS`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 from safetensors import SafetensorError, safe_open
-from transformers import (
-    AutoProcessor,
-    IdeficsConfig,
-    IdeficsForVisionText2Text,
-    IdeficsProcessor,
-    PretrainedConfig,
-)
+from transformers import AutoConfig, AutoProcessor, PretrainedConfig
 
-from ..console import quiet_libraries
 from ..errors import UserError
+from .base import ModelAdapter
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-IMAGE_TOKENS = ("<image>", "<fake_token_around_image>")
+
+# config.model_type -> (module of this package, its adapter class): a family's module, and with it
+# its transformers classes, is imported only when a checkpoint of that family is used.
+ADAPTERS = {
+    "idefics": ("idefics", "IdeficsAdapter"),
+}
+# The config.model_type values that `load_model` evaluates.
+SUPPORTED_FAMILIES = tuple(ADAPTERS)
+
+
+def adapter_class(family: str, name: str) -> type[ModelAdapter]:
+    """The adapter of `family` (a config.model_type); a UserError naming the supported ones if none."""
+    check_family({"model_type": family}, name)
+    module, cls = ADAPTERS[family]
+    return getattr(importlib.import_module(f"{__name__}.{module}"), cls)
 
 
 @dataclass
 class LoadedModel:
-    model: IdeficsForVisionText2Text
-    processor: IdeficsProcessor
+    """A loaded model and what identifies it; `adapter` is what the engine, the ranker, the image
+    cache and RICES talk to."""
+
+    model: torch.nn.Module
+    processor: object
     name: str  # what the user asked for: hub id, folder, or the demo name
     fingerprint: str  # changes whenever the weights do
     device: torch.device
     dtype: torch.dtype
 
+    @cached_property
+    def adapter(self) -> ModelAdapter:
+        family = adapter_class(self.model.config.model_type, self.name)
+        return family(self.processor, self.model.config, self.model, self.device, self.dtype)
+
     @property
     def max_length(self) -> int:
-        return int(self.model.config.max_position_embeddings)
+        return self.adapter.max_length
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -78,10 +98,6 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
-# The config.model_type values that `load_model` evaluates; the model-family layer adds its own here.
-SUPPORTED_FAMILIES = ("idefics",)
-
-
 def local_folder(name: str) -> Path | None:
     """The folder a --model value names, or None for a hub id ("org/name" or "name")."""
     path = Path(name).expanduser()
@@ -90,22 +106,24 @@ def local_folder(name: str) -> Path | None:
     return None
 
 
-def check_checkpoint(name: str, families: tuple[str, ...] = SUPPORTED_FAMILIES) -> None:
-    """Fail fast, before any loading, on a local checkpoint folder that cannot hold a model of `families`.
+def check_checkpoint(name: str, families: tuple[str, ...] = SUPPORTED_FAMILIES) -> str | None:
+    """Fail fast, before any loading, on a local checkpoint folder that cannot hold a model of `families`;
+    its family (config.model_type), or None for a hub id.
 
     A config of another architecture must be refused here: the model class would read it as a
     default-sized IDEFICS and allocate billions of parameters before failing (killed for memory).
     """
     path = local_folder(name)
     if path is None:
-        return
+        return None
     if not path.is_dir():
         raise UserError(f"model folder not found: {name}; give a local checkpoint folder or a hub name")
     if not (path / "config.json").is_file():
         raise UserError(f"{name} holds no model (no config.json); point --model at a checkpoint folder")
-    check_family(read_checkpoint_config(path / "config.json"), name, families)
+    family = check_family(read_checkpoint_config(path / "config.json"), name, families)
     for weights in sorted(path.glob("*.safetensors")):
         check_safetensors(weights)
+    return family
 
 
 def check_safetensors(path: Path) -> None:
@@ -134,26 +152,25 @@ def read_checkpoint_config(path: Path) -> dict:
     return data
 
 
-def check_family(config: dict, name: str, families: tuple[str, ...] = SUPPORTED_FAMILIES) -> None:
+def hub_family(name: str) -> str:
+    """The family of hub checkpoint `name`, from its config fetched alone (before any weights), checked
+    as a folder's is."""
+    return check_family(PretrainedConfig.get_config_dict(name)[0], name)
+
+
+def check_family(config: dict, name: str, families: tuple[str, ...] = SUPPORTED_FAMILIES) -> str:
     family = config.get("model_type")
     supported = ", ".join(families)
     if not isinstance(family, str) or not family:
         raise UserError(f"{name}: config.json has no model_type, so its architecture is unknown; supported: {supported}")
     if family not in families:
         raise UserError(f"{name}: config.model_type {family!r} is not a supported family; supported: {supported}")
+    return family
 
 
-def check_processor(processor, name: str) -> None:
-    vocab = processor.tokenizer.get_vocab()
-    missing = [token for token in IMAGE_TOKENS if token not in vocab]
-    if missing:
-        raise UserError(f"the tokenizer of {name} does not know {missing[0]}; it is not an IDEFICS tokenizer")
-
-
-def _check_processor_type(processor, name: str) -> None:
-    if not isinstance(processor, IdeficsProcessor):
-        raise UserError(f"{name} has a {type(processor).__name__}, not an IdeficsProcessor; is it an IDEFICS checkpoint?")
-    check_processor(processor, name)
+def check_processor(model: torch.nn.Module, processor, name: str) -> None:
+    """A UserError when `processor` is not one of `model`'s family (the API's in-memory model)."""
+    adapter_class(getattr(model.config, "model_type", None), name).check_processor(processor, name)
 
 
 CANARY_NAME = "idefics-eval/canary"
@@ -176,12 +193,13 @@ def load_model(
     allow_pickle: bool = False,
     progress: bool = True,
 ) -> LoadedModel:
-    """Load IdeficsForVisionText2Text and its processor; `demo_seed` builds the embedded tiny model.
+    """Load a checkpoint of a supported family (its adapter's `load`) and its processor; `demo_seed`
+    builds the embedded tiny IDEFICS.
 
     `device_map` ("auto", "balanced", ...) lets accelerate split a model too large for one GPU over
     all visible GPUs (and CPU memory); inputs then go to the device of the first layers.
     Only safetensors weights load unless `allow_pickle` (a .bin file is a pickle that can run code),
-    and remote code is never trusted: IDEFICS is part of transformers. `progress=False` (--no-progress)
+    and remote code is never trusted: every family is part of transformers. `progress=False` (--no-progress)
     keeps the libraries' bars and warnings off stderr while the weights load.
     """
     resolved_device = resolve_device(device)
@@ -193,28 +211,23 @@ def load_model(
 
         model, processor = build_model(demo_seed), build_processor()
         name = model.config.name_or_path
+        family = adapter_class(model.config.model_type, name)
     else:
-        check_checkpoint(name)
+        local = check_checkpoint(name)
         folder = Path(name).expanduser()
         if not allow_pickle and folder.is_dir() and not any(folder.glob("*.safetensors")) and any(folder.glob("*.bin")):
             raise UserError(f"{name} holds pickle (.bin) weights only; convert them to safetensors, or pass --allow-pickle-weights if you trust the file")
         try:
-            if local_folder(name) is None:  # a hub checkpoint's config, fetched alone, is checked as a folder's is
-                check_family(PretrainedConfig.get_config_dict(name)[0], name)
-            processor = AutoProcessor.from_pretrained(name, trust_remote_code=False)
-            _check_processor_type(processor, name)  # before the (long) weight loading
-            with quiet_libraries(not progress or folder.resolve() == CANARY_DIR):  # the canary loads in an instant: no bar
-                model = IdeficsForVisionText2Text.from_pretrained(
-                    name, dtype=resolved_dtype, device_map=device_map, use_safetensors=None if allow_pickle else True,
-                    trust_remote_code=False,
-                )
+            family = adapter_class(local or hub_family(name), name)
+            model, processor = family.load(name, dtype=resolved_dtype, device_map=device_map, allow_pickle=allow_pickle,
+                                           quiet=not progress or folder.resolve() == CANARY_DIR)  # the canary loads in an instant: no bar
         except SafetensorError as error:  # a hub checkpoint's cached file (local folders are checked above)
             raise UserError(f"a weights file of {name} is corrupt or truncated ({error}); re-download it") from None
         except (OSError, ValueError) as error:
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             hint = "" if Path(name).expanduser().is_dir() else " (offline? download the checkpoint and pass its folder)"
             raise UserError(f"cannot load model {name!r}: {first}{hint}") from None
-    _check_processor_type(processor, name)
+    family.check_processor(processor, name)
     processor.tokenizer.padding_side = "left"
     if device_map is None:
         model = model.to(device=resolved_device, dtype=resolved_dtype)
@@ -228,12 +241,20 @@ def load_model(
 
 @dataclass
 class PromptSide:
-    """What rendering and measuring prompts needs of a model, without its weights: the processor
-    and the context length (`model_requests` reads only these, so a dry run loads no weights)."""
+    """What rendering and measuring prompts needs of a model, without its weights: an adapter built
+    on the processor and config alone (`model_requests` reads only its text side, so a dry run loads
+    no weights)."""
 
-    processor: IdeficsProcessor
+    adapter: ModelAdapter
     name: str
-    max_length: int
+
+    @property
+    def processor(self):
+        return self.adapter.processor
+
+    @property
+    def max_length(self) -> int:
+        return self.adapter.max_length
 
 
 def load_prompt_side(name: str, *, demo_seed: int | None = None) -> PromptSide:
@@ -243,36 +264,32 @@ def load_prompt_side(name: str, *, demo_seed: int | None = None) -> PromptSide:
 
         processor, config, name = build_processor(), build_config(), f"{DEMO_NAME}-seed{demo_seed}"  # as build_model names it
     else:
-        check_checkpoint(name)
+        local = check_checkpoint(name)
         try:
-            if local_folder(name) is None:
-                check_family(PretrainedConfig.get_config_dict(name)[0], name)
+            if local is None:
+                hub_family(name)
             processor = AutoProcessor.from_pretrained(name, trust_remote_code=False)
-            config = IdeficsConfig.from_pretrained(name)
+            config = AutoConfig.from_pretrained(name, trust_remote_code=False)
         except (OSError, ValueError) as error:
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             hint = "" if Path(name).expanduser().is_dir() else " (offline? download the checkpoint and pass its folder)"
             raise UserError(f"cannot load the processor of {name!r}: {first}{hint}") from None
         if Path(name).expanduser().resolve() == CANARY_DIR:
             name = CANARY_NAME
-    _check_processor_type(processor, name)
-    return PromptSide(processor, name, int(config.max_position_embeddings))
+    family = adapter_class(config.model_type, name)
+    family.check_processor(processor, name)
+    return PromptSide(family(processor, config), name)
 
 
 class VisionTowerEncoder:
-    """RICES embeddings from the evaluated model's own vision tower: its pooled (CLS) output."""
+    """RICES embeddings from the evaluated model's own vision tower (the adapter's `vision_embeddings`)."""
 
     def __init__(self, loaded: LoadedModel):
-        self.loaded = loaded
-        vision = loaded.model.model.vision_model
-        self.name = f"idefics-vision:{weights_fingerprint(vision)}"
+        self.adapter = loaded.adapter
+        self.name = f"{self.adapter.family}-vision:{weights_fingerprint(self.adapter.vision_tower)}"
 
-    @torch.no_grad()
     def encode(self, images: list[Image.Image]) -> np.ndarray:
-        pixels = self.loaded.processor.image_processor(images, return_tensors="pt")
-        pixels = pixels if isinstance(pixels, torch.Tensor) else pixels["pixel_values"]
-        output = self.loaded.model.model.vision_model(pixel_values=pixels.to(self.loaded.device, self.loaded.dtype))
-        return output.pooler_output.float().cpu().numpy()
+        return self.adapter.vision_embeddings(images)
 
 
 class ClipEncoder:

@@ -26,7 +26,7 @@ def projections(model):
 def test_logits_equal_the_plain_forward_pass(demo_loaded, prompts):
     generator = Generator(demo_loaded, GenerationSettings(), ImageFeatureCache())
     inputs, features = generator.text_inputs(prompts), generator.image_features(prompts)
-    args = (inputs["input_ids"], inputs["attention_mask"], features, inputs["image_attention_mask"])
+    args = (inputs, features)
     with torch.no_grad():
         plain = generator.forward(*args, positions=0).logits
         with image_key_values(demo_loaded.model, features, inputs["image_attention_mask"].shape[-1]):
@@ -62,6 +62,5 @@ def test_restored_when_decoding_fails(demo_loaded, prompts):
     with pytest.raises(RuntimeError, match="computed for"):
         with image_key_values(model, features, max(1, max(len(p.images) for p in prompts[:2]))):
             inputs = generator.text_inputs(prompts[:1])  # another batch than the one projected
-            generator.forward(inputs["input_ids"], inputs["attention_mask"], generator.image_features(prompts[:1]),
-                              inputs["image_attention_mask"])
+            generator.forward(inputs, generator.image_features(prompts[:1]))
     assert all(now is before for now, before in zip(projections(model), originals))

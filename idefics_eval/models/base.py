@@ -1,0 +1,192 @@
+"""The model adapter: everything the engine, the ranker, the image cache, RICES and the dry run ask
+of a model family, in one class. Each family (`config.model_type`) has one subclass in a module of
+its own (`idefics.py`, ...); `models.ADAPTERS` maps the type to it. docs/models.md is this interface
+in a page.
+
+The family-agnostic code (the greedy and beam loops, prefix-cached ranking, batching, `--batch-size
+auto`) sees model inputs as a dict holding `input_ids` and `attention_mask` (left-padded, on the
+model's device) and whatever else the family's forward pass needs beside them, and image features
+as a value it only passes back to the adapter. It never names a transformers model class.
+
+Three capability flags say which fast paths are exact for a family; where one is False the engine
+or the ranker takes the plain path (`model.generate` on the processor's inputs; one full forward
+pass per candidate) and says so once (`fallback_note`).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..examples import ImageRef
+from ..prompts import Prompt
+
+# What the image cache gives an adapter: the features of these images, in order (`image_cache.encode_images`).
+EncodeImages = Callable[[Sequence[ImageRef]], torch.Tensor]
+
+
+@dataclass
+class Forward:
+    """One forward pass: the logits it kept and the key/value cache to continue from."""
+
+    logits: torch.Tensor
+    cache: object
+
+
+class ModelAdapter:
+    """One model family behind the harness. Built on a processor and config alone (the dry run
+    measures prompts without weights) or with the loaded model too (everything else)."""
+
+    family: ClassVar[str]  # its config.model_type
+    cached_features: ClassVar[bool] = False  # the forward pass takes image features computed once per run
+    fast_generation: ClassVar[bool] = False  # the engine's greedy/beam loop over `forward` equals model.generate
+    prefix_ranking: ClassVar[bool] = False  # candidates scored on the shared prefix's key/value cache
+
+    def __init__(self, processor, config, model: torch.nn.Module | None = None,
+                 device: torch.device = torch.device("cpu"), dtype: torch.dtype = torch.float32):
+        self.processor = processor
+        self.config = config
+        self.model = model
+        self.device = device
+        self.dtype = dtype
+
+    # -- loading (the class, before there is a model) ------------------------------------------
+
+    @classmethod
+    def load(cls, name: str, *, dtype: torch.dtype, device_map: str | None, allow_pickle: bool, quiet: bool):
+        """(model, processor) of checkpoint `name` (hub id or folder); the processor is checked
+        (`check_processor`) before the weights load. Remote code is never trusted."""
+        raise NotImplementedError
+
+    @classmethod
+    def check_processor(cls, processor, name: str) -> None:
+        """A UserError, in one line, when `processor` is not this family's."""
+        raise NotImplementedError
+
+    # -- text ----------------------------------------------------------------------------------
+
+    @property
+    def tokenizer(self):
+        return self.processor.tokenizer
+
+    @property
+    def max_length(self) -> int:
+        """The context length, in tokens."""
+        raise NotImplementedError
+
+    @property
+    def image_tokens(self) -> tuple[str, ...]:
+        """Tokens that stand for images: never generated (`engine.banned_token_ids`)."""
+        raise NotImplementedError
+
+    # A special token that ends every image in `prompt_text` (the tokenizer starts afresh after it,
+    # so the ranker tokenises a query's candidates once per task: `Ranker._requests_reused`); None: none.
+    image_end_token: ClassVar[str | None] = None
+
+    def prompt_text(self, prompt: Prompt, add_start_token: bool) -> str:
+        """The text the family's processor tokenizes for `prompt` (image placeholders included), with
+        or without the tokenizer's start token; token counts, truncation and ranking read it."""
+        raise NotImplementedError
+
+    def token_ids(self, prompt: Prompt, add_start_token: bool = True) -> list[int]:
+        """The prompt's token ids, as the family's processor encodes them (tested equal)."""
+        return self.tokenizer(self.prompt_text(prompt, add_start_token), add_special_tokens=False)["input_ids"]
+
+    # -- the plain path: the family's own processor on the images (the reference) -------------
+
+    def build_inputs(self, prompts: Sequence[Prompt], add_start_token: bool) -> dict[str, torch.Tensor]:
+        """`model.generate`'s inputs for a batch: the processor on the decoded images, on the device."""
+        raise NotImplementedError
+
+    def image_inputs(self, prompt: Prompt) -> dict[str, torch.Tensor]:
+        """The processor's image inputs (pixels, ...) for `prompt`'s images, on the device."""
+        raise NotImplementedError
+
+    def full_inputs(self, sequences: Sequence[list[int]], prompt: Prompt, images: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """`model(**inputs)` for token sequences that all show `prompt`'s images (`image_inputs`):
+        ranking's reference, one full forward pass per candidate."""
+        raise NotImplementedError
+
+    # -- the fast path -------------------------------------------------------------------------
+
+    def text_inputs(self, prompts: Sequence[Prompt], add_start_token: bool) -> dict[str, torch.Tensor]:
+        """`build_inputs` without touching any pixels: the same ids and masks (tested equal)."""
+        raise NotImplementedError
+
+    def sequence_inputs(self, sequences: Sequence[list[int]], prompt: Prompt) -> dict[str, torch.Tensor]:
+        """`text_inputs` for token sequences that all show `prompt`'s images."""
+        raise NotImplementedError
+
+    def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """The image processor's pixels for `images`."""
+        raise NotImplementedError
+
+    def compute_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Pixels -> the per-image features the forward pass reads, as the model computes them."""
+        raise NotImplementedError
+
+    def image_features(self, prompts: Sequence[Prompt], encode: EncodeImages):
+        """The image features a batch's forward passes read, from `encode` (cached per image). A
+        family without `cached_features` ignores `encode` and returns what its forward takes instead
+        (pixels, for its first pass)."""
+        raise NotImplementedError
+
+    def forward(self, inputs: dict[str, torch.Tensor], features, cache=None, logits_to_keep: int = 1) -> Forward:
+        """One pass with the key/value cache; `logits_to_keep` 0 keeps every position's logits.
+        `inputs` may hold `position_ids` beside the family's own keys, and a 4-d boolean
+        `attention_mask` (batch, 1, queries, keys): beam search feeds a prompt's beams side by side
+        in one row (`engine.BeamSteps`), so a family with `fast_generation` must honour both."""
+        raise NotImplementedError
+
+    def step_inputs(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """What each token generated after `inputs` carries beside its id and attention mask."""
+        raise NotImplementedError
+
+    def continuation_inputs(self, prefix: dict[str, torch.Tensor], features, rows: int, width: int):
+        """(inputs beside ids, masks and positions; features) for `rows` continuations of `width`
+        tokens each, run on the key/value cache of `prefix` (one row)."""
+        raise NotImplementedError
+
+    def decoding(self, inputs: dict[str, torch.Tensor], features) -> AbstractContextManager:
+        """What holds while one batch is decoded (the passes inside take these rows and features):
+        work the family does once per batch rather than once per pass. Nothing by default."""
+        return nullcontext()
+
+    def share_cache(self, cache, rows: int):
+        """A one-row cache seen by `rows` rows without copying it (updates concatenate new tensors)."""
+        shared = copy.copy(cache)
+        shared.layers = []
+        for layer in cache.layers:
+            clone = copy.copy(layer)
+            clone.keys = layer.keys.expand(rows, *layer.keys.shape[1:])
+            clone.values = layer.values.expand(rows, *layer.values.shape[1:])
+            shared.layers.append(clone)
+        return shared
+
+    # -- RICES ---------------------------------------------------------------------------------
+
+    @property
+    def vision_tower(self) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def vision_embeddings(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """One embedding per image from the model's own vision tower (RICES with --rices-encoder model)."""
+        raise NotImplementedError
+
+    # -- what the fast paths may assume ----------------------------------------------------------
+
+    @classmethod
+    def fallback_note(cls, path: str) -> str | None:
+        """One line when `path` ("generation" or "ranking") takes the plain path for this family."""
+        if path == "generation" and not cls.fast_generation:
+            return f"{cls.family}: generation runs model.generate (no fast loop for this family)"
+        if path == "ranking" and not cls.prefix_ranking:
+            return f"{cls.family}: ranking runs one full forward pass per candidate (no prefix cache for this family)"
+        return None
