@@ -52,6 +52,20 @@ def test_an_unsupported_type_is_one_line_listing_the_supported_ones():
     assert str(error.value) == f"some/model: config.model_type 'gpt2' is not a supported family; supported: {', '.join(ADAPTERS)}"
 
 
+def test_an_in_memory_model_of_another_family_is_refused_by_the_api(demo_loaded):
+    """`idefics_eval.evaluate` takes a model object: its config's model_type picks the adapter too."""
+    from types import SimpleNamespace
+
+    from idefics_eval.models import check_processor
+
+    check_processor(demo_loaded.model, demo_loaded.processor, "mine")  # an IDEFICS model and processor pass
+    other = SimpleNamespace(config=SimpleNamespace(model_type="qwen2_vl"))
+    with pytest.raises(UserError, match="^mine: config.model_type 'qwen2_vl' is not a supported family; supported: idefics"):
+        check_processor(other, demo_loaded.processor, "mine")
+    with pytest.raises(UserError, match="not an IdeficsProcessor"):
+        check_processor(demo_loaded.model, demo_loaded.processor.tokenizer, "mine")
+
+
 def test_the_demo_loads_behind_the_idefics_adapter(demo_loaded):
     assert type(demo_loaded.adapter) is IdeficsAdapter
     assert demo_loaded.max_length == demo_loaded.model.config.max_position_embeddings
