@@ -47,7 +47,8 @@ class ModelAdapter:
     family: ClassVar[str]  # its config.model_type
     cached_features: ClassVar[bool] = False  # the forward pass takes image features computed once per run
     fast_generation: ClassVar[bool] = False  # the engine's greedy/beam loop over `forward` equals model.generate
-    prefix_ranking: ClassVar[bool] = False  # candidates scored on the shared prefix's key/value cache
+    prefix_ranking: ClassVar[bool] = False  # candidates scored on the shared prefix's key/value cache (packed,
+    # a 4-d additive float mask and position_ids: `Ranker._packed_pass`)
 
     def __init__(self, processor, config, model: torch.nn.Module | None = None,
                  device: torch.device = torch.device("cpu"), dtype: torch.dtype = torch.float32):
