@@ -1,4 +1,5 @@
-"""The package's layering: only `idefics_eval/models/` names a model family's transformers classes.
+"""The package's layering: only `idefics_eval/models/` names a model family's transformers classes or imports
+a family's module.
 
 The engine, the ranker, the image cache, the runner and everything above them talk to a family
 through its adapter (`models.base.ModelAdapter`). Two folders outside `models/` are allowed to
@@ -70,6 +71,47 @@ def test_no_module_outside_models_names_a_family():
         if names:
             offenders[str(relative)] = names
     assert offenders == {}
+
+
+def family_modules(source: str, package: tuple[str, ...]) -> list[str]:
+    """The modules of `idefics_eval.models` other than `base` (the interface) that `source`, a module
+    of package `package` (("idefics_eval",), ("idefics_eval", "metrics"), ...), imports: a family's
+    adapter module, or a helper of one family (models/gated_cross_attention.py is IDEFICS's)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom):
+            base = list(package[: len(package) - node.level + 1]) if node.level else []
+            module = ".".join(base + ([node.module] if node.module else []))
+            names = [module] + [f"{module}.{alias.name}" for alias in node.names]  # a name may be a submodule
+        elif isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        else:
+            continue
+        found += [name for name in names if _family_module(name)]
+    return found
+
+
+def _family_module(name: str) -> bool:
+    parts = name.split(".")
+    return (len(parts) == 3 and parts[:2] == ["idefics_eval", "models"] and parts[2] != "base"
+            and (PACKAGE / "models" / f"{parts[2]}.py").is_file())
+
+
+def test_no_module_outside_models_imports_a_family_module():
+    """The engine and everything else reach a family through `LoadedModel.adapter`, never its module."""
+    offenders = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        relative = path.relative_to(PACKAGE)
+        if relative.parts[0] in ALLOWED:
+            continue
+        names = family_modules(path.read_text(encoding="utf-8"), ("idefics_eval", *relative.parts[:-1]))
+        if names:
+            offenders[str(relative)] = names
+    assert offenders == {}
+    assert family_modules("from .models.idefics import image_attention_mask\nfrom .models import base, idefics\n"
+                          "from .models.base import ModelAdapter\nimport idefics_eval.models.gated_cross_attention\n",
+                          ("idefics_eval",)) == [
+        "idefics_eval.models.idefics", "idefics_eval.models.idefics", "idefics_eval.models.gated_cross_attention"]
 
 
 def test_the_adapter_modules_name_their_family():
