@@ -85,6 +85,9 @@ class BatchSize(click.ParamType):
 LIMIT_OPTION = shared_option("--limit", type=int, help="Evaluate only the first N queries of each task.")
 BATCH_SIZE_OPTION = shared_option("--batch-size", type=BatchSize(), default=8, show_default=True, help="Requests per forward pass; auto: "
                                   "the largest that fits on the GPU (probed on the longest requests), 8 off GPU.")
+THREADS_OPTION = shared_option("--threads", type=click.IntRange(min=1),
+                                help="CPU threads for torch (default: OMP_NUM_THREADS if set, else the cores other programs "
+                                     "leave free, at least 1; docs/performance.md).")
 DEVICE_OPTION = shared_option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 DTYPE_OPTION = shared_option("--dtype", default="auto", show_default=True, help="auto (bfloat16 on GPU, float32 on CPU), bfloat16, float16, float32.")
 NUM_BEAMS_OPTION = shared_option("--num-beams", type=int, help="Beam count (task default: 3; 1 = greedy).")
@@ -103,7 +106,7 @@ def run_and_sweep_options(command):
     """The shot, protocol and generation options `run` and `sweep` share, in one order: each sweep
     checkpoint is a run, so a setting a run takes, a sweep takes the same way."""
     for option in reversed((SELECTION_OPTION, SEEDS_OPTION, RICES_ENCODER_OPTION, PROTOCOL_OPTION, LIMIT_OPTION, BATCH_SIZE_OPTION,
-                            DEVICE_OPTION, DTYPE_OPTION, NUM_BEAMS_OPTION, MAX_NEW_TOKENS_OPTION, MAX_LENGTH_OPTION)):
+                            DEVICE_OPTION, THREADS_OPTION, DTYPE_OPTION, NUM_BEAMS_OPTION, MAX_NEW_TOKENS_OPTION, MAX_LENGTH_OPTION)):
         command = option()(command)
     return command
 
@@ -214,6 +217,7 @@ def run(**options) -> None:
     """Evaluate a model on one or more tasks (comma-separated, or a group) at several shot counts."""
     from dataclasses import replace
 
+    from .distributed import torch_threads
     from .plan import with_bundled_data
     from .reports import summary_table
     from .runner import RunConfig, run_tasks
@@ -255,7 +259,8 @@ def run(**options) -> None:
         log_samples=options["log_samples"],
     )
     configs = [replace(config, task=name) for name in names]
-    rows = run_tasks([with_bundled_data(c) for c in configs] if options["demo_data"] else configs)
+    with torch_threads(options["threads"]):
+        rows = run_tasks([with_bundled_data(c) for c in configs] if options["demo_data"] else configs)
     if rows:  # under torchrun only rank 0 reports
         write_run_config(click.get_current_context().command, options, config.output_dir / RUN_CONFIG_FILE)
         click.echo(summary_table(rows))
@@ -435,6 +440,7 @@ def demo_model(directory: Path, family: str, **options) -> None:
 @click.option("--name", help="A name for this sweep, recorded in every checkpoint's results (default: none).")
 def sweep(**options) -> None:
     """Evaluate every checkpoint on every task and shot count; name the best checkpoint."""
+    from .distributed import torch_threads
     from .sweep import SweepConfig, parse_task_values, run_sweep, split_line, summary_lines
     from .tasks import expand_task_names
 
@@ -470,7 +476,8 @@ def sweep(**options) -> None:
         log_samples=options["log_samples"],
     )
     click.echo(split_line(config.split))
-    result = run_sweep(config)
+    with torch_threads(options["threads"]):
+        result = run_sweep(config)
     click.echo("\n".join(summary_lines(result, config.select_by)))
     if result.failed:
         click.echo(f"error: {len(result.failed)} of {len(result.checkpoints)} checkpoints failed ({', '.join(result.failed)}); "

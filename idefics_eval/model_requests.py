@@ -145,7 +145,7 @@ def sample_fields(p: Prepared, loaded: LoadedModel, query: Example, context: Pro
 
 def continuation_prompts(p: Prepared, query: Example, kept: Sequence[Example]) -> list[Prompt]:
     answer = shot_answer(p.spec)
-    return [p.template.render(kept, query, answer, candidate=c) for c in candidates_of(p.spec, query)]
+    return p.template.render_candidates(kept, query, answer, candidates_of(p.spec, query))
 
 
 def ranked(p: Prepared, score: Scorer, query: Example, shots: Sequence[Example], similarities: Sequence[float | None],

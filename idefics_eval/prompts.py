@@ -107,17 +107,36 @@ class PromptTemplate:
         candidate: str | None = None,
     ) -> Prompt:
         """The prompt for `query` after `shots`; with `candidate`, the query continued by it (ranking)."""
+        return self._query_after(self._shots(shots, shot_answer), shots, query, candidate)
+
+    def render_candidates(self, shots: Sequence[Example], query: Example, shot_answer: Callable[[Example], str],
+                          candidates: Sequence[str]) -> list[Prompt]:
+        """`render(shots, query, shot_answer, candidate=c)` for every candidate, the shots rendered once
+        (ImageNet's 1,000 class names would otherwise render every shot 1,000 times)."""
+        head = self._shots(shots, shot_answer)
+        return [self._query_after(head, shots, query, candidate) for candidate in candidates]
+
+    def _shots(self, shots: Sequence[Example], shot_answer: Callable[[Example], str]) -> list[str | ImageRef]:
+        """The prefix and the shots, adjacent texts merged."""
         items: list[str | ImageRef] = [self.prefix]
         for shot in shots:
             items += self._render(shot, shot_answer(shot), cut=False)
-        items += self._render(query, candidate, cut=True)
-        merged: list[str | ImageRef] = []
-        for item in items:
-            if isinstance(item, str) and merged and isinstance(merged[-1], str):
-                merged[-1] += item
-            else:
-                merged.append(item)
+        return _merged([], items)
+
+    def _query_after(self, head: list[str | ImageRef], shots: Sequence[Example], query: Example,
+                     candidate: str | None) -> Prompt:
+        merged = _merged(list(head), self._render(query, candidate, cut=True))
         return Prompt(tuple(i for i in merged if i != ""), tuple(shot.id for shot in shots))
+
+
+def _merged(merged: list[str | ImageRef], items: Sequence[str | ImageRef]) -> list[str | ImageRef]:
+    """`merged` extended by `items`, each text joined to a text right before it."""
+    for item in items:
+        if isinstance(item, str) and merged and isinstance(merged[-1], str):
+            merged[-1] += item
+        else:
+            merged.append(item)
+    return merged
 
 
 def most_common_answer(example: Example) -> str:

@@ -7,10 +7,13 @@ Two paths give the same numbers (tested to 1e-4 in float32):
   inputs are built as the family's processor builds them (`ModelAdapter.full_inputs`, tested).
 * `loglikelihoods` (the default where the family's adapter allows it): the images are encoded
   once per run (shared with generation through `image_cache`); the shared token prefix (shots +
-  query) runs once with the key/value cache; then only the candidates' own tokens run, in batches, on top of that cache. When every candidate is a single
-  token, the next-token distribution after the prefix is read directly and nothing more runs.
-  ImageNet's 1,000 class names cost one prefix pass plus a few short batches instead of 1,000
-  full passes.
+  query) runs once with the key/value cache; then the candidates' own tokens run on top of that
+  cache as a trie packed into a few block-masked sequences (`loglikelihoods`), their beginnings
+  shared and their last tokens read at their parents. When every candidate is a single token, the
+  next-token distribution after the prefix is read directly and nothing more runs. ImageNet's
+  1,000 class names cost one prefix pass plus about ten packed passes instead of 1,000 full passes.
+* `loglikelihoods_batched`, the previous cached path (candidates in padded batches of rows), kept
+  as the reference of `benchmarks/rank_demo.py`.
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ class Ranker:
         # ImageFeatureCache(max_bytes=0) turns caching off.
         self.image_cache = shared_cache(loaded) if image_cache is None else image_cache
         self._last_plan: tuple | None = None  # (key, _Plan) of the previous query: _plan
-        self._last_tails: tuple | None = None  # (key, tail ids and counts) of the previous query: _requests_reused
+        self._last_tails: tuple | None = None  # (key, tail ids and counts) of the previous query: requests
 
     def _texts(self, context: Prompt, continuations: Sequence[Prompt]) -> tuple[str, list[str]]:
         text = self.adapter.prompt_text
@@ -72,7 +75,7 @@ class Ranker:
     def _requests(self, context: Prompt, continuations: Sequence[Prompt]) -> list[tuple[list[int], int]]:
         return continuations_ids(self.loaded.processor.tokenizer, *self._texts(context, continuations))
 
-    def _requests_reused(self, context: Prompt, continuations: Sequence[Prompt]) -> list[tuple[list[int], int]]:
+    def requests(self, context: Prompt, continuations: Sequence[Prompt]) -> list[tuple[list[int], int]]:
         """`_requests`, with the candidates' tokens reused from the previous query where they can be.
 
         The tokenizer splits its text at special tokens, so what follows the context's last image
@@ -140,7 +143,7 @@ class Ranker:
         """
         if not self.adapter.prefix_ranking:
             return self.loglikelihoods_full(context, continuations, normalize)
-        requests = self._requests_reused(context, continuations)
+        requests = self.requests(context, continuations)
         whole = normalize in WHOLE_SEQUENCE
         state = self._prefix(context, requests, whole)
         plan = self._plan([ids[state.shared :] for ids, _ in requests], [count for _, count in requests], whole, state.shared)
@@ -174,9 +177,9 @@ class Ranker:
         """One pass's trie nodes as one sequence after the prefix: logits (nodes, vocabulary), float32."""
         device, dtype = self.loaded.device, self.loaded.model.dtype
         count = len(packed.tokens)
-        mask = torch.zeros((count, state.shared + count), dtype=dtype)
-        mask[:, state.shared :].masked_fill_(~packed.visible, torch.finfo(dtype).min)
-        return self._continuation(state, packed.tokens[None].to(device), mask[None, None].to(device),
+        mask = torch.zeros((count, state.shared + count), dtype=dtype, device=device)
+        mask[:, state.shared :].masked_fill_(~packed.visible.to(device), torch.finfo(dtype).min)
+        return self._continuation(state, packed.tokens[None].to(device), mask[None, None],
                                   (state.shared + packed.depths[None]).to(device))[0]
 
     @torch.no_grad()

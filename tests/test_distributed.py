@@ -73,3 +73,64 @@ def test_killed_two_process_run_resumes_on_one(single, tmp_path):
         resumed = lines(out / "predictions" / name)
         assert resumed == lines(single / "out" / "predictions" / name)
         assert len({r["id"] for r in resumed}) == len(resumed) == 12
+
+
+@pytest.fixture
+def machine(monkeypatch):
+    """A machine of `cores` cores under a 1-minute load of `load`, with OMP_NUM_THREADS unset."""
+    from idefics_eval import distributed
+
+    def set_machine(cores: int, load: float) -> None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+        monkeypatch.setattr(distributed.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+        monkeypatch.setattr(distributed.os, "getloadavg", lambda: (load, load, load), raising=False)
+
+    return set_machine
+
+
+def test_default_threads_take_the_free_cores_and_respect_omp_num_threads(machine, monkeypatch):
+    from idefics_eval.distributed import default_threads
+
+    machine(8, 0.4)
+    assert default_threads() == 8
+    machine(8, 2.7)
+    assert default_threads() == 6  # two cores busy with other programs
+    machine(2, 9.0)
+    assert default_threads() == 1  # a busy machine: one thread, never fewer
+    machine(8, 0.0)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert default_threads() == 4  # two processes of one torchrun on this machine share the cores
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert default_threads() == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "many")
+    assert default_threads() == 4  # not a number: as if unset
+
+
+@pytest.mark.parametrize("command", ["run", "sweep"])
+def test_threads_option_sets_torch_threads_for_the_command_and_restores_them(command, machine, monkeypatch, tmp_path, capsys):
+    import torch
+
+    from idefics_eval import runner, sweep
+    from idefics_eval.errors import UserError
+
+    from conftest import invoke
+
+    seen = []
+
+    def record(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        raise UserError("stopped by the test")
+
+    monkeypatch.setattr(runner, "run_tasks", record)
+    monkeypatch.setattr(sweep, "run_sweep", record)
+    (tmp_path / "ckpt").mkdir()
+    args = {"run": ["run", "--task", "vqav2", "--demo", "--output-dir", str(tmp_path / "out")],
+            "sweep": ["sweep", "--checkpoints", str(tmp_path / "ckpt"), "--task", "vqav2", "--output-dir", str(tmp_path / "out")]}[command]
+    before = torch.get_num_threads()
+    machine(2, 0.0)
+    assert invoke(capsys, *args, "--threads", "3")[0] == 2
+    assert invoke(capsys, *args)[0] == 2
+    assert seen == [3, 2] and torch.get_num_threads() == before
+    code, _, err = invoke(capsys, *args, "--threads", "0")
+    assert code == 2 and "--threads" in err

@@ -51,16 +51,16 @@ def capture_run(monkeypatch, capsys, task: str, tmp_path, *extra: str) -> tuple[
             generated.append(ids[mask.bool()].tolist())
         return inputs
 
-    text_inputs, encode, continuations = Generator.text_inputs, Generator.encode, ranking.continuations_ids
+    text_inputs, encode, requests = Generator.text_inputs, Generator.encode, ranking.Ranker.requests
     monkeypatch.setattr(Generator, "text_inputs", lambda self, prompts: record(text_inputs(self, prompts)))
     monkeypatch.setattr(Generator, "encode", lambda self, prompts: record(encode(self, prompts)))
 
-    def scored(tokenizer, context, fulls):
-        result = continuations(tokenizer, context, fulls)
-        ranked.append((context, [ids[len(ids) - count:] for ids, count in result]))
+    def scored(self, context, continuations):
+        result = requests(self, context, continuations)
+        ranked.append((self._texts(context, continuations)[0], [ids[len(ids) - count:] for ids, count in result]))
         return result
 
-    monkeypatch.setattr(ranking, "continuations_ids", scored)
+    monkeypatch.setattr(ranking.Ranker, "requests", scored)
     shots = ",".join(map(str, shot_counts(task)))
     code, _, err = invoke(capsys, "run", "--task", task, "--demo", "--shots", shots, "--limit", str(limit(task)), "--num-beams",
                           "1", "--max-new-tokens", "3", "--output-dir", str(tmp_path / "run"), "--cache-dir",

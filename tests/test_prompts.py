@@ -112,3 +112,20 @@ def test_bad_templates_are_rejected_with_the_file(tmp_path, body, message):
     with pytest.raises(UserError, match=message) as error:
         parse_template(path)
     assert str(path) in str(error.value)
+
+
+@pytest.mark.parametrize("name", ["vqa", "imagenet"])
+def test_candidates_rendered_together_equal_one_render_each(name):
+    """render_candidates renders the shots once; each prompt equals render(..., candidate=c)."""
+    template = load_template(name)
+    fields = {"question": "What is it?", "class_name": "x"}
+    shots = [make_example(f"s{i}", f"s{i}", "What is it?", [f"thing {i}"] * 10, rgb=(i, 0, 0)) for i in range(3)]
+    for shot in shots:
+        shot.fields.update(fields | {"class_name": shot.answers[0]})
+    query = make_example("q", "q", "What is it?", ["x"] * 10)
+    query.fields.update(fields)
+    candidates = ["tench", "great white shark", "no", ""]
+    for shown in (shots, []):
+        together = template.render_candidates(shown, query, most_common_answer, candidates)
+        assert together == [template.render(shown, query, most_common_answer, candidate=c) for c in candidates]
+        assert len({prompt.items for prompt in together}) == len(candidates)

@@ -186,7 +186,7 @@ def test_the_next_query_reuses_the_candidates_tokens_and_plan(canary, imagenet):
     ranker.loglikelihoods(first_context, first, "sum")
     tails, plan = ranker._last_tails, ranker._last_plan
     assert tails is not None
-    assert ranker._requests_reused(second_context, second) == ranker._requests(second_context, second)
+    assert ranker.requests(second_context, second) == ranker._requests(second_context, second)
     reused = ranker.loglikelihoods(second_context, second, "sum")
     assert ranker._last_tails is tails and ranker._last_plan is plan
     assert reused == Ranker(canary, batch_size=8).loglikelihoods(second_context, second, "sum")
@@ -195,6 +195,6 @@ def test_the_next_query_reuses_the_candidates_tokens_and_plan(canary, imagenet):
 def test_reused_tokens_equal_the_plain_tokenisation_where_candidates_merge_with_the_context(demo_loaded, prompts):
     context, continuations = prompts
     ranker = Ranker(demo_loaded, batch_size=3)
-    assert ranker._requests_reused(context, continuations) == ranker._requests(context, continuations)
+    assert ranker.requests(context, continuations) == ranker._requests(context, continuations)
     assert ranker._last_tails is not None
-    assert ranker._requests_reused(context, continuations) == ranker._requests(context, continuations)
+    assert ranker.requests(context, continuations) == ranker._requests(context, continuations)
