@@ -547,13 +547,13 @@ def test_a_checkpoint_of_another_architecture_is_refused_before_anything_loads(t
     folder and for a hub id, whose config.json is fetched alone first."""
     from idefics_eval import models
     from idefics_eval.errors import UserError
-    from idefics_eval.models import idefics
+    from idefics_eval.models import base, idefics
 
     def must_not_load(*args, **kwargs):
         raise AssertionError("weights or processor loaded for a checkpoint of another architecture")
 
     monkeypatch.setattr(idefics.IdeficsForVisionText2Text, "from_pretrained", must_not_load)
-    monkeypatch.setattr(idefics.AutoProcessor, "from_pretrained", must_not_load)
+    monkeypatch.setattr(base.AutoProcessor, "from_pretrained", must_not_load)
     folder = checkpoint_with_config(json.dumps(GPT2_CONFIG))(tmp_path)
     with pytest.raises(UserError, match=f"^{folder}: config.model_type 'gpt2' is not a supported family; supported: idefics$"):
         models.load_model(folder)

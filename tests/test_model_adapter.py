@@ -33,10 +33,11 @@ def _left_to_families() -> list[str]:
 def test_every_registered_family_implements_the_whole_interface():
     assert SUPPORTED_FAMILIES == tuple(ADAPTERS) and "idefics" in ADAPTERS
     required = _left_to_families()
-    assert {"load", "build_inputs", "text_inputs", "forward", "vision_embeddings", "prompt_text"} <= set(required)
+    assert {"check_processor", "build_inputs", "text_inputs", "forward", "vision_embeddings", "prompt_text"} <= set(required)
     for family in ADAPTERS:
         adapter = adapter_class(family, "checkpoint")
         assert issubclass(adapter, ModelAdapter) and adapter.family == family
+        assert isinstance(adapter.model_class, type) and adapter.model_class.__module__.startswith("transformers.")
         missing = [name for name in required if _owner(adapter, name) is ModelAdapter]
         assert missing == [], f"{family} leaves {missing} to the base class"
 

@@ -24,7 +24,9 @@ from typing import ClassVar
 import numpy as np
 import torch
 from PIL import Image
+from transformers import AutoProcessor
 
+from ..console import quiet_libraries
 from ..examples import ImageRef
 from ..prompts import Prompt
 
@@ -45,6 +47,7 @@ class ModelAdapter:
     measures prompts without weights) or with the loaded model too (everything else)."""
 
     family: ClassVar[str]  # its config.model_type
+    model_class: ClassVar[type]  # its transformers model class, loaded by `load`
     cached_features: ClassVar[bool] = False  # the forward pass takes image features computed once per run
     fast_generation: ClassVar[bool] = False  # the engine's greedy/beam loop over `forward` equals model.generate
     prefix_ranking: ClassVar[bool] = False  # candidates scored on the shared prefix's key/value cache (packed,
@@ -62,9 +65,22 @@ class ModelAdapter:
 
     @classmethod
     def load(cls, name: str, *, dtype: torch.dtype, device_map: str | None, allow_pickle: bool, quiet: bool):
-        """(model, processor) of checkpoint `name` (hub id or folder); the processor is checked
-        (`check_processor`) before the weights load. Remote code is never trusted."""
-        raise NotImplementedError
+        """(model, processor) of checkpoint `name` (hub id or folder): `load_processor`, checked
+        (`check_processor`) before the (long) weight loading, then `model_class` from safetensors
+        only unless `allow_pickle`. Remote code is never trusted. `quiet`: no bars or warnings."""
+        processor = cls.load_processor(name)
+        cls.check_processor(processor, name)
+        with quiet_libraries(quiet):
+            model = cls.model_class.from_pretrained(
+                name, dtype=dtype, device_map=device_map, use_safetensors=None if allow_pickle else True,
+                trust_remote_code=False,
+            )
+        return model, processor
+
+    @classmethod
+    def load_processor(cls, name: str):
+        """The checkpoint's processor (a family may need to build it otherwise)."""
+        return AutoProcessor.from_pretrained(name, trust_remote_code=False)
 
     @classmethod
     def check_processor(cls, processor, name: str) -> None:

@@ -16,13 +16,12 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from PIL import Image
-from transformers import AutoProcessor, IdeficsForVisionText2Text, IdeficsProcessor
+from transformers import IdeficsForVisionText2Text, IdeficsProcessor
 from transformers.models.idefics.processing_idefics import (
     image_attention_mask_for_packed_input_ids,
     incremental_to_binary_attention_mask,
 )
 
-from ..console import quiet_libraries
 from ..errors import UserError
 from ..prompts import FAKE_TOKEN, Prompt
 from .base import EncodeImages, Forward, ModelAdapter
@@ -40,21 +39,11 @@ def check_tokenizer(processor, name: str) -> None:
 
 class IdeficsAdapter(ModelAdapter):
     family = "idefics"
+    model_class = IdeficsForVisionText2Text
     image_end_token = FAKE_TOKEN
     cached_features = True
     fast_generation = True
     prefix_ranking = True
-
-    @classmethod
-    def load(cls, name: str, *, dtype: torch.dtype, device_map: str | None, allow_pickle: bool, quiet: bool):
-        processor = AutoProcessor.from_pretrained(name, trust_remote_code=False)
-        cls.check_processor(processor, name)  # before the (long) weight loading
-        with quiet_libraries(quiet):
-            model = IdeficsForVisionText2Text.from_pretrained(
-                name, dtype=dtype, device_map=device_map, use_safetensors=None if allow_pickle else True,
-                trust_remote_code=False,
-            )
-        return model, processor
 
     @classmethod
     def check_processor(cls, processor, name: str) -> None:
