@@ -114,7 +114,7 @@ class Ranker:
         output = self.adapter.forward(inputs, features, logits_to_keep=0)
         logprobs = torch.log_softmax(output.logits[0].float(), dim=-1)
         # The shared prefix's own tokens (after its first), counted by the whole-sequence scores only.
-        total = logprobs[:-1].gather(-1, torch.tensor(prefix[1:], device=logprobs.device)[:, None]).sum().item() if whole else 0.0
+        total = _target_logprobs(logprobs[:-1], torch.tensor(prefix[1:], device=logprobs.device)).sum().item() if whole else 0.0
         return _Prefix(shared, logprobs[-1], total, output.cache, inputs, features)
 
     def _continuation(self, state: "_Prefix", input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -234,8 +234,7 @@ class Ranker:
             inputs = self.adapter.full_inputs([ids for ids, _ in batch], context, images)
             logits = self.loaded.model(**inputs).logits.float()
             logprobs = torch.log_softmax(logits[:, :-1], dim=-1)
-            targets = inputs["input_ids"][:, 1:]
-            token_logprobs = logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+            token_logprobs = _target_logprobs(logprobs, inputs["input_ids"][:, 1:])
             for row, (ids, count) in enumerate(batch):
                 scored = len(ids) - 1 if normalize in WHOLE_SEQUENCE else count  # left-padded: the last ones are real
                 results.append(_normalized(token_logprobs[row, -scored:].sum().item(), ids, count, normalize))
@@ -244,6 +243,14 @@ class Ranker:
 
 WHOLE_SEQUENCE = ("sequence_sum", "sequence_mean")
 PACKED_TOKENS = 512  # the fewest trie nodes a packed pass may hold (Ranker.packed_tokens)
+
+
+def _target_logprobs(logprobs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Each target token's log-probability; 0 for a token past the output vocabulary (an image
+    token that only ever enters, like Llama 3.2 Vision's `<|image|>`: no logit predicts it)."""
+    vocab = logprobs.shape[-1]
+    gathered = logprobs.gather(-1, targets.clamp(max=vocab - 1).unsqueeze(-1)).squeeze(-1)
+    return gathered.masked_fill(targets >= vocab, 0.0)
 
 
 def _normalized(total: float, ids: list[int], count: int, normalize: str) -> float:

@@ -555,7 +555,8 @@ def test_a_checkpoint_of_another_architecture_is_refused_before_anything_loads(t
     monkeypatch.setattr(idefics.IdeficsForVisionText2Text, "from_pretrained", must_not_load)
     monkeypatch.setattr(base.AutoProcessor, "from_pretrained", must_not_load)
     folder = checkpoint_with_config(json.dumps(GPT2_CONFIG))(tmp_path)
-    with pytest.raises(UserError, match=f"^{folder}: config.model_type 'gpt2' is not a supported family; supported: idefics$"):
+    supported = ", ".join(models.SUPPORTED_FAMILIES)
+    with pytest.raises(UserError, match=f"^{folder}: config.model_type 'gpt2' is not a supported family; supported: {supported}$"):
         models.load_model(folder)
     monkeypatch.setattr(models.PretrainedConfig, "get_config_dict", lambda name, **kwargs: (dict(GPT2_CONFIG), {}))
     with pytest.raises(UserError, match="^someone/gpt2-xl: config.model_type 'gpt2' is not a supported family"):

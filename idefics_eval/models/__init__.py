@@ -28,6 +28,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 # its transformers classes, is imported only when a checkpoint of that family is used.
 ADAPTERS = {
     "idefics": ("idefics", "IdeficsAdapter"),
+    "mllama": ("mllama", "MllamaAdapter"),
 }
 # The config.model_type values that `load_model` evaluates.
 SUPPORTED_FAMILIES = tuple(ADAPTERS)
