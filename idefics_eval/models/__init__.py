@@ -29,6 +29,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 ADAPTERS = {
     "idefics": ("idefics", "IdeficsAdapter"),
     "mllama": ("mllama", "MllamaAdapter"),
+    "llava_onevision": ("llava_onevision", "LlavaOnevisionAdapter"),
 }
 # The config.model_type values that `load_model` evaluates.
 SUPPORTED_FAMILIES = tuple(ADAPTERS)

@@ -22,13 +22,26 @@ import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
+import torch
 from PIL import Image
-from transformers import AutoImageProcessor, AutoTokenizer, BatchFeature, LlavaOnevisionProcessor
+from transformers import (
+    AutoImageProcessor,
+    AutoTokenizer,
+    BatchFeature,
+    LlavaOnevisionForConditionalGeneration,
+    LlavaOnevisionProcessor,
+)
+from transformers.utils import cached_file
 
+from ..console import quiet_libraries
+from ..errors import UserError
 from ..examples import ImageRef
 from ..prompts import Prompt
+from .base import EncodeImages, Forward, ModelAdapter
+from .mllama import _left_padded, position_ids
 
-IMAGE_TOKEN = "<image>"
+IMAGE_TOKEN, VIDEO_TOKEN = "<image>", "<video>"
 PROCESSOR_CONFIG = "processor_config.json"
 
 
@@ -56,11 +69,14 @@ _SETTINGS = [name for name in inspect.signature(ImageTextProcessor.__init__).par
              if name not in ("self", "image_processor", "tokenizer", "chat_template")]
 
 
-def load_processor(path: Path) -> ImageTextProcessor:
-    """The processor of a checkpoint folder: its image processor, tokenizer and processor settings."""
-    config = json.loads((path / PROCESSOR_CONFIG).read_text()) if (path / PROCESSOR_CONFIG).is_file() else {}
-    settings = {name: config[name] for name in _SETTINGS if name in config}
-    return ImageTextProcessor(AutoImageProcessor.from_pretrained(path), AutoTokenizer.from_pretrained(path), **settings)
+def load_processor(name: str | Path) -> ImageTextProcessor:
+    """The processor of a checkpoint (folder or hub id): its image processor, tokenizer and
+    processor settings."""
+    config_file = cached_file(name, PROCESSOR_CONFIG, _raise_exceptions_for_missing_entries=False)
+    config = json.loads(Path(config_file).read_text()) if config_file else {}
+    settings = {key: config[key] for key in _SETTINGS if key in config}
+    image_processor = AutoImageProcessor.from_pretrained(name, trust_remote_code=False)
+    return ImageTextProcessor(image_processor, AutoTokenizer.from_pretrained(name, trust_remote_code=False), **settings)
 
 
 def prompt_text(prompt: Prompt, bos_token: str | None) -> str:
@@ -80,5 +96,201 @@ def processor_inputs(
         text=[prompt_text(prompt, bos_token) for prompt in prompts],
         padding="longest",
         padding_side="left",
+        add_special_tokens=False,  # the text holds its start token, if any
         return_tensors="pt",
     )
+
+
+class LlavaOnevisionAdapter(ModelAdapter):
+    """Every fast path holds: the forward pass takes the embeddings with the image features already
+    in place (`inputs_embeds`), so decoding and ranking run on the key/value cache. Only the
+    features of an image shown among several (any prompt with shots) are cached: a lone image's
+    anyres features depend on the grid its size picks and are computed with the prompt."""
+
+    family = "llava_onevision"
+    cached_features = True
+    fast_generation = True
+    prefix_ranking = True
+
+    @classmethod
+    def load_processor(cls, name: str) -> ImageTextProcessor:
+        return load_processor(name)
+
+    @classmethod
+    def load(cls, name: str, *, dtype: torch.dtype, device_map: str | None, allow_pickle: bool, quiet: bool):
+        processor = load_processor(name)
+        cls.check_processor(processor, name)  # before the (long) weight loading
+        with quiet_libraries(quiet):
+            model = LlavaOnevisionForConditionalGeneration.from_pretrained(
+                name, dtype=dtype, device_map=device_map, use_safetensors=None if allow_pickle else True,
+                trust_remote_code=False,
+            )
+        return model, processor
+
+    @classmethod
+    def check_processor(cls, processor, name: str) -> None:
+        if not isinstance(processor, LlavaOnevisionProcessor):
+            raise UserError(f"{name} has a {type(processor).__name__}, not a LlavaOnevisionProcessor; is it a LLaVA-OneVision checkpoint?")
+        if processor.image_token not in processor.tokenizer.get_vocab():
+            raise UserError(f"the tokenizer of {name} does not know {processor.image_token}; it is not a LLaVA-OneVision tokenizer")
+        if not processor.num_image_tokens:
+            raise UserError(f"{name}: {PROCESSOR_CONFIG} gives no num_image_tokens; it is not a LLaVA-OneVision processor")
+
+    # -- text ----------------------------------------------------------------------------------
+
+    @property
+    def max_length(self) -> int:
+        return int(self.config.text_config.max_position_embeddings)
+
+    @property
+    def image_tokens(self) -> tuple[str, ...]:
+        vocab = self.tokenizer.get_vocab()
+        return tuple(token for token in (self.processor.image_token, self.processor.video_token) if token in vocab)
+
+    def start_text(self, add_start_token: bool) -> str:
+        """What a prompt starts with: the tokens the tokenizer would add by itself, or else its
+        start token (Qwen2's tokenizers have neither)."""
+        if not add_start_token:
+            return ""
+        added = self.tokenizer("", add_special_tokens=True)["input_ids"]
+        return "".join(self.tokenizer.convert_ids_to_tokens(added)) if added else (self.tokenizer.bos_token or "")
+
+    def prompt_text(self, prompt: Prompt, add_start_token: bool) -> str:
+        """The text with each `<image>` repeated once per feature, as the processor expands it."""
+        from ..engine import load_image
+
+        several = len(prompt.images) > 1
+        text = self.start_text(add_start_token)
+        for item in prompt.items:
+            text += item if isinstance(item, str) else self.processor.image_token * self._features(load_image(item), several)
+        return text
+
+    def _features(self, image: Image.Image, several: bool) -> int:
+        """How many features the model puts in place of `image`, alone or among several."""
+        processor = self.processor
+        if several:
+            count = processor.num_image_tokens + 1  # the whole image and one newline
+            return count - 1 if processor.vision_feature_select_strategy == "default" else count
+        width, height = image.size
+        return processor._get_num_multimodal_tokens(image_sizes=[(height, width)])["num_image_tokens"][0]
+
+    # -- the plain path ------------------------------------------------------------------------
+
+    def build_inputs(self, prompts: Sequence[Prompt], add_start_token: bool) -> dict[str, torch.Tensor]:
+        from ..engine import load_image  # engine imports the models package
+
+        return self._on_device(processor_inputs(self.processor, prompts, load_image, self.start_text(add_start_token)))
+
+    def image_inputs(self, prompt: Prompt) -> dict[str, torch.Tensor]:
+        from ..engine import load_image
+
+        pixels = self.processor.image_processor([[load_image(ref) for ref in prompt.images]], return_tensors="pt")
+        return self._on_device({"pixel_values": pixels["pixel_values"], "image_sizes": pixels["image_sizes"]})
+
+    def full_inputs(self, sequences: Sequence[list[int]], prompt: Prompt, images: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Each row shows the prompt's images again, with the positions `generate` would give it."""
+        rows, inputs = len(sequences), self.sequence_inputs(sequences, prompt)
+        inputs["position_ids"] = position_ids(inputs["attention_mask"], inputs["input_ids"].shape[1])
+        count = images["image_sizes"].shape[0]
+        return {**inputs, "pixel_values": images["pixel_values"].repeat(rows, *[1] * (images["pixel_values"].dim() - 1)),
+                "image_sizes": images["image_sizes"].repeat(rows, 1),
+                "batch_num_images": torch.full((rows,), count, dtype=torch.long, device=self.device)}
+
+    # -- the fast path -------------------------------------------------------------------------
+
+    def text_inputs(self, prompts: Sequence[Prompt], add_start_token: bool) -> dict[str, torch.Tensor]:
+        texts = [self.prompt_text(prompt, add_start_token) for prompt in prompts]
+        encoded = self.tokenizer(texts, add_special_tokens=False, padding="longest", padding_side="left", return_tensors="pt")
+        return self._on_device({"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]})
+
+    def sequence_inputs(self, sequences: Sequence[list[int]], prompt: Prompt) -> dict[str, torch.Tensor]:
+        input_ids, attention_mask = _left_padded(sequences, self.tokenizer.pad_token_id)
+        return self._on_device({"input_ids": input_ids, "attention_mask": attention_mask})
+
+    def preprocess(self, images: Sequence[Image.Image]) -> dict[str, torch.Tensor]:
+        """pixel_values (images, 3, H, W) as for a prompt with several images: each whole image
+        padded to a square. (Given alone, the image processor would cut an image into its anyres
+        crops; beside a copy of itself it is processed as one of several.)"""
+        shown = list(images) if len(images) > 1 else list(images) * 2
+        pixels = self.processor.image_processor([shown], return_tensors="pt")
+        return {"pixel_values": pixels["pixel_values"][: len(images), 0], "image_sizes": pixels["image_sizes"][: len(images)]}
+
+    @torch.no_grad()
+    def compute_features(self, pixels: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(images, features + 1, hidden): what LlavaOnevisionModel.get_image_features gives an
+        image shown among several: the selected vision layer, projected, then the newline feature."""
+        model, config = self.model.model, self.config
+        output = model.vision_tower(pixels["pixel_values"].to(self.device, model.dtype), output_hidden_states=True)
+        layer = config.vision_feature_layer
+        if isinstance(layer, int):
+            hidden = output.hidden_states[layer]
+        else:
+            hidden = torch.cat([output.hidden_states[index] for index in layer], dim=-1)
+        if config.vision_feature_select_strategy == "default":
+            hidden = hidden[:, 1:]
+        features = model.multi_modal_projector(hidden)
+        newline = model.image_newline.to(features)[None, None].expand(features.shape[0], 1, -1)
+        return torch.cat([features, newline], dim=1)
+
+    @torch.no_grad()
+    def _anyres_features(self, image: Image.Image) -> torch.Tensor:
+        """A lone image's features, by the model's own method (not cached: see the class)."""
+        pixels = self.processor.image_processor([[image]], return_tensors="pt")
+        output = self.model.model.get_image_features(
+            pixels["pixel_values"].to(self.device, self.model.dtype), pixels["image_sizes"].to(self.device),
+            batch_num_images=pixels["batch_num_images"].to(self.device), return_dict=True,
+        )
+        return output.pooler_output[0]
+
+    def image_features(self, prompts: Sequence[Prompt], encode: EncodeImages) -> torch.Tensor | None:
+        """(image tokens of the batch, hidden): the features in the order their tokens appear, row by row."""
+        from ..engine import load_image
+
+        several = [ref for prompt in prompts if len(prompt.images) > 1 for ref in prompt.images]
+        cached = iter(encode(several)) if several else iter(())
+        parts = []
+        for prompt in prompts:
+            if len(prompt.images) == 1:
+                parts.append(self._anyres_features(load_image(prompt.images[0])))
+            else:
+                parts += [next(cached) for _ in prompt.images]
+        return torch.cat(parts) if parts else None
+
+    def forward(self, inputs: dict[str, torch.Tensor], features, cache=None, logits_to_keep: int = 1) -> Forward:
+        """The token embeddings with the features scattered over the image tokens, as the model does."""
+        input_ids, attention_mask = inputs["input_ids"], inputs["attention_mask"]
+        embeds = self.model.get_input_embeddings()(input_ids)
+        is_image = input_ids == self.config.image_token_id
+        if bool(is_image.any()):
+            embeds = embeds.masked_scatter(is_image.unsqueeze(-1), features.to(embeds.dtype))
+        positions = inputs.get("position_ids")
+        positions = position_ids(attention_mask, input_ids.shape[1]) if positions is None else positions
+        out = self.model(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=positions, cache=cache,
+                         use_cache=True, logits_to_keep=logits_to_keep)
+        return Forward(out.logits, out.cache)
+
+    def step_inputs(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {}
+
+    def continuation_inputs(self, prefix: dict[str, torch.Tensor], features, rows: int, width: int):
+        """Candidates hold no image token: the features are in the prefix's cache already."""
+        return {}, None
+
+
+    def _on_device(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        out = {key: value.to(self.device) for key, value in inputs.items()}
+        if "pixel_values" in out:
+            out["pixel_values"] = out["pixel_values"].to(self.dtype)
+        return out
+
+    # -- RICES ---------------------------------------------------------------------------------
+
+    @property
+    def vision_tower(self) -> torch.nn.Module:
+        return self.model.model.vision_tower
+
+    @torch.no_grad()
+    def vision_embeddings(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """The vision tower's last hidden state, averaged over the patches of each whole image."""
+        pixels = self.preprocess(images)["pixel_values"].to(self.device, self.dtype)
+        return self.vision_tower(pixels).last_hidden_state.mean(dim=1).float().cpu().numpy()

@@ -20,7 +20,7 @@ from idefics_eval.ranking import Ranker
 from conftest import invoke
 from family_prompts import example, shot_prompts
 
-FAMILIES = ["mllama"]
+FAMILIES = ["mllama", "llava_onevision"]
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
