@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 from safetensors import SafetensorError, safe_open
-from transformers import AutoConfig, AutoProcessor, PretrainedConfig
+from transformers import AutoConfig, PretrainedConfig
 
 from ..errors import UserError
 from .base import ModelAdapter
@@ -270,8 +270,8 @@ def load_prompt_side(name: str, *, demo_seed: int | None = None) -> PromptSide:
         try:
             if local is None:
                 hub_family(name)
-            processor = AutoProcessor.from_pretrained(name, trust_remote_code=False)
             config = AutoConfig.from_pretrained(name, trust_remote_code=False)
+            processor = adapter_class(config.model_type, name).load_processor(name)
         except (OSError, ValueError) as error:
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             hint = "" if Path(name).expanduser().is_dir() else " (offline? download the checkpoint and pass its folder)"

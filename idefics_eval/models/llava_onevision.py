@@ -118,7 +118,7 @@ class LlavaOnevisionAdapter(ModelAdapter):
 
     @classmethod
     def load(cls, name: str, *, dtype: torch.dtype, device_map: str | None, allow_pickle: bool, quiet: bool):
-        processor = load_processor(name)
+        processor = cls.load_processor(name)
         cls.check_processor(processor, name)  # before the (long) weight loading
         with quiet_libraries(quiet):
             model = LlavaOnevisionForConditionalGeneration.from_pretrained(

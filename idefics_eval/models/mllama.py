@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 from PIL import Image
-from transformers import AutoProcessor, BatchFeature, MllamaForConditionalGeneration, MllamaProcessor
+from transformers import BatchFeature, MllamaForConditionalGeneration, MllamaProcessor
 from transformers.models.mllama.image_processing_pil_mllama import get_optimal_tiled_canvas
 from transformers.models.mllama.processing_mllama import (
     build_string_from_input,
@@ -80,7 +80,7 @@ class MllamaAdapter(ModelAdapter):
 
     @classmethod
     def load(cls, name: str, *, dtype: torch.dtype, device_map: str | None, allow_pickle: bool, quiet: bool):
-        processor = AutoProcessor.from_pretrained(name, trust_remote_code=False)
+        processor = cls.load_processor(name)
         cls.check_processor(processor, name)  # before the (long) weight loading
         with quiet_libraries(quiet):
             model = MllamaForConditionalGeneration.from_pretrained(

@@ -13,7 +13,7 @@ import torch
 
 from idefics_eval.engine import GenerationSettings, Generator
 from idefics_eval.image_cache import ImageFeatureCache
-from idefics_eval.models import load_model
+from idefics_eval.models import load_model, load_prompt_side
 from idefics_eval.prompts import load_template, most_common_answer
 from idefics_eval.ranking import Ranker
 
@@ -46,6 +46,14 @@ def test_the_checkpoint_loads_behind_its_familys_adapter(loaded, checkpoint):
     family = json.loads((checkpoint / "config.json").read_text())["model_type"]
     assert loaded.adapter.family == family and type(loaded.adapter).__name__ != "IdeficsAdapter"
     assert loaded.adapter.cached_features and loaded.adapter.fast_generation and loaded.adapter.prefix_ranking
+
+
+def test_the_dry_runs_processor_alone_counts_the_same_tokens(loaded, checkpoint):
+    side = load_prompt_side(str(checkpoint))
+    assert type(side.adapter) is type(loaded.adapter) and side.adapter.model is None
+    assert side.max_length == loaded.max_length
+    for prompt in shot_prompts()[0]:
+        assert side.adapter.token_ids(prompt) == loaded.adapter.token_ids(prompt)
 
 
 @pytest.mark.parametrize("add_start_token", [True, False])
