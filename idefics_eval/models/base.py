@@ -64,13 +64,6 @@ class ModelAdapter:
     # -- loading (the class, before there is a model) ------------------------------------------
 
     @classmethod
-    def load_processor(cls, name: str):
-        """The processor of checkpoint `name` alone (the dry run's); remote code is never trusted."""
-        from transformers import AutoProcessor
-
-        return AutoProcessor.from_pretrained(name, trust_remote_code=False)
-
-    @classmethod
     def load(cls, name: str, *, dtype: torch.dtype, device_map: str | None, allow_pickle: bool, quiet: bool):
         """(model, processor) of checkpoint `name` (hub id or folder): `load_processor`, checked
         (`check_processor`) before the (long) weight loading, then `model_class` from safetensors

@@ -34,7 +34,6 @@ from transformers import (
 )
 from transformers.utils import cached_file
 
-from ..console import quiet_libraries
 from ..errors import UserError
 from ..examples import ImageRef
 from ..prompts import Prompt
@@ -111,21 +110,11 @@ class LlavaOnevisionAdapter(ModelAdapter):
     cached_features = True
     fast_generation = True
     prefix_ranking = True
+    model_class = LlavaOnevisionForConditionalGeneration
 
     @classmethod
     def load_processor(cls, name: str) -> ImageTextProcessor:
         return load_processor(name)
-
-    @classmethod
-    def load(cls, name: str, *, dtype: torch.dtype, device_map: str | None, allow_pickle: bool, quiet: bool):
-        processor = cls.load_processor(name)
-        cls.check_processor(processor, name)  # before the (long) weight loading
-        with quiet_libraries(quiet):
-            model = LlavaOnevisionForConditionalGeneration.from_pretrained(
-                name, dtype=dtype, device_map=device_map, use_safetensors=None if allow_pickle else True,
-                trust_remote_code=False,
-            )
-        return model, processor
 
     @classmethod
     def check_processor(cls, processor, name: str) -> None:

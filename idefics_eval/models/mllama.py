@@ -22,7 +22,6 @@ from transformers.models.mllama.processing_mllama import (
     get_cross_attention_token_mask,
 )
 
-from ..console import quiet_libraries
 from ..errors import UserError
 from ..examples import ImageRef
 from ..prompts import Prompt
@@ -77,17 +76,7 @@ class MllamaAdapter(ModelAdapter):
     cached_features = True
     fast_generation = True
     prefix_ranking = True
-
-    @classmethod
-    def load(cls, name: str, *, dtype: torch.dtype, device_map: str | None, allow_pickle: bool, quiet: bool):
-        processor = cls.load_processor(name)
-        cls.check_processor(processor, name)  # before the (long) weight loading
-        with quiet_libraries(quiet):
-            model = MllamaForConditionalGeneration.from_pretrained(
-                name, dtype=dtype, device_map=device_map, use_safetensors=None if allow_pickle else True,
-                trust_remote_code=False,
-            )
-        return model, processor
+    model_class = MllamaForConditionalGeneration
 
     @classmethod
     def check_processor(cls, processor, name: str) -> None:
