@@ -182,6 +182,9 @@ class ModelAdapter:
         shared.layers = []
         for layer in cache.layers:
             clone = copy.copy(layer)
+            if layer.keys is None:  # a layer the prefix never filled (Llama 3.2 Vision's cross-attention, no image)
+                shared.layers.append(clone)
+                continue
             clone.keys = layer.keys.expand(rows, *layer.keys.shape[1:])
             clone.values = layer.values.expand(rows, *layer.values.shape[1:])
             shared.layers.append(clone)

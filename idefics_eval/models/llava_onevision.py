@@ -90,8 +90,9 @@ def processor_inputs(
 ) -> BatchFeature:
     """input_ids, attention_mask, pixel_values, image_sizes and batch_num_images for `prompts`,
     left-padded (generation continues every row at the end)."""
+    images = [[load(ref) for ref in prompt.images] for prompt in prompts]
     return processor(
-        images=[[load(ref) for ref in prompt.images] for prompt in prompts],
+        images=images if any(images) else None,  # a batch of text-only prompts
         text=[prompt_text(prompt, bos_token) for prompt in prompts],
         padding="longest",
         padding_side="left",
@@ -173,6 +174,8 @@ class LlavaOnevisionAdapter(ModelAdapter):
     def image_inputs(self, prompt: Prompt) -> dict[str, torch.Tensor]:
         from ..engine import load_image
 
+        if not prompt.images:
+            return {}
         pixels = self.processor.image_processor([[load_image(ref) for ref in prompt.images]], return_tensors="pt")
         return self._on_device({"pixel_values": pixels["pixel_values"], "image_sizes": pixels["image_sizes"]})
 
@@ -180,6 +183,8 @@ class LlavaOnevisionAdapter(ModelAdapter):
         """Each row shows the prompt's images again, with the positions `generate` would give it."""
         rows, inputs = len(sequences), self.sequence_inputs(sequences, prompt)
         inputs["position_ids"] = position_ids(inputs["attention_mask"], inputs["input_ids"].shape[1])
+        if not images:
+            return inputs
         count = images["image_sizes"].shape[0]
         return {**inputs, "pixel_values": images["pixel_values"].repeat(rows, *[1] * (images["pixel_values"].dim() - 1)),
                 "image_sizes": images["image_sizes"].repeat(rows, 1),

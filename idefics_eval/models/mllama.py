@@ -40,8 +40,9 @@ def processor_inputs(
 ) -> BatchFeature:
     """input_ids, attention_mask, pixel_values, aspect_ratio_ids, aspect_ratio_mask and
     cross_attention_mask for `prompts`, left-padded (generation continues every row at the end)."""
+    images = [[load(ref) for ref in prompt.images] for prompt in prompts]
     return processor(
-        images=[[load(ref) for ref in prompt.images] for prompt in prompts],
+        images=images if any(images) else None,  # a batch of text-only prompts
         text=[prompt_text(prompt) for prompt in prompts],
         padding="longest",
         padding_side="left",
@@ -133,6 +134,8 @@ class MllamaAdapter(ModelAdapter):
     def image_inputs(self, prompt: Prompt) -> dict[str, torch.Tensor]:
         from ..engine import load_image
 
+        if not prompt.images:
+            return {}
         return self._on_device(self.preprocess([load_image(ref) for ref in prompt.images]))
 
     def full_inputs(self, sequences: Sequence[list[int]], prompt: Prompt, images: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -14,7 +14,7 @@ import torch
 from idefics_eval.engine import GenerationSettings, Generator
 from idefics_eval.image_cache import ImageFeatureCache
 from idefics_eval.models import load_model, load_prompt_side
-from idefics_eval.prompts import load_template, most_common_answer
+from idefics_eval.prompts import Prompt, load_template, most_common_answer
 from idefics_eval.ranking import Ranker
 
 from conftest import invoke
@@ -135,3 +135,16 @@ def test_a_four_shot_run_of_the_bundled_data_completes_and_rescores_the_same(che
     assert code == 0, err
     rescored = json.loads((tmp_path / "rescored.json").read_text())
     assert {r["task"]: r["metrics"] for r in rescored} == {r["task"]: r["metrics"] for r in rows}
+
+
+def test_a_text_only_prompt_takes_every_path(loaded):
+    """No image at all (the processor gets none): generation and ranking still equal their references."""
+    question = "Question: what colour is it? Answer:"
+    prompt = Prompt(items=(question,), shot_ids=())
+    for num_beams in (1, 3):
+        generator = Generator(loaded, GenerationSettings(max_new_tokens=4, num_beams=num_beams), ImageFeatureCache())
+        assert torch.equal(generator.generate_ids_fast([prompt]), generator.generate_ids_plain([prompt]))
+    continuations = [Prompt(items=(f"{question} {candidate}",), shot_ids=()) for candidate in ("red", "dark blue")]
+    ranker = Ranker(loaded, 2, ImageFeatureCache())
+    assert ranker.loglikelihoods(prompt, continuations, "sum") == pytest.approx(
+        ranker.loglikelihoods_full(prompt, continuations, "sum"), abs=1e-4)
