@@ -28,6 +28,9 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 # its transformers classes, is imported only when a checkpoint of that family is used.
 ADAPTERS = {
     "idefics": ("idefics", "IdeficsAdapter"),
+    "idefics2": ("idefics2", "Idefics2Adapter"),
+    "idefics3": ("idefics3", "Idefics3Adapter"),
+    "smolvlm": ("idefics3", "SmolVLMAdapter"),
     "mllama": ("mllama", "MllamaAdapter"),
     "llava_onevision": ("llava_onevision", "LlavaOnevisionAdapter"),
 }

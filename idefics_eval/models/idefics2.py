@@ -1,22 +1,35 @@
-"""Idefics2 (`Idefics2ForConditionalGeneration`, config.model_type "idefics2"): the harness's
-interleaved prompts as Idefics2Processor inputs.
+"""Idefics2 (`Idefics2ForConditionalGeneration`, config.model_type "idefics2"): the adapter, and the
+harness's interleaved prompts as Idefics2Processor inputs.
 
 The processor takes text in which each image is one `<image>` and writes it out as
 `<fake_token_around_image>`, `<image>` x `image_seq_len` (the perceiver resampler's latents),
 `<fake_token_around_image>` (five such groups with `do_image_splitting`: four crops and the whole
-image), merging the fake tokens of adjacent images. The decoder reads the resampled image vectors
-in place of the `<image>` tokens. Pixels are padded to the batch's largest image, and
-`pixel_attention_mask` marks the real ones. Base checkpoints get the prompt as the task writes it:
-no chat template, no `User:`/`Assistant:` turns.
+image), merging the fake tokens of adjacent images. Pixels are padded to the batch's largest image,
+and `pixel_attention_mask` marks the real ones. Base checkpoints get the prompt as the task writes
+it: no chat template, no `User:`/`Assistant:` turns.
+
+The decoder reads each image's resampled vectors in place of its `<image>` tokens, in the input
+embeddings only: so the fast paths all hold. Each image is encoded once per run, alone (the vision
+tower and the resampler mask out a batch's pixel padding, so alone or padded gives the same
+vectors); the prompt's embeddings take them once, and every later token (generated, or a ranked
+candidate) is text that only reads the key/value cache.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
+import numpy as np
 import torch
+from PIL import Image
+from transformers import Idefics2ForConditionalGeneration, Idefics2Processor
 
-from ..prompts import IMAGE, Prompt
+from ..errors import UserError
+from ..prompts import FAKE_TOKEN, IMAGE, Prompt
+from .base import EncodeImages, Forward, ModelAdapter
+
+IMAGE_TOKENS = (IMAGE, FAKE_TOKEN)
 
 
 def processor_text(prompt: Prompt, start_token: str) -> str:
@@ -42,3 +55,168 @@ def processor_inputs(processor, prompts: Sequence[Prompt], add_start_token: bool
     inputs = processor(text=texts, images=images if any(images) else None, padding="longest",
                        add_special_tokens=False, return_tensors="pt")
     return dict(inputs)
+
+
+def check_tokenizer(processor, name: str, tokens: Sequence[str], family: str) -> None:
+    vocab = processor.tokenizer.get_vocab()
+    missing = [token for token in tokens if token not in vocab]
+    if missing:
+        raise UserError(f"the tokenizer of {name} does not know {missing[0]}; it is not an {family} tokenizer")
+
+
+def left_padded(sequences: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(ids) for ids in sequences)
+    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, ids in enumerate(sequences):
+        input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+        attention_mask[row, width - len(ids) :] = 1
+    return input_ids, attention_mask
+
+
+def positions(attention_mask: torch.Tensor, length: int) -> torch.Tensor:
+    """The position ids `generate` gives the last `length` tokens: real tokens count from 0 after
+    the left padding, padding is 0 (`_prepare_position_ids_for_generation`)."""
+    position_ids = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
+    return position_ids[:, -length:]
+
+
+class Idefics2Adapter(ModelAdapter):
+    family = "idefics2"
+    image_end_token = FAKE_TOKEN  # every image's placeholder ends with one
+    model_class = Idefics2ForConditionalGeneration
+    processor_class = Idefics2Processor
+    cached_features = True
+    fast_generation = True
+    prefix_ranking = True
+
+    @classmethod
+    def check_processor(cls, processor, name: str) -> None:
+        if not isinstance(processor, cls.processor_class):
+            raise UserError(f"{name} has a {type(processor).__name__}, not an {cls.processor_class.__name__}; "
+                            f"is it an {cls.family} checkpoint?")
+        check_tokenizer(processor, name, IMAGE_TOKENS, cls.family)
+
+    # -- text ----------------------------------------------------------------------------------
+
+    @property
+    def max_length(self) -> int:
+        return int(self.config.text_config.max_position_embeddings)
+
+    @property
+    def image_tokens(self) -> tuple[str, ...]:
+        return IMAGE_TOKENS
+
+    @property
+    def image_token_id(self) -> int:
+        return self.tokenizer.convert_tokens_to_ids(IMAGE)
+
+    def prompt_text(self, prompt: Prompt, add_start_token: bool) -> str:
+        """Idefics2Processor's expansion of `processor_text`, rule for rule (tested equal)."""
+        text = processor_text(prompt, self.tokenizer.bos_token if add_start_token else "")
+        image = f"{FAKE_TOKEN}{IMAGE * self.processor.image_seq_len}{FAKE_TOKEN}"
+        if self.processor.image_processor.do_image_splitting:
+            image *= 5  # four crops and the whole image
+        text = text.replace(IMAGE, image).replace(FAKE_TOKEN + FAKE_TOKEN, FAKE_TOKEN)
+        return re.sub(rf"{re.escape(FAKE_TOKEN)}(?=[^\s<])", FAKE_TOKEN + " ", text)  # a word after an image
+
+    # -- the plain path ------------------------------------------------------------------------
+
+    def on_device(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        out = {key: value.to(self.device) for key, value in inputs.items()}
+        if "pixel_values" in out:
+            out["pixel_values"] = out["pixel_values"].to(self.dtype)
+        return out
+
+    def build_inputs(self, prompts: Sequence[Prompt], add_start_token: bool) -> dict[str, torch.Tensor]:
+        return self.on_device(processor_inputs(self.processor, prompts, add_start_token))
+
+    def image_inputs(self, prompt: Prompt) -> dict[str, torch.Tensor]:
+        from ..engine import load_image
+
+        if not prompt.images:
+            return {}
+        out = self.processor.image_processor([[load_image(ref) for ref in prompt.images]], return_tensors="pt")
+        return self.on_device({key: out[key] for key in ("pixel_values", "pixel_attention_mask")})
+
+    def full_inputs(self, sequences: Sequence[list[int]], prompt: Prompt, images: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """With the position ids `generate` would give left-padded rows, so that padding shifts nothing."""
+        inputs = self.sequence_inputs(sequences, prompt)
+        inputs["position_ids"] = positions(inputs["attention_mask"], inputs["input_ids"].shape[1])
+        rows = len(sequences)
+        return {**inputs, **{key: value.expand(rows, *value.shape[1:]).contiguous() for key, value in images.items()}}
+
+    # -- the fast path -------------------------------------------------------------------------
+
+    def text_inputs(self, prompts: Sequence[Prompt], add_start_token: bool) -> dict[str, torch.Tensor]:
+        return self.sequence_inputs([self.token_ids(prompt, add_start_token) for prompt in prompts], None)
+
+    def sequence_inputs(self, sequences: Sequence[list[int]], prompt: Prompt | None) -> dict[str, torch.Tensor]:
+        input_ids, attention_mask = left_padded(sequences, self.tokenizer.pad_token_id)
+        return {"input_ids": input_ids.to(self.device), "attention_mask": attention_mask.to(self.device)}
+
+    def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """(images, crops, 3, H, W); the image cache preprocesses one image at a time, so no pixel is padding."""
+        return self.processor.image_processor([[image] for image in images], return_tensors="pt")["pixel_values"]
+
+    @torch.no_grad()
+    def compute_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(n, crops, 3, H, W) pixels -> (n, crops x image_seq_len, hidden): the vectors the decoder
+        reads in place of each image's `<image>` tokens, by the model's get_image_features. The
+        pixels are one image's (no padding to mask): in a padded batch the model masks the padding
+        out of the vision tower and the resampler, so it computes the same vectors."""
+        pixels = pixels.to(device=self.device, dtype=self.model.dtype)
+        return torch.stack(list(self.model.model.get_image_features(pixels, return_dict=True).pooler_output))
+
+    def image_features(self, prompts: Sequence[Prompt], encode: EncodeImages) -> torch.Tensor | None:
+        """Every image's vectors, prompt after prompt, in the order of their `<image>` tokens (the
+        order the model's inputs merger fills them in); None for a batch without images."""
+        refs = [ref for prompt in prompts for ref in prompt.images]
+        if not refs:
+            return None
+        return torch.cat([encode([ref])[0] for ref in refs])  # one at a time: images differ in crops
+
+    def forward(self, inputs: dict[str, torch.Tensor], features, cache=None, logits_to_keep: int = 1) -> Forward:
+        """The model's forward pass on input embeddings with the image vectors merged in where the
+        `<image>` tokens are (only the prompt's first pass has any). Position ids are the caller's
+        (beam search's side-by-side beams with their 4-d mask, ranking's candidates) or, as
+        `generate` counts them, from the 2-d attention mask."""
+        input_ids, attention_mask = inputs["input_ids"], inputs["attention_mask"]
+        position_ids = inputs.get("position_ids")
+        if position_ids is None:
+            position_ids = positions(attention_mask, input_ids.shape[1])
+        embeds = self.model.get_input_embeddings()(input_ids)
+        at_images = input_ids == self.image_token_id
+        if features is not None and bool(at_images.any()):
+            # What the models' forward does with the vectors of pixel inputs (Idefics2's inputs_merger,
+            # SmolVLM's get_placeholder_mask): each <image> token's embedding replaced, in order.
+            if at_images.sum() * embeds.shape[-1] != features.numel():
+                raise AssertionError(f"{int(at_images.sum())} <image> tokens but {features.shape[0]} image vectors")
+            embeds = embeds.masked_scatter(at_images.unsqueeze(-1), features.to(embeds.device, embeds.dtype))
+        out = self.model(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
+                         use_cache=True, logits_to_keep=logits_to_keep)
+        return Forward(out.logits, out.cache)
+
+    def step_inputs(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A generated token is text: it reads the images through the key/value cache only."""
+        return {}
+
+    def continuation_inputs(self, prefix: dict[str, torch.Tensor], features, rows: int, width: int):
+        return {}, None  # candidates are text after every image of the context
+
+    # -- RICES ---------------------------------------------------------------------------------
+
+    @property
+    def vision_tower(self) -> torch.nn.Module:
+        return self.model.model.vision_model
+
+    @torch.no_grad()
+    def vision_embeddings(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """The vision tower's last hidden state averaged over the real patches of each whole image
+        (the last crop with splitting); each image alone, so that no padding is averaged in."""
+        out = []
+        for image in images:
+            pixels = self.preprocess([image])[0, -1:].to(self.device, self.dtype)
+            hidden = self.vision_tower(pixel_values=pixels).last_hidden_state
+            out.append(hidden.mean(dim=1)[0].float().cpu().numpy())
+        return np.stack(out)

@@ -7,10 +7,11 @@ import pytest
 import torch
 from transformers.models.smolvlm.processing_smolvlm import get_image_prompt_string
 
-from idefics_eval.demo.idefics3 import build_processor, save_demo_model
-from idefics_eval.models.idefics3 import load_processor, processor_inputs
+from idefics_eval.demo.idefics3 import build_config, build_processor, save_demo_model
+from idefics_eval.models.idefics3 import Idefics3Adapter, load_processor, processor_inputs
+from idefics_eval.prompts import Prompt
 
-from family_prompts import assert_same, shot_prompts
+from family_prompts import SizedImage, assert_same, shot_prompts
 
 
 @pytest.mark.parametrize("do_image_splitting", [True, False])
@@ -71,3 +72,15 @@ def test_demo_checkpoint_loads_back_offline(family, tmp_path):
     with torch.no_grad():
         logits = model(**inputs).logits
     assert logits.shape == (*inputs["input_ids"].shape, len(processor.tokenizer)) and torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("do_image_splitting", [True, False])
+def test_prompt_text_expands_each_image_as_the_processor_splits_it(do_image_splitting):
+    """The adapter's text (token counts, truncation and ranking read it) computes each image's grid
+    from its size alone; the processor resizes and splits the pixels: the same ids, whatever the shape."""
+    processor = build_processor("idefics3", do_image_splitting)
+    adapter = Idefics3Adapter(processor, build_config("idefics3", processor.tokenizer))
+    sizes = [(1, 1), (5, 200), (200, 5), (31, 33), (32, 32), (33, 32), (65, 64), (100, 30), (300, 700), (1000, 10)]
+    for size in sizes:
+        prompt = Prompt(items=("Image:", SizedImage((9, 90, 200), size), "Caption:"), shot_ids=())
+        assert adapter.token_ids(prompt) == adapter.build_inputs([prompt], True)["input_ids"][0].tolist(), size
