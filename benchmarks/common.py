@@ -1,4 +1,4 @@
-"""Shared pieces of the benchmarks: the small random IDEFICS, peak RSS, the RESULT line."""
+"""Shared pieces of the benchmarks: the small random IDEFICS (or another family's tiny model), peak RSS, the RESULT line."""
 
 from __future__ import annotations
 
@@ -54,6 +54,26 @@ def small_loaded(seed: int = 0):
     model, processor = small_model(seed)
     return LoadedModel(model, processor, model.config.name_or_path, weights_fingerprint(model),
                        torch.device("cpu"), torch.float32)
+
+
+def family_loaded(family: str, folder: Path):
+    """The benchmarked model of `family` (a config.model_type): for IDEFICS the small random one
+    above, for another family its tiny random checkpoint (`demo-model --family`), written to `folder`
+    and loaded as `--model` loads it."""
+    if family == "idefics":
+        return small_loaded()
+    from idefics_eval.demo.families import save_family_demo
+    from idefics_eval.models import load_model
+
+    save_family_demo(family, folder / family, seed=0)
+    return load_model(str(folder / family), device="cpu", dtype="float32", progress=False)
+
+
+def add_family_option(parser) -> None:
+    from idefics_eval.demo.families import FAMILIES
+
+    parser.add_argument("--family", choices=FAMILIES, default="idefics",
+                        help="model family: idefics (the small random IDEFICS) or another family's tiny random model")
 
 
 def peak_rss_mib() -> float:

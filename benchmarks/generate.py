@@ -1,7 +1,7 @@
 """Generation: VQAv2 (the bundled sample), 32 retrieved (RICES) shots, 3 beams (the task's setting;
---beams 1 for greedy), on the small random IDEFICS (benchmarks/common.py), our fast path against the
-model card's recipe: the processor with all 33 images as pixels + `model.generate`, one query at a
-time.
+--beams 1 for greedy), on the small random IDEFICS (benchmarks/common.py; with --family F, family
+F's tiny random model), our fast path against the model card's recipe: the processor with all 33
+images as pixels + `model.generate`, one query at a time.
 
 Also measured, on the same batches, with as many decoding steps as our loop ran:
 * `lm`: the language model's own passes, as transformers runs them: the prompt once per prompt,
@@ -13,7 +13,7 @@ Also measured, on the same batches, with as many decoding steps as our loop ran:
 Baseline, ours and both replays are timed batch by batch, interleaved, so a noisy shared machine
 slows them alike.
 
-Usage: python benchmarks/generate.py [--quick] [--beams 3] [--batch-size 8] [--queries N]
+Usage: python benchmarks/generate.py [--quick] [--beams 3] [--batch-size 8] [--queries N] [--family F]
 Last line: RESULT name=generate speedup=<naive/ours> identical=<bool> floor=<ours/lm> loop_overhead=<ours/replay> ...
 """
 
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from common import Timer, peak_rss_mib, result_line, small_loaded
+from common import Timer, add_family_option, family_loaded, peak_rss_mib, result_line
 
 from idefics_eval.engine import Generator, batches_by_length
 from idefics_eval.image_cache import ImageFeatureCache
@@ -58,7 +58,7 @@ def replay(generator: Generator, forward, calls: list) -> None:
             out.logits.float()
 
 
-def model_passes(forward, inputs: dict, features: torch.Tensor, steps: int, beams: int) -> None:
+def model_passes(adapter, forward, inputs: dict, features, steps: int, beams: int) -> None:
     """The language model's own passes for `steps` decoding steps: the prompt once, its cache copied
     to each beam, then one pass per step on every beam's row (the token fed does not change the time)."""
     out = forward(inputs, features)
@@ -66,12 +66,13 @@ def model_passes(forward, inputs: dict, features: torch.Tensor, steps: int, beam
     for layer in cache.layers:
         layer.keys, layer.values = layer.keys.repeat_interleave(beams, 0), layer.values.repeat_interleave(beams, 0)
     attention_mask = inputs["attention_mask"].repeat_interleave(beams, 0)
-    last_mask = inputs["image_attention_mask"][:, -1:].repeat_interleave(beams, 0)
-    rows = features.view(inputs["input_ids"].shape[0], -1, *features.shape[1:]).repeat_interleave(beams, 0).flatten(0, 1)
+    extra = {key: value.repeat_interleave(beams, 0) for key, value in adapter.step_inputs(inputs).items()}
+    if adapter.family == "idefics":  # every step cross-attends to its row's images; other families read them once
+        features = features.view(inputs["input_ids"].shape[0], -1, *features.shape[1:]).repeat_interleave(beams, 0).flatten(0, 1)
     token = inputs["input_ids"][:, -1:].repeat_interleave(beams, 0)
     for _ in range(steps):
         attention_mask = torch.cat([attention_mask, attention_mask.new_ones(attention_mask.shape[0], 1)], dim=-1)
-        out = forward({"input_ids": token, "attention_mask": attention_mask, "image_attention_mask": last_mask}, rows, cache=cache)
+        out = forward({"input_ids": token, "attention_mask": attention_mask, **extra}, features, cache=cache)
         out.logits[:, -1].float()
 
 
@@ -82,11 +83,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--shots", type=int, default=32)
     parser.add_argument("--beams", type=int, default=3)
+    add_family_option(parser)
     options = parser.parse_args()
     queries = options.queries or (16 if options.quick else 32)
 
     torch.manual_seed(0)
-    loaded = small_loaded()
+    scratch_dir = tempfile.TemporaryDirectory()
+    loaded = family_loaded(options.family, Path(scratch_dir.name))
     with tempfile.TemporaryDirectory() as scratch:
         p = prepare(RunConfig(task="vqav2", shots=(options.shots,), output_dir=Path(scratch), demo=True,
                               limit=queries, progress=False), preloaded=True)
@@ -119,7 +122,7 @@ def main() -> None:
         calls = list(recorded.calls)
         inputs, features = generator.text_inputs(batch), generator.image_features(batch)  # precomputed, untimed
         with torch.no_grad(), lm_t:
-            model_passes(recorded.forward, inputs, features, len(calls) - 1, options.beams)
+            model_passes(generator.adapter, recorded.forward, inputs, features, len(calls) - 1, options.beams)
         with torch.no_grad(), replay_t:
             replay(generator, recorded.forward, calls)
         print(f"  batch of {len(batch)}: naive {naive_t.seconds:.1f} s, ours {ours_t.seconds:.1f} s, "
@@ -130,7 +133,7 @@ def main() -> None:
     print(f"naive {naive_t.seconds / n:.3f} s/query, ours {ours_t.seconds / n:.3f} s/query, the language model's own "
           f"passes {lm_t.seconds / n:.3f} s/query, our passes alone {replay_t.seconds / n:.3f} s/query; "
           f"image cache: {stats.misses} images encoded, {stats.hits} hits")
-    print(result_line("generate", naive_t.seconds / ours_t.seconds, identical, floor=ours_t.seconds / lm_t.seconds,
+    print(result_line("generate", naive_t.seconds / ours_t.seconds, identical, family=options.family, floor=ours_t.seconds / lm_t.seconds,
                       loop_overhead=ours_t.seconds / replay_t.seconds, beams=options.beams,
                       naive_s_per_query=naive_t.seconds / n, ours_s_per_query=ours_t.seconds / n,
                       lm_s_per_query=lm_t.seconds / n, replay_s_per_query=replay_t.seconds / n, queries=n,

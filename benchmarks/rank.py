@@ -1,14 +1,14 @@
 """Ranking: ImageNet-1k (the bundled sample), 1,000 class names as candidates, 4 random shots, on
-the small random IDEFICS (benchmarks/common.py): the prefix-cached ranker (`Ranker.loglikelihoods`:
-images once through the image cache, the shared prefix once with the KV cache, candidates' own
-tokens in batches) against one full forward pass per candidate (`Ranker.loglikelihoods_full`,
-batch size 1).
+the small random IDEFICS (benchmarks/common.py; with --family F, family F's tiny random model):
+the prefix-cached ranker (`Ranker.loglikelihoods`: images once through the image cache, the
+shared prefix once with the KV cache, candidates' own tokens in batches) against one full forward
+pass per candidate (`Ranker.loglikelihoods_full`, batch size 1).
 
 With --quick the baseline runs on every 20th candidate (50 of 1,000) and its time is scaled by
 20 (each candidate is an independent forward pass of about the same length); log-likelihoods are
 compared on those candidates, and argmax among them. Without --quick the baseline scores all 1,000.
 
-Usage: python benchmarks/rank.py [--quick] [--queries N]
+Usage: python benchmarks/rank.py [--quick] [--queries N] [--family F]
 Last line: RESULT name=rank speedup=<baseline/ours> identical=<bool> max_abs_diff=... peak_rss_mib=...
 """
 
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from common import Timer, peak_rss_mib, result_line, small_loaded
+from common import Timer, add_family_option, family_loaded, peak_rss_mib, result_line
 
 from idefics_eval.image_cache import ImageFeatureCache
 from idefics_eval.ranking import Ranker
@@ -34,11 +34,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--queries", type=int, default=None)
     parser.add_argument("--shots", type=int, default=4)
+    add_family_option(parser)
     options = parser.parse_args()
     queries = options.queries or (1 if options.quick else 2)
     stride = 20 if options.quick else 1
 
-    loaded = small_loaded()
+    scratch_dir = tempfile.TemporaryDirectory()
+    loaded = family_loaded(options.family, Path(scratch_dir.name))
     with tempfile.TemporaryDirectory() as scratch:
         p = prepare(RunConfig(task="imagenet", shots=(options.shots,), output_dir=Path(scratch), demo=True,
                               limit=queries, selection="random", progress=False), preloaded=True)
@@ -70,7 +72,7 @@ def main() -> None:
     base_full = base_t.seconds * stride
     print(f"ours {ours_t.seconds / queries:.2f} s/query; one forward per candidate {base_full / queries:.1f} s/query"
           + (f" (measured on every {stride}th candidate, scaled by {stride})" if stride > 1 else ""))
-    print(result_line("rank", base_full / ours_t.seconds, identical, max_abs_diff=f"{max_diff:.2e}",
+    print(result_line("rank", base_full / ours_t.seconds, identical, family=options.family, max_abs_diff=f"{max_diff:.2e}",
                       ours_s_per_query=ours_t.seconds / queries, baseline_s_per_query=base_full / queries,
                       baseline_sampled_every=stride, queries=queries, peak_rss_mib=peak_rss_mib()))
 
