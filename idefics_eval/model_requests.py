@@ -15,7 +15,7 @@ import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
-from .engine import Generator, count_tokens, longest_first, start_token
+from .engine import Generator, count_tokens, longest_first
 from .errors import UserError
 from .examples import Example
 from .models import LoadedModel
@@ -140,7 +140,7 @@ def sample_fields(p: Prepared, loaded: LoadedModel, query: Example, context: Pro
     return {"inputs": dict(query.fields), **references, "metadata": dict(query.metadata), "images": images,
             "shown_shots": [{"id": shot.id, "similarity": similarity, "answer": answer(shot), "image": shot.image.key}
                             for shot, similarity in zip(shown, similarities)],
-            "prompt": context.processor_text(start_token(loaded.processor.tokenizer, p.generation)), "prompt_tokens": tokens, **more}
+            "prompt": loaded.adapter.prompt_text(context, p.generation.add_start_token), "prompt_tokens": tokens, **more}
 
 
 def continuation_prompts(p: Prepared, query: Example, kept: Sequence[Example]) -> list[Prompt]:
