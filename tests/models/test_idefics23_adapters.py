@@ -115,3 +115,13 @@ def test_a_4_shot_run_on_the_bundled_data_completes_and_rescores(checkpoint, tmp
     metrics = {row["task"]: row["metrics"] for row in run}
     assert set(metrics) == {"vqav2", "coco", "hatefulmemes"} and all(row["shots"] == 4 for row in run)
     assert {row["task"]: row["metrics"] for row in rescored} == metrics
+
+
+def test_a_text_only_prompt_is_ranked_as_the_full_forward_ranks_it(loaded):
+    question = "Question: what colour is it? Answer:"
+    prompt = Prompt(items=(question,), shot_ids=())
+    continuations = [Prompt(items=(f"{question} {candidate}",), shot_ids=()) for candidate in ("red", "dark blue")]
+    ranker = Ranker(loaded, 2, ImageFeatureCache())
+    with torch.no_grad():
+        assert ranker.loglikelihoods(prompt, continuations, "sum") == pytest.approx(
+            ranker.loglikelihoods_full(prompt, continuations, "sum"), abs=1e-4)
