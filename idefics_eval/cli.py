@@ -41,6 +41,9 @@ PROTOCOL_OPTION = shared_option("--protocol", default="default", show_default=Tr
 SPLIT_OPTION = shared_option("--split", type=click.Choice(["reporting", "selection"]), default="reporting", show_default=True,
                              help="The queries: the task's query split (reporting), or the selection split held out of train, "
                                   "disjoint from the support set and the reporting split (docs/protocols.md).")
+ZERO_SHOT_OPTION = shared_option("--zero-shot", type=click.Choice(["none", "text-only"]),
+                                 help="0-shot prompts: none (no shots) or text-only (Flamingo's: the first two support examples "
+                                      "without their images); default: the protocol's, else none.")
 MAX_LENGTH_OPTION = shared_option("--max-length", type=int, help="Context limit in tokens (default: the model's); longer prompts lose "
                                   "their least similar shots.")
 TASKS_DIR_OPTION = shared_option("--tasks-dir", "tasks_dirs", multiple=True, type=click.Path(path_type=Path),
@@ -105,8 +108,9 @@ LOG_SAMPLES_OPTION = shared_option("--log-samples/--no-log-samples", default=Tru
 def run_and_sweep_options(command):
     """The shot, protocol and generation options `run` and `sweep` share, in one order: each sweep
     checkpoint is a run, so a setting a run takes, a sweep takes the same way."""
-    for option in reversed((SELECTION_OPTION, SEEDS_OPTION, RICES_ENCODER_OPTION, PROTOCOL_OPTION, LIMIT_OPTION, BATCH_SIZE_OPTION,
-                            DEVICE_OPTION, THREADS_OPTION, DTYPE_OPTION, NUM_BEAMS_OPTION, MAX_NEW_TOKENS_OPTION, MAX_LENGTH_OPTION)):
+    for option in reversed((SELECTION_OPTION, SEEDS_OPTION, RICES_ENCODER_OPTION, PROTOCOL_OPTION, ZERO_SHOT_OPTION, LIMIT_OPTION,
+                            BATCH_SIZE_OPTION, DEVICE_OPTION, THREADS_OPTION, DTYPE_OPTION, NUM_BEAMS_OPTION, MAX_NEW_TOKENS_OPTION,
+                            MAX_LENGTH_OPTION)):
         command = option()(command)
     return command
 
@@ -236,7 +240,7 @@ def run(**options) -> None:
         support_data=options["support_data"],
         selection=options["selection"],
         seeds=parse_counts(options["seeds"], "--seeds"),
-        rices_encoder=options["rices_encoder"], protocol=options["protocol"], split=options["split"],
+        rices_encoder=options["rices_encoder"], protocol=options["protocol"], split=options["split"], zero_shot=options["zero_shot"],
         limit=options["limit"],
         batch_size=options["batch_size"],
         device=options["device"],
@@ -287,6 +291,7 @@ def run(**options) -> None:
 @RICES_ENCODER_OPTION()
 @PROTOCOL_OPTION()
 @SPLIT_OPTION()
+@ZERO_SHOT_OPTION()
 @MAX_LENGTH_OPTION()
 @MAX_NEW_TOKENS_OPTION(help="Tokens kept for the answer when fitting the prompt (task default: 15).")
 @CACHE_DIR_OPTION()
@@ -307,7 +312,8 @@ def prompt(**options) -> None:
         task=options["task"], shots=(options["shots"],), output_dir=Path("."),  # a dry run writes nothing
         model=options["model"], demo=options["demo"], demo_seed=options["demo_seed"], data=options["data"],
         support_data=options["support_data"], selection=options["selection"], seeds=(options["seed"],),
-        rices_encoder=options["rices_encoder"], protocol=options["protocol"], split=options["split"], device=options["device"],
+        rices_encoder=options["rices_encoder"], protocol=options["protocol"], split=options["split"], zero_shot=options["zero_shot"],
+        device=options["device"],
         dtype=options["dtype"],
         max_length=options["max_length"], max_new_tokens=options["max_new_tokens"],
         cache_dir=options["cache_dir"] or default_cache_dir(), tasks_dirs=tuple(options["tasks_dirs"]),
@@ -460,7 +466,7 @@ def sweep(**options) -> None:
         select_by=options["select_by"],
         selection=options["selection"],
         seeds=parse_counts(options["seeds"], "--seeds"),
-        rices_encoder=options["rices_encoder"], protocol=options["protocol"], split=options["split"],
+        rices_encoder=options["rices_encoder"], protocol=options["protocol"], split=options["split"], zero_shot=options["zero_shot"],
         batch_size=options["batch_size"],
         num_beams=options["num_beams"],
         max_new_tokens=options["max_new_tokens"],

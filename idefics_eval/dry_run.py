@@ -157,10 +157,13 @@ def format_view(view: PromptView) -> str:
     """The human-readable dry run: the shots, then each context with its token count and candidates."""
     protocol = f", protocol {view.protocol['name']}" if view.protocol else ""
     lines = [f"task {view.task} ({view.request}), query {view.query.id}, {view.shots} shots ({view.selection}){protocol}"]
+    if view.shots == 0 and view.shot_ids:
+        lines.append("  zero-shot text-only: support examples shown without their images (the same for every query)")
     for position, shot_id in enumerate(view.shot_ids):
-        similarity = f"  similarity {view.similarities[position]:.4f}" if view.similarities is not None else ""
-        lines.append(f"  shot {position + 1}: {shot_id}{similarity}")
-    if view.selection == "rices" and view.shot_ids:
+        similarity = view.similarities[position] if view.similarities is not None else None
+        shown = f"  similarity {similarity:.4f}" if similarity is not None else ""
+        lines.append(f"  shot {position + 1}: {shot_id}{shown}")
+    if view.selection == "rices" and view.shots and view.shot_ids:
         lines.append("  (most similar last, right before the query)")
     if view.dropped:
         lines.append(f"  {view.dropped} least similar shots dropped to fit the context")

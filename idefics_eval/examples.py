@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
@@ -155,17 +155,23 @@ class Example:
     Ranked tasks: `candidates` are this example's own candidate answers (ScienceQA's choices,
     VisDial's 100 options), empty when the task file gives one class list for all; `label` is the
     index of the correct candidate (or class). Winoground: `extra_images` holds the second image.
+    `image` is None only for a shot shown as text only (`without_image`).
     """
 
     id: str
     image_id: str
-    image: ImageRef = field(compare=False)
+    image: ImageRef | None = field(compare=False)
     fields: Mapping[str, str]
     answers: tuple[str, ...]
     metadata: Mapping[str, Any] = field(default_factory=dict)
     candidates: tuple[str, ...] = ()
     label: int | None = None
     extra_images: tuple[ImageRef, ...] = field(default=(), compare=False)
+
+    def without_image(self) -> Example:
+        """This example as a shot shown as text only (Flamingo's zero-shot): the prompt renders its
+        text as a shot's, with no image placeholder and no image input."""
+        return replace(self, image=None, extra_images=())
 
 
 @dataclass(frozen=True)

@@ -138,7 +138,8 @@ def sample_fields(p: Prepared, loaded: LoadedModel, query: Example, context: Pro
         references["candidates"] = list(query.candidates)
     images = [query.image.key] + [ref.key for ref in query.extra_images]
     return {"inputs": dict(query.fields), **references, "metadata": dict(query.metadata), "images": images,
-            "shown_shots": [{"id": shot.id, "similarity": similarity, "answer": answer(shot), "image": shot.image.key}
+            "shown_shots": [{"id": shot.id, "similarity": similarity, "answer": answer(shot),
+                             "image": shot.image.key if shot.image is not None else None}  # None: shown as text only
                             for shot, similarity in zip(shown, similarities)],
             "prompt": loaded.adapter.prompt_text(context, p.generation.add_start_token), "prompt_tokens": tokens, **more}
 

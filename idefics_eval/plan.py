@@ -17,7 +17,7 @@ from .metrics import Metric, get_metric, refuse_undefined
 from .models import check_checkpoint
 from .prompts import PromptTemplate, load_template
 from .protocols import DEFAULT as DEFAULT_PROTOCOL
-from .protocols import Protocol, apply_protocol, load_protocol
+from .protocols import TEXT_ONLY_SHOTS, Protocol, apply_protocol, load_protocol, zero_shot_style
 from .results import read_results
 from .splits import REPORTING, SELECTION, Drawn, load_selection_split, support_subset
 from .tasks import TaskSpec, load_task
@@ -41,6 +41,7 @@ class RunConfig:
     rices_encoder: str | None = None
     protocol: str = DEFAULT_PROTOCOL  # --protocol: a shipped protocol's name or a protocol file (protocols.py)
     split: str = REPORTING  # --split: the task's query split, or the selection split held out of train (splits.py)
+    zero_shot: str | None = None  # --zero-shot: "none" or "text-only" (shots.ZeroShot); None: the protocol's, else "none"
     limit: int | None = None
     batch_size: int | str = 8  # a positive number, or "auto": the largest that fits on the GPU (8 off GPU)
     device: str | None = None
@@ -124,7 +125,8 @@ def prepare(config: RunConfig, preloaded: bool = False, writes: bool = True) -> 
     protocol = load_protocol(config.protocol, config.tasks_dirs)
     # The one place a protocol meets the task: every command and the API see the same spec.
     spec = apply_protocol(load_task(config.task, config.tasks_dirs), protocol)
-    config = replace(config, rices_encoder=config.rices_encoder or protocol.rices_encoder or "model")
+    config = replace(config, rices_encoder=config.rices_encoder or protocol.rices_encoder or "model",
+                     zero_shot=zero_shot_style(spec, protocol, config.zero_shot))
     if spec.zero_shot_only and max(config.shots) > 0:
         raise UserError(f"task {spec.name} is zero-shot only (it has no support set); use --shots 0")
     named_by = f"{protocol.path}: tasks.{spec.name}" if "prompt" in protocol.overrides(spec.name) else str(spec.path)
@@ -144,6 +146,9 @@ def prepare(config: RunConfig, preloaded: bool = False, writes: bool = True) -> 
             f"the support split {support.name} has {len(support)} examples, fewer than the "
             f"{max(config.shots)} shots asked for; lower --shots or use a larger support split"
         )
+    if _text_only(config) and len(support) < TEXT_ONLY_SHOTS:
+        raise UserError(f"zero-shot text-only shows {TEXT_ONLY_SHOTS} support examples, but the support split {support.name} "
+                        f"has {len(support)}; use a larger support split or --zero-shot none")
     generation = GenerationSettings(
         max_new_tokens=config.max_new_tokens or spec.generation.max_new_tokens,
         num_beams=config.num_beams or spec.generation.num_beams,
@@ -157,7 +162,7 @@ def prepare(config: RunConfig, preloaded: bool = False, writes: bool = True) -> 
     )
     return Prepared(config, spec, template, metric, support, queries, all_queries_fingerprint, data, generation, num_queries,
                     references, protocol, split=drawn[0].record if config.split == SELECTION else {},
-                    support_subset=drawn[1].record if max(config.shots) > 0 else {},
+                    support_subset=drawn[1].record if _needs_support(config) else {},
                     notes=tuple(d.note for d in drawn if d.note))
 
 
@@ -166,12 +171,12 @@ def _splits(config: RunConfig, spec: TaskSpec, data: str | None) -> tuple[Exampl
     reporting split with the support split (or its subset), or the selection split held out of train."""
     if config.split == SELECTION:
         selection, subset = load_selection_split(spec, data, config.cache_dir, spec.selection_split, spec.support_subset)
-        if max(config.shots) == 0:
+        if not _needs_support(config):
             subset = Drawn(ExampleSet(f"{spec.name}/none", "no shots asked for", ()), {})
         return selection.examples, subset.examples, (selection, subset)
     queries = formats.load_split(spec, spec.query_split, data, config.cache_dir)
     support = _load_support(config, spec, data)
-    subset = support_subset(support, spec.support_subset if max(config.shots) > 0 else None)
+    subset = support_subset(support, spec.support_subset if _needs_support(config) else None)
     return queries, subset.examples, (Drawn(queries, {}), subset)
 
 
@@ -198,7 +203,7 @@ def _check_run_folder(folder: Path) -> None:
 
 def _load_support(config: RunConfig, spec: TaskSpec, data: str | None) -> ExampleSet:
     """The split shots come from: the task's own, or another task's (NoCaps takes COCO train)."""
-    if max(config.shots) == 0:
+    if not _needs_support(config):
         return ExampleSet(f"{spec.name}/none", "no shots asked for", ())
     if spec.support_task is None:
         return formats.load_split(spec, spec.support_split, data, config.cache_dir)
@@ -207,6 +212,17 @@ def _load_support(config: RunConfig, spec: TaskSpec, data: str | None) -> Exampl
     if support_data is None and config.demo:
         support_data = demo_data(support_spec)
     return formats.load_split(support_spec, support_spec.support_split, support_data, config.cache_dir)
+
+
+def _text_only(config: RunConfig) -> bool:
+    """Whether the run's zero-shot prompts show support examples as text (so it needs the support split)."""
+    return 0 in config.shots and config.zero_shot == "text-only"
+
+
+def _needs_support(config: RunConfig) -> bool:
+    """Whether the run shows any shots: few-shot prompts, or zero-shot ones with text-only shots
+    (the first two of the same support set, subset and all, whatever other shot counts it runs)."""
+    return max(config.shots) > 0 or _text_only(config)
 
 
 def _check_writable(folder: Path, flag: str = "--output-dir") -> None:

@@ -97,7 +97,8 @@ class PromptTemplate:
         elif cut:
             after = after.rstrip()
         values = {**example.fields, self.target[1:-1]: answer or ""}
-        return [self._fill(before, values, example.id), example.image, self._fill(after, values, example.id)]
+        image = [] if example.image is None else [example.image]  # a text-only shot (Example.without_image)
+        return [self._fill(before, values, example.id), *image, self._fill(after, values, example.id)]
 
     def render(
         self,

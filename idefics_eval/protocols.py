@@ -35,7 +35,11 @@ DEFAULT = "default"
 PROTOCOL_REQUIRED = frozenset({"name"})
 PROTOCOL_OPTIONAL = frozenset({"description", "default", "tasks", "rices_encoder"})
 OVERRIDE_KEYS = frozenset({"prompt", "add_start_token", "generation", "normalize", "shot_answer", "support_subset",
-                           "selection_split"})
+                           "selection_split", "zero_shot", "truncation", "max_length"})
+ZERO_SHOT = ("none", "text-only")  # shots.ZeroShot: true zero-shot, or two support examples shown as text only
+TEXT_ONLY_SHOTS = 2  # Flamingo's zero-shot shows two support examples
+# model_requests.fit_prompt: drop whole shots, least similar first (ours), or cut tokens from the left (the IDEFICS authors')
+TRUNCATION = ("drop-shots", "left")
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,14 @@ def _overrides(where: str, data: Any) -> dict[str, Any]:
     for key in ("support_subset", "selection_split"):
         if key in section:
             found[key] = subset(f"{where}.{key}", section[key])
+    if "zero_shot" in section:
+        found["zero_shot"] = _choice(f"{where}.zero_shot", section["zero_shot"], ZERO_SHOT)
+    if "truncation" in section:
+        found["truncation"] = _choice(f"{where}.truncation", section["truncation"], TRUNCATION)
+    if "max_length" in section:
+        found["max_length"] = _typed(f"{where}.max_length", section["max_length"], int)
+        if found["max_length"] < 1:
+            raise UserError(f"{where}.max_length: expected a positive number of tokens, found {found['max_length']}")
     if "generation" in section:
         given = _check_keys(f"{where}.generation", section["generation"], set(), GENERATION_KEYS)
         parsed = _generation(where, given)  # typed as in a task file; only the keys given override
@@ -141,3 +153,19 @@ def apply_protocol(spec: TaskSpec, protocol: Protocol) -> TaskSpec:
             raise UserError(f"{protocol.path}: tasks.{spec.name}.normalize applies to rank and match tasks only "
                             f"(request is {spec.request}); remove it")
     return replace(spec, **updates)
+
+
+def zero_shot_style(spec: TaskSpec, protocol: Protocol, given: str | None) -> str:
+    """The zero-shot style a run of `spec` uses: `given` (--zero-shot) when given, else the
+    protocol's, else none. A zero-shot-only task has no support set to show: the default section's
+    text-only passes it by, a task entry or --zero-shot asking for it is refused."""
+    if given is not None and given not in ZERO_SHOT:
+        raise UserError(f"--zero-shot {given!r}: use {' or '.join(ZERO_SHOT)}")
+    style = given or protocol.overrides(spec.name).get("zero_shot", "none")
+    if style == "text-only" and spec.zero_shot_only:
+        if given is None and "zero_shot" not in protocol.tasks.get(spec.name, {}):
+            return "none"
+        where = "--zero-shot text-only" if given else f"{protocol.path}: tasks.{spec.name}.zero_shot"
+        raise UserError(f"{where}: task {spec.name} is zero-shot only (it has no support set to show as text); "
+                        "use none for it")
+    return style

@@ -33,7 +33,7 @@ from .predictions import (Prediction, PredictionWriter, finish_predictions, logg
                           sample_file)
 from .ranking import Ranker
 from .results import Result, environment, mean_over_seeds, merge_results, package_versions, utc_now
-from .shots import ShotSettings, build_selector
+from .shots import ShotSettings, ZeroShot, build_selector
 from .store import Manifest, RunFolder, folder_lock, identity_of, recorded_rows, shots_identity
 
 def _encoder(config: RunConfig, loaded: LoadedModel):
@@ -44,23 +44,11 @@ def _encoder(config: RunConfig, loaded: LoadedModel):
     return ClipEncoder(config.rices_encoder, loaded.device)
 
 
-class NoShots:
-    """The selector when only zero-shot prompts are asked for: no support set, no index."""
-
-    def select(self, query: Example, k: int) -> list[Example]:
-        return []
-
-    def describe(self) -> dict:
-        return {}
-
-    def similarities(self, query: Example, k: int) -> list[float]:
-        return []
-
-
 def shot_selector(p: Prepared, queries: ExampleSet, seed: int | None, max_k: int, encoder, progress: bool):
-    """The run's selector of up to `max_k` shots for `queries` (`idefics-eval prompt` builds the same)."""
+    """The run's selector of up to `max_k` shots for `queries` (`idefics-eval prompt` builds the same);
+    zero-shot: no index, and the text-only shots where the run's zero-shot style asks for them."""
     if max_k == 0:
-        return NoShots()
+        return ZeroShot(p.config.zero_shot, p.support)
     config = p.config
     return build_selector(ShotSettings(config.selection, seed or 0), p.support, queries, max_k, encoder, config.cache_dir,
                           batch_size=4 * (AUTO_BATCH_OFF_GPU if config.batch_size == "auto" else config.batch_size),
@@ -279,7 +267,7 @@ def _run(config: RunConfig, p: Prepared, world: World, loaded: LoadedModel | Non
     earlier = recorded_rows(config.output_dir) if world.is_main else {}
     for seed, shot_counts in _settings(config):
         if max(shot_counts) == 0:
-            selector = NoShots()
+            selector = shot_selector(p, p.queries, seed, 0, None, False)
         else:
             if not world.is_main:
                 world.barrier()  # rank 0 builds and caches the index first; the others then load it
@@ -297,7 +285,8 @@ def _run(config: RunConfig, p: Prepared, world: World, loaded: LoadedModel | Non
             predictions, batch_size = _evaluate_setting(p, loaded, selector, shots, seed, world, folder)
             if not world.is_main:
                 continue
-            row = _row(p, loaded, shots, seed, predictions, identity | {"shots": files_identity or _zero_shot_selection(config)},
+            recorded = files_identity if shots else _zero_shot_selection(config) | files_identity  # text-only: its shots' ids
+            row = _row(p, loaded, shots, seed, predictions, identity | {"shots": recorded},
                        config.batch_size if batch_size is None else batch_size)
             row = replace(row, started=started, finished=utc_now(), duration_s=round(time.monotonic() - clock, 3))
             if batch_size is None and row.key in earlier:  # every prediction was there already: what the run that made them used

@@ -43,6 +43,7 @@ from tqdm import tqdm
 from .cache_files import read_entry, write_entry
 from .errors import UserError
 from .examples import Example, ExampleSet, ImageRef
+from .protocols import TEXT_ONLY_SHOTS
 
 if TYPE_CHECKING:
     import faiss
@@ -442,3 +443,23 @@ def build_selector(
         vectors = embed(query_images, encoder, batch_size, cache_dir, query_fingerprint, "embed queries", progress)
     selector.retrieve(index, image_ids, queries, vectors, progress)
     return selector
+
+
+class ZeroShot:
+    """The selector of zero-shot prompts: no shots (`none`), or Flamingo's zero-shot (`text-only`):
+    the first two support examples, the same for every query (as the IDEFICS authors chose them),
+    shown without their images (`Example.without_image`). `describe` records which they are."""
+
+    def __init__(self, style: str = "none", support: ExampleSet | None = None):
+        self.style = style
+        chosen = support.examples[:TEXT_ONLY_SHOTS] if style == "text-only" and support is not None else ()
+        self.shots = [example.without_image() for example in chosen]
+
+    def select(self, query: Example, k: int) -> list[Example]:
+        return list(self.shots)
+
+    def describe(self) -> dict:
+        return {"zero_shot": self.style, "text_only_shots": [shot.id for shot in self.shots]} if self.shots else {}
+
+    def similarities(self, query: Example, k: int) -> list[float | None]:
+        return [None] * len(self.shots)

@@ -35,6 +35,7 @@ def identity_of(p: Prepared, loaded: LoadedModel) -> dict:
         "model": {"name": loaded.name, "fingerprint": loaded.fingerprint, "dtype": str(loaded.dtype).replace("torch.", "")},
         "generation": asdict(p.generation) | {"max_length": p.config.max_length or loaded.max_length},
         "protocol": (p.protocol or load_protocol()).identity,
+        "zero_shot": p.config.zero_shot or "none",
     } | ({"split": p.split} if p.split else {}))  # a selection split's draw; absent: the reporting split
 
 
@@ -42,6 +43,8 @@ def identity_of(p: Prepared, loaded: LoadedModel) -> dict:
 # (the beam search then read length_penalty 1.0 and early_stopping False, banned the newline and image
 # tokens, and started each prompt with <s>): a folder made before them still resumes.
 SETTINGS_ADDED = {"length_penalty": 1.0, "early_stopping": False, "banned_words": None, "add_start_token": True}
+# Likewise for the run's own settings: before zero-shot styles existed, zero-shot showed no shots.
+IDENTITY_ADDED = {"zero_shot": "none"}
 
 
 def with_settings_added_since(identity: dict) -> dict:
@@ -50,7 +53,7 @@ def with_settings_added_since(identity: dict) -> dict:
     generation = identity.get("generation")
     if not isinstance(generation, dict):
         return identity
-    return {"protocol": load_protocol().identity} | identity | {"generation": SETTINGS_ADDED | generation}
+    return {"protocol": load_protocol().identity} | IDENTITY_ADDED | identity | {"generation": SETTINGS_ADDED | generation}
 
 
 def plain(data: dict) -> dict:
@@ -146,7 +149,9 @@ def _differing(old: dict, new: dict) -> list[str]:
 
 
 def shots_identity(p: Prepared, selection: dict, shots: int) -> dict:
-    if shots == 0:
+    """What a predictions file's shots depend on: nothing for true zero-shot; the support split and
+    which of its examples were shown for text-only zero-shot (`shots.ZeroShot.describe`)."""
+    if shots == 0 and "text_only_shots" not in selection:
         return {}
     subset = {"support_subset": p.support_subset} if p.support_subset else {}  # absent: the whole support split
     return selection | {"support_split": p.support.name, "support_source": p.support.source} | subset

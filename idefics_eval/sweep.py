@@ -88,6 +88,7 @@ class SweepConfig:
     rices_encoder: str | None = None  # None: the protocol's, else the model's vision tower
     protocol: str = "default"
     split: str = "selection"  # the queries checkpoints are compared on: "selection" or "reporting" (run's --split)
+    zero_shot: str | None = None  # as run's --zero-shot: None, the protocol's style
     batch_size: int | str = 8  # or "auto"
     num_beams: int | None = None
     max_new_tokens: int | None = None
@@ -119,7 +120,7 @@ def _run_config(config: SweepConfig, checkpoint: Checkpoint, task: str):
     run_config = RunConfig(
         task=task, shots=config.shots, output_dir=config.output_dir / checkpoint.name, model=str(checkpoint.path),
         data=config.data.get(task), support_data=config.support_data.get(task), selection=config.selection, seeds=config.seeds,
-        rices_encoder=config.rices_encoder, protocol=config.protocol, split=config.split, limit=config.limit, batch_size=config.batch_size, device=config.device,
+        rices_encoder=config.rices_encoder, protocol=config.protocol, split=config.split, zero_shot=config.zero_shot, limit=config.limit, batch_size=config.batch_size, device=config.device,
         dtype=config.dtype, num_beams=config.num_beams, max_new_tokens=config.max_new_tokens, max_length=config.max_length,
         cache_dir=config.cache_dir, tasks_dirs=config.tasks_dirs, prompts_dirs=config.prompts_dirs, overwrite=config.overwrite,
         progress=config.progress, run_name=config.run_name, log_samples=config.log_samples)

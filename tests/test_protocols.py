@@ -50,7 +50,8 @@ def test_default_protocol_changes_no_task():
 
 
 def view(task: str, protocol: str, tmp_path: Path, shots: int = 0):
-    config = RunConfig(task=task, shots=(shots,), output_dir=tmp_path, demo=True, protocol=protocol,
+    """The prompt as the protocol renders it; 0-shot as true zero-shot (test_zero_shot.py shows its text-only shots)."""
+    config = RunConfig(task=task, shots=(shots,), output_dir=tmp_path, demo=True, protocol=protocol, zero_shot="none",
                        selection="random" if shots else "rices", cache_dir=tmp_path / "cache", progress=False)
     return prompt_view(config)
 
@@ -90,7 +91,8 @@ def test_default_protocol_keeps_the_start_token_on_ranked_tasks(tmp_path):
 
 
 def test_the_dry_run_names_the_protocol(tmp_path, capsys):
-    args = ("prompt", "--task", "coco", "--shots", "0", "--demo", "--protocol", "openflamingo", "--cache-dir", str(tmp_path))
+    args = ("prompt", "--task", "coco", "--shots", "0", "--demo", "--protocol", "openflamingo", "--zero-shot", "none",
+            "--cache-dir", str(tmp_path))
     code, out, err = invoke(capsys, *args)
     assert code == 0, err
     assert out.splitlines()[0].endswith(", protocol openflamingo") and f"<s>{IMAGE}Output:" in out
