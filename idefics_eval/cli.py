@@ -44,8 +44,9 @@ SPLIT_OPTION = shared_option("--split", type=click.Choice(["reporting", "selecti
 ZERO_SHOT_OPTION = shared_option("--zero-shot", type=click.Choice(["none", "text-only"]),
                                  help="0-shot prompts: none (no shots) or text-only (Flamingo's: the first two support examples "
                                       "without their images); default: the protocol's, else none.")
-MAX_LENGTH_OPTION = shared_option("--max-length", type=int, help="Context limit in tokens (default: the model's); longer prompts lose "
-                                  "their least similar shots.")
+MAX_LENGTH_OPTION = shared_option("--max-length", type=int, help="Context limit in tokens (default: the protocol's, else the model's); "
+                                  "longer prompts lose their least similar shots, or their first tokens under a protocol's "
+                                  "truncation: left.")
 TASKS_DIR_OPTION = shared_option("--tasks-dir", "tasks_dirs", multiple=True, type=click.Path(path_type=Path),
                                  help="Extra folder of task files; their prompt files go in its prompts/ subfolder or beside them "
                                       "(docs/task-files.md); repeatable.")
@@ -272,6 +273,8 @@ def run(**options) -> None:
         notes += [note for row in rows for note in row.config.get("notes", [])]
         notes += [row.config["metric_skipped"] for row in rows if "metric_skipped" in row.config]
         for note in dict.fromkeys(notes):
+            click.echo(f"note: {note}")
+        for note in truncation_notes(rows):
             click.echo(f"note: {note}")
         click.echo(f"results: {config.output_dir / 'results.json'}")
 
@@ -621,6 +624,18 @@ def _write_or_print(text: str, output: Path | None) -> None:
     except OSError as error:
         raise UserError(f"cannot write {output}: {error.strerror}; choose another -o") from None
     click.echo(f"wrote {output}")
+
+
+def truncation_notes(rows) -> list[str]:
+    """One line per row whose prompts were fitted to the context: how many, and how."""
+    notes = []
+    for row in rows:
+        if row.num_truncated and "generation" in row.config:
+            generation = row.config["generation"]
+            how = ("cut from the left" if generation.get("truncation") == "left" else "lost their least similar shots")
+            notes.append(f"{row.task} {row.shots}-shot: {row.num_truncated} of {row.num_examples} prompts {how} to fit "
+                         f"{generation['max_length']} tokens (num_truncated; each line's dropped_shots / cut_tokens)")
+    return notes
 
 
 def default_cache_dir() -> Path:

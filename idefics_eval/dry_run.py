@@ -70,7 +70,7 @@ class PromptView:
         first = self.requests[0].to_json()
         out = {"task": self.task, "query_id": self.query.id, "text": first["text"], "input_ids": first["input_ids"],
                "shot_ids": list(self.shot_ids), "similarities": self.similarities, "dropped_shots": self.dropped,
-               "protocol": self.protocol}
+               "cut_tokens": self.requests[0].prompt.cut_tokens, "protocol": self.protocol}
         if "candidates" in first:
             out["candidates"] = first["candidates"]
         if len(self.requests) > 1:
@@ -167,6 +167,10 @@ def format_view(view: PromptView) -> str:
         lines.append("  (most similar last, right before the query)")
     if view.dropped:
         lines.append(f"  {view.dropped} least similar shots dropped to fit the context")
+    cut = view.requests[0].prompt
+    if cut.cut_tokens:
+        lines.append(f"  its first {cut.cut_tokens} tokens (after <s>, where it has one) cut to fit the context, "
+                     f"{cut.cut_images} shot images with them (truncation: left); the text below is before the cut")
     for number, request in enumerate(view.requests):
         which = f" {number + 1} of {len(view.requests)}" if len(view.requests) > 1 else ""
         lines += [f"--- prompt{which}: {len(request.input_ids)} tokens ---", request.text]

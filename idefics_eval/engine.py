@@ -120,7 +120,7 @@ def postprocess(text: str, settings: GenerationSettings) -> str:
 
 def token_ids(loaded: LoadedModel, prompt: Prompt, add_start_token: bool = True) -> list[int]:
     """The prompt's token ids as the family's processor encodes them (tested equal), with or
-    without the leading <s> (the task's add_start_token)."""
+    without the leading <s> (the task's add_start_token), less any tokens cut from its left."""
     return loaded.adapter.token_ids(prompt, add_start_token)
 
 

@@ -2,8 +2,9 @@
 
 Generated tasks get one fitted prompt per query; ranked tasks a context and one continuation per
 candidate; matched tasks (Winoground) one context per image with each caption as a continuation.
-Fitting drops the least similar shots until the prompt fits the context (the query then counts as
-truncated); a query whose prompt does not fit even with no shots is never cut and scored: it raises
+Fitting drops the least similar shots until the prompt fits the context (truncation `drop-shots`),
+or cuts its first tokens (`left`, the IDEFICS authors'); the query then counts as truncated. A query
+whose prompt does not fit even with no shots is never cut and scored: it raises
 `PromptTooLong`, and `bad_example` stops the run naming it or skips it, counted. Lengths are measured
 with the tokenizer alone, before any tensor is built, so an absurdly long query costs a tokenizer
 pass, not the model's memory.
@@ -15,13 +16,13 @@ import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
-from .engine import Generator, count_tokens, longest_first
+from .engine import Generator, count_tokens, longest_first, token_ids
 from .errors import UserError
 from .examples import Example
 from .models import LoadedModel
 from .plan import Prepared
 from .predictions import FULL_SCORES, Prediction
-from .prompts import Prompt, most_common_answer
+from .prompts import IMAGE, Prompt, most_common_answer
 from .tasks import TaskSpec
 
 def stable_rng(*keys: object):
@@ -59,7 +60,8 @@ class PromptTooLong(UserError):
 
 
 def context_limit(p: Prepared, loaded: LoadedModel) -> int:
-    return p.config.max_length or loaded.max_length
+    """--max-length, else the protocol's `max_length` up to the model's context, else the model's."""
+    return p.config.max_length or min(p.protocol_max_length or loaded.max_length, loaded.max_length)
 
 
 def check_context(p: Prepared, loaded: LoadedModel) -> None:
@@ -68,6 +70,10 @@ def check_context(p: Prepared, loaded: LoadedModel) -> None:
     if p.config.max_length is not None and p.config.max_length > loaded.max_length:
         raise UserError(f"--max-length {p.config.max_length} is more than the {loaded.max_length} tokens the model "
                         f"{loaded.name} takes; give at most {loaded.max_length}, or leave it out")
+    adapter = loaded.adapter
+    if p.truncation == "left" and not adapter.left_truncation:
+        raise UserError(f"{p.protocol.path if p.protocol else 'the protocol'}: truncation: left is not implemented for "
+                        f"{adapter.family} models (only for IDEFICS); use truncation: drop-shots for {loaded.name}")
 
 
 def too_long(p: Prepared, loaded: LoadedModel, needs: str) -> PromptTooLong:
@@ -80,11 +86,13 @@ def too_long(p: Prepared, loaded: LoadedModel, needs: str) -> PromptTooLong:
 
 
 def fit_prompt(p: Prepared, loaded: LoadedModel, shots: Sequence[Example], query: Example, reserve: int) -> tuple[Prompt, int, int]:
-    """Render the prompt, dropping the least similar shots (the first ones) until it fits the
-    context with `reserve` tokens left for the answer; returns it, the shots dropped and its length.
+    """Render the prompt and fit it to the context with `reserve` tokens left for the answer: drop
+    the least similar shots (the first ones) until it fits, or with truncation `left` cut its first
+    tokens (`cut_left`); returns it, the shots dropped and its length in tokens.
 
     The prompt with every shot is measured first (it usually fits), then the zero-shot one: a query
-    too long even alone raises `PromptTooLong` after two tokenizer passes."""
+    too long even alone raises `PromptTooLong` after two tokenizer passes. So a left cut never
+    reaches the query's own image or text: it takes the prefix and shots' tokens only."""
     budget = context_limit(p, loaded) - reserve
     answer = shot_answer(p.spec)
 
@@ -98,11 +106,22 @@ def fit_prompt(p: Prepared, loaded: LoadedModel, shots: Sequence[Example], query
     bare, bare_length = (prompt, length) if not shots else measured(len(shots))
     if bare_length > budget:
         raise too_long(p, loaded, f"{bare_length + reserve} tokens with no shots ({reserve} of them kept for the answer)")
+    if p.truncation == "left":
+        return cut_from_left(loaded, prompt, length - budget, p.generation.add_start_token), 0, budget
     for dropped in range(1, len(shots)):
         prompt, length = measured(dropped)
         if length <= budget:
             return prompt, dropped, length
     return bare, len(shots), bare_length
+
+
+def cut_from_left(loaded: LoadedModel, prompt: Prompt, count: int, add_start_token: bool) -> Prompt:
+    """The prompt with its first `count` tokens after the start token cut, and the images whose
+    <image> token is among them left out (`Prompt.cut_images`)."""
+    image_id = loaded.processor.tokenizer.convert_tokens_to_ids(IMAGE)  # IDEFICS's: `check_context` refuses other families
+    ids = token_ids(loaded, prompt, add_start_token)
+    start = 1 if add_start_token else 0
+    return replace(prompt, cut_tokens=count, cut_images=ids[start : start + count].count(image_id))
 
 
 def candidate_reserve(loaded: LoadedModel, candidates: Sequence[str]) -> int:
@@ -141,7 +160,8 @@ def sample_fields(p: Prepared, loaded: LoadedModel, query: Example, context: Pro
             "shown_shots": [{"id": shot.id, "similarity": similarity, "answer": answer(shot),
                              "image": shot.image.key if shot.image is not None else None}  # None: shown as text only
                             for shot, similarity in zip(shown, similarities)],
-            "prompt": loaded.adapter.prompt_text(context, p.generation.add_start_token), "prompt_tokens": tokens, **more}
+            "prompt": loaded.adapter.prompt_text(context, p.generation.add_start_token), "prompt_tokens": tokens,
+            **({"cut_images": context.cut_images} if context.cut_tokens else {}), **more}  # cut_tokens: the prediction's
 
 
 def continuation_prompts(p: Prepared, query: Example, kept: Sequence[Example]) -> list[Prompt]:
@@ -163,6 +183,7 @@ def ranked(p: Prepared, score: Scorer, query: Example, shots: Sequence[Example],
         shots=context.shot_ids,
         score=None,
         dropped_shots=dropped,
+        cut_tokens=context.cut_tokens,
         scores=tuple(scores) if len(scores) <= FULL_SCORES else (),
         ranking=tuple(ranking[:FULL_SCORES]),
         sample=sample_fields(p, loaded, query, context, shots[dropped:], similarities[dropped:], length, scores=list(scores)),

@@ -83,6 +83,8 @@ class Prepared:
     split: dict = field(default_factory=dict)  # a selection split's record (splits.py); {}: the reporting split
     support_subset: dict = field(default_factory=dict)  # the drawn support subset's record; {}: the whole support split
     notes: tuple[str, ...] = ()  # one line each: a drawn split smaller than asked for
+    truncation: str = "drop-shots"  # the protocol's: how a prompt too long is fitted (model_requests.fit_prompt)
+    protocol_max_length: int | None = None  # the protocol's context limit (--max-length wins; at most the model's)
 
 
 def prepare(config: RunConfig, preloaded: bool = False, writes: bool = True) -> Prepared:
@@ -160,10 +162,12 @@ def prepare(config: RunConfig, preloaded: bool = False, writes: bool = True) -> 
         banned_words=spec.generation.banned_words,
         add_start_token=spec.add_start_token,
     )
+    settings = protocol.overrides(spec.name)
     return Prepared(config, spec, template, metric, support, queries, all_queries_fingerprint, data, generation, num_queries,
                     references, protocol, split=drawn[0].record if config.split == SELECTION else {},
                     support_subset=drawn[1].record if _needs_support(config) else {},
-                    notes=tuple(d.note for d in drawn if d.note))
+                    notes=tuple(d.note for d in drawn if d.note), truncation=settings.get("truncation", "drop-shots"),
+                    protocol_max_length=settings.get("max_length"))
 
 
 def _splits(config: RunConfig, spec: TaskSpec, data: str | None) -> tuple[ExampleSet, ExampleSet, tuple[Drawn, Drawn]]:

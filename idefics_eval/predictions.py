@@ -36,6 +36,7 @@ class Prediction:
     shots: tuple[str, ...]
     score: float | None  # the query's own metric value (None for corpus-level metrics such as CIDEr)
     dropped_shots: int = 0  # shots removed to fit the model's context (0: not truncated)
+    cut_tokens: int = 0  # tokens cut from the prompt's left to fit the context (truncation "left"; 0: not cut)
     scores: tuple[float, ...] = ()
     ranking: tuple[int, ...] = ()
     error: str | None = None  # why the query was skipped (--on-bad-example skip: bad image, prompt too long); not scored
@@ -52,6 +53,8 @@ class Prediction:
             del record["scores"], record["ranking"]
         if self.error is None:
             del record["error"]
+        if not self.cut_tokens:  # written only where a prompt was cut: other runs' lines stay as they were
+            del record["cut_tokens"]
         if with_sample and self.sample:
             record.update(self.sample)
         return json.dumps(record, ensure_ascii=False, default=str)  # default: metadata values JSON has no type for
@@ -78,7 +81,7 @@ def prediction_file_of(path: Path) -> Path:
     return path.parent.parent / "predictions" / path.name if path.parent.name == "samples" else path
 
 
-PREDICTION_KEYS = ("id", "prediction", "shots", "score", "dropped_shots", "scores", "ranking", "error")
+PREDICTION_KEYS = ("id", "prediction", "shots", "score", "dropped_shots", "cut_tokens", "scores", "ranking", "error")
 
 
 def _parse(line: str, where: str) -> Prediction:
@@ -92,6 +95,7 @@ def _parse(line: str, where: str) -> Prediction:
         shots=tuple(record.get("shots", ())),
         score=None if score is None else float(score),
         dropped_shots=int(record.get("dropped_shots", 0)),
+        cut_tokens=int(record.get("cut_tokens", 0)),
         scores=tuple(float(value) for value in record.get("scores", ())),
         ranking=tuple(int(value) for value in record.get("ranking", ())),
         error=record.get("error"),

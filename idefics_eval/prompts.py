@@ -35,14 +35,24 @@ PROMPTS_SUBFOLDER = "prompts"  # a tasks folder's own prompt files: <tasks-dir>/
 
 @dataclass(frozen=True)
 class Prompt:
-    """Interleaved items (text or image) for one request, plus the shots it holds."""
+    """Interleaved items (text or image) for one request, plus the shots it holds.
+
+    A prompt cut from the left to fit the context (truncation `left`, `model_requests.fit_prompt`)
+    keeps its items whole and says what is cut: its first `cut_tokens` tokens after the start token
+    (`cut_left` removes them wherever token ids are built: `ModelAdapter.token_ids` and the family's
+    inputs), and `cut_images`, the images whose placeholder went with them, which `images` then
+    leaves out of the image inputs.
+    """
 
     items: tuple[str | ImageRef, ...]
     shot_ids: tuple[str, ...]
+    cut_tokens: int = 0
+    cut_images: int = 0
 
     @property
     def images(self) -> list[ImageRef]:
-        return [item for item in self.items if not isinstance(item, str)]
+        """The images the model is given, in prompt order (less those cut from the left)."""
+        return [item for item in self.items if not isinstance(item, str)][self.cut_images:]
 
     def processor_text(self, bos_token: str) -> str:
         """The text IdeficsProcessor builds for these items (tested equal to the processor's ids).
@@ -59,6 +69,16 @@ class Prompt:
                 text += (IMAGE + FAKE_TOKEN) if last_was_image else (FAKE_TOKEN + IMAGE + FAKE_TOKEN)
                 last_was_image = True
         return text
+
+
+def cut_left(ids: list[int], prompt: Prompt, add_start_token: bool) -> list[int]:
+    """`ids` (the prompt's, or a longer sequence starting with them) less the prompt's `cut_tokens`
+    from the left; the start token, where the task has one, stays first (as a tokenizer that adds it
+    after truncating keeps it). Every path that builds token ids goes through here."""
+    if not prompt.cut_tokens:
+        return ids
+    start = 1 if add_start_token else 0
+    return ids[:start] + ids[start + prompt.cut_tokens :]
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ import torch
 from .engine import note_once
 from .image_cache import ImageFeatureCache, encode_images, shared_cache
 from .models import LoadedModel
-from .prompts import Prompt
+from .prompts import Prompt, cut_left
 
 
 def continuation_ids(tokenizer, context: str, full: str) -> tuple[list[int], int]:
@@ -73,10 +73,19 @@ class Ranker:
         return text(context, self.add_start_token), [text(full, self.add_start_token) for full in continuations]
 
     def _requests(self, context: Prompt, continuations: Sequence[Prompt]) -> list[tuple[list[int], int]]:
-        return continuations_ids(self.loaded.processor.tokenizer, *self._texts(context, continuations))
+        """Each continuation's token ids and how many of the last are scored; a context cut from the
+        left cuts the same leading tokens from every continuation (they start with the context)."""
+        return self._cut(context, continuations_ids(self.loaded.processor.tokenizer, *self._texts(context, continuations)))
 
     def requests(self, context: Prompt, continuations: Sequence[Prompt]) -> list[tuple[list[int], int]]:
-        """`_requests`, with the candidates' tokens reused from the previous query where they can be.
+        """`_requests`, with the candidates' tokens reused from the previous query where they can be."""
+        return self._cut(context, self._ids_reused(context, continuations))
+
+    def _cut(self, context: Prompt, requests: list[tuple[list[int], int]]) -> list[tuple[list[int], int]]:
+        return [(cut_left(ids, context, self.add_start_token), count) for ids, count in requests]
+
+    def _ids_reused(self, context: Prompt, continuations: Sequence[Prompt]) -> list[tuple[list[int], int]]:
+        """The uncut ids of `requests`.
 
         The tokenizer splits its text at special tokens, so what follows the context's last image
         marker (the adapter's `image_end_token`) tokenises alone: the ids are the head's (context up

@@ -106,7 +106,7 @@ class Result:
     seed: int | None  # None for RICES (deterministic) and for the mean over seeds
     metrics: dict[str, float]  # e.g. {"vqa_accuracy": 51.2, "vqa_accuracy/yes/no": 70.1}
     num_examples: int
-    num_truncated: int  # scored queries whose prompt lost shots to fit the context limit
+    num_truncated: int  # scored queries whose prompt lost shots (or, truncation "left", tokens) to fit the context limit
     predictions: str | None  # path of the predictions file, relative to the output folder
     config: dict[str, Any] = field(default_factory=dict)  # task/prompt versions, model, shots, data, versions
     metrics_std: dict[str, float] | None = None  # over seeds, on aggregate rows only

@@ -142,7 +142,7 @@ def _generate(p: Prepared, loaded: LoadedModel, selector, shots: int, todo: list
             prompt, dropped, length, (shown, similarities) = requests[i]
             sample = sample_fields(p, loaded, todo[i], prompt, shown, similarities, length, raw_prediction=raw)
             prediction = Prediction(id=todo[i].id, prediction=postprocess(raw, p.generation), shots=prompt.shot_ids, score=None,
-                                    dropped_shots=dropped, sample=sample)
+                                    dropped_shots=dropped, cut_tokens=prompt.cut_tokens, sample=sample)
             predictions.append(replace(prediction, score=p.metric.score(prediction, todo[i]) if p.references else None))
         writer.write(predictions)
         bar.update(len(indices))
@@ -204,7 +204,7 @@ def _row(p: Prepared, loaded: LoadedModel, shots: int, seed: int | None, predict
         metrics_std=dict.fromkeys(metrics, 0.0) if one_for_all_seeds else None,
         num_examples=len(scored),
         num_skipped=len(predictions) - len(scored),
-        num_truncated=sum(pred.dropped_shots > 0 for pred, _ in scored),
+        num_truncated=sum(pred.dropped_shots > 0 or pred.cut_tokens > 0 for pred, _ in scored),
         predictions=str(prediction_file(Path("."), p.spec.name, shots, seed)),
         config=identity | {"limit": config.limit, "processes": current_world().size, "batch_size": batch_size,
                            "tasks_dirs": [str(Path(d).absolute()) for d in config.tasks_dirs],  # for `score RUN_DIR`

@@ -14,6 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from .errors import UserError
+from .model_requests import context_limit
 from .models import LoadedModel
 from .plan import Prepared
 from .protocols import load_protocol
@@ -33,7 +34,7 @@ def identity_of(p: Prepared, loaded: LoadedModel) -> dict:
         "prompt": {"name": p.template.name, "version": p.template.version, "digest": p.template.digest},
         "data": {"source": p.queries.source, "query_split": p.queries.name, "query_fingerprint": p.all_queries_fingerprint},
         "model": {"name": loaded.name, "fingerprint": loaded.fingerprint, "dtype": str(loaded.dtype).replace("torch.", "")},
-        "generation": asdict(p.generation) | {"max_length": p.config.max_length or loaded.max_length},
+        "generation": asdict(p.generation) | {"max_length": context_limit(p, loaded), "truncation": p.truncation},
         "protocol": (p.protocol or load_protocol()).identity,
         "zero_shot": p.config.zero_shot or "none",
     } | ({"split": p.split} if p.split else {}))  # a selection split's draw; absent: the reporting split
@@ -41,8 +42,10 @@ def identity_of(p: Prepared, loaded: LoadedModel) -> dict:
 
 # Generation settings recorded since 2026-12-03, with the value every earlier run used implicitly
 # (the beam search then read length_penalty 1.0 and early_stopping False, banned the newline and image
-# tokens, and started each prompt with <s>): a folder made before them still resumes.
-SETTINGS_ADDED = {"length_penalty": 1.0, "early_stopping": False, "banned_words": None, "add_start_token": True}
+# tokens, started each prompt with <s>, and dropped whole shots from a prompt too long): a folder made
+# before them still resumes.
+SETTINGS_ADDED = {"length_penalty": 1.0, "early_stopping": False, "banned_words": None, "add_start_token": True,
+                  "truncation": "drop-shots"}
 # Likewise for the run's own settings: before zero-shot styles existed, zero-shot showed no shots.
 IDENTITY_ADDED = {"zero_shot": "none"}
 

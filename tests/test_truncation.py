@@ -17,9 +17,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import invoke
 from test_bad_inputs import data_copy, long_question
 
+from idefics_eval.dry_run import prompt_view
 from idefics_eval.model_requests import candidate_reserve, candidates_of
 from idefics_eval.models import demo_model_name, load_model
 from idefics_eval.plan import RunConfig, prepare
@@ -147,3 +149,118 @@ def test_a_100000_character_question_is_skipped_before_anything_large_is_allocat
     assert (row["num_examples"], row["num_skipped"], row["num_truncated"]) == (1, 1, 0)
     peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # Linux: KiB
     assert peak_mib < 3000
+
+
+# -- truncation "left" (a protocol's truncation: left, the IDEFICS authors'): tokens cut, not shots --
+
+LEFT = "name: left\ndefault:\n  truncation: left\n"
+
+
+def left_protocol(tmp_path: Path) -> Path:
+    path = tmp_path / "left.yaml"
+    path.write_text(LEFT)
+    return path
+
+
+def left_view(task: str, data: Path, tmp_path: Path, index: int, max_length: int | None = None):
+    config = RunConfig(task=task, shots=(2,), output_dir=tmp_path, demo=True, data=str(data), protocol=str(left_protocol(tmp_path)),
+                       max_new_tokens=MAX_NEW_TOKENS, max_length=max_length, cache_dir=tmp_path / "cache", progress=False)
+    return prompt_view(config, query_index=index)
+
+
+def reserve_of(task: str, loaded, p, query) -> int:
+    return MAX_NEW_TOKENS if p.spec.request == "generate" else candidate_reserve(loaded, candidates_of(p.spec, query))
+
+
+@pytest.mark.parametrize("task", ["vqav2", "scienceqa"])
+def test_left_truncation_cuts_the_first_tokens_and_their_images_on_both_paths(task, canary, tmp_path, capsys):
+    data = task_data(task, tmp_path)
+    p = prepare(RunConfig(task=task, shots=(0,), output_dir=tmp_path / "measure", demo=True, data=str(data), limit=LIMIT))
+    bare = needed_tokens(task, canary, tmp_path, data)
+    full = {}  # each query's 2-shot prompt uncut, as the processor encodes it, and its answer room
+    for index, query in enumerate(p.queries.examples):
+        view = left_view(task, data, tmp_path, index)
+        assert view.to_json()["cut_tokens"] == 0
+        full[query.id] = (view.requests[0].prompt, processor_length(canary, view.requests[0].prompt) + reserve_of(task, canary, p, query))
+    limit = (max(bare.values()) + min(need for _, need in full.values())) // 2
+    assert max(bare.values()) <= limit < min(need for _, need in full.values())  # every query fits alone, none with its shots
+
+    # What the model is given: the processor's own ids less the cut, and the images after it.
+    image_id = canary.processor.tokenizer.convert_tokens_to_ids("<image>")
+    for index, (query_id, (prompt, need)) in enumerate(full.items()):
+        cut = need - limit
+        view = left_view(task, data, tmp_path, index, max_length=limit)
+        shown = view.to_json()
+        items = [[item if isinstance(item, str) else item.load() for item in prompt.items]]
+        own = canary.processor(text=items, return_tensors="pt")["input_ids"][0].tolist()
+        start = 1 if p.generation.add_start_token else 0
+        own = own if start else own[1:]
+        assert shown["cut_tokens"] == cut and shown["dropped_shots"] == 0 and shown["shot_ids"] == list(prompt.shot_ids)
+        assert shown["input_ids"] == own[:start] + own[start + cut:]
+        kept_prompt = view.requests[0].prompt
+        assert len(kept_prompt.images) == shown["input_ids"].count(image_id) == 3 - own[start:start + cut].count(image_id)
+        assert kept_prompt.images == prompt.images[kept_prompt.cut_images:]
+
+    results = {}
+    for path in ("fast", "plain"):
+        out = tmp_path / path
+        code, stdout, err = invoke(capsys, "run", "--task", task, "--demo", "--data", str(data), "--shots", "2", "--limit", str(LIMIT),
+                                   "--num-beams", "1", "--max-new-tokens", str(MAX_NEW_TOKENS), "--max-length", str(limit),
+                                   "--output-dir", str(out), "--no-progress", "--protocol", str(left_protocol(tmp_path)),
+                                   *(["--plain-generation"] if path == "plain" else []))
+        assert code == 0, err
+        assert f"note: {task} 2-shot: {LIMIT} of {LIMIT} prompts cut from the left to fit {limit} tokens" in stdout
+        lines = [json.loads(line) for line in (out / "predictions" / f"{task}_2shot.jsonl").read_text().splitlines()]
+        (row,) = json.loads((out / "results.json").read_text())
+        assert row["num_truncated"] == LIMIT and row["config"]["generation"]["truncation"] == "left"
+        assert {line["id"]: (line["cut_tokens"], line["dropped_shots"]) for line in lines} == {
+            query_id: (need - limit, 0) for query_id, (_, need) in full.items()}
+        results[path] = [(line["id"], line["prediction"], [round(s, 4) for s in line.get("scores", [])]) for line in lines]
+    assert results["fast"] == results["plain"]
+
+
+def test_the_plain_inputs_of_a_cut_prompt_equal_the_fast_paths(canary, tmp_path):
+    """A batch of a cut and an uncut prompt: the processor's inputs, cut (models.idefics.cut_inputs), equal
+    the fast path's token inputs, and its pixels are those of the images kept, in order."""
+    from idefics_eval.engine import Generator
+    from idefics_eval.model_requests import fit_prompt
+
+    data = task_data("vqav2", tmp_path)
+    config = RunConfig(task="vqav2", shots=(2,), output_dir=tmp_path / "p", demo=True, data=str(data), selection="random",
+                       protocol=str(left_protocol(tmp_path)), max_new_tokens=MAX_NEW_TOKENS, max_length=48)
+    p = prepare(config, writes=False)
+    query, shots = p.queries.examples[0], list(p.support.examples[:2])
+    cut, _, length = fit_prompt(p, canary, shots, query, MAX_NEW_TOKENS)
+    assert cut.cut_tokens > 0 and cut.cut_images == 1 and length == 48 - MAX_NEW_TOKENS
+    whole = p.template.render([], query, most_common_answer)
+    generator = Generator(canary, p.generation)
+    plain, fast = generator.encode([cut, whole]), generator.text_inputs([cut, whole])
+    for key in ("input_ids", "attention_mask", "image_attention_mask"):
+        assert plain[key].tolist() == fast[key].tolist(), key
+    pixels = canary.processor.image_processor([ref.load() for ref in cut.images], return_tensors="pt")
+    pixels = pixels if isinstance(pixels, torch.Tensor) else pixels["pixel_values"]
+    assert plain["pixel_values"].shape[1] == 2 and bool((plain["pixel_values"][0] == pixels).all())
+    assert bool((plain["pixel_values"][1, 1] == 0).all())  # the uncut prompt's one image, then padding
+
+
+def test_the_protocols_truncation_and_context_limit(canary, tmp_path):
+    from idefics_eval.errors import UserError
+    from idefics_eval.model_requests import context_limit
+
+    def prepared(protocol: str, max_length: int | None = None):
+        return prepare(RunConfig(task="vqav2", shots=(0,), output_dir=tmp_path, demo=True, protocol=protocol, max_length=max_length),
+                       writes=False)
+
+    idefics = prepared("idefics")
+    assert (idefics.truncation, idefics.protocol_max_length, context_limit(idefics, canary)) == ("left", 2048, 2048)
+    default = prepared("default")
+    assert (default.truncation, context_limit(default, canary)) == ("drop-shots", canary.max_length)
+    assert context_limit(prepared("idefics", max_length=100), canary) == 100  # --max-length wins
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("name: mine\ndefault:\n  max_length: 999999\n")
+    assert context_limit(prepared(str(mine)), canary) == canary.max_length  # never past the model's context
+    for content, message in (("truncation: right", "default.truncation"), ("max_length: 0", "default.max_length"),
+                             ("max_length: long", "default.max_length")):
+        mine.write_text(f"name: mine\ndefault:\n  {content}\n")
+        with pytest.raises(UserError, match=message):
+            prepared(str(mine))

@@ -28,7 +28,7 @@ from transformers import AutoProcessor
 
 from ..console import quiet_libraries
 from ..examples import ImageRef
-from ..prompts import Prompt
+from ..prompts import Prompt, cut_left
 
 # What the image cache gives an adapter: the features of these images, in order (`image_cache.encode_images`).
 EncodeImages = Callable[[Sequence[ImageRef]], torch.Tensor]
@@ -49,6 +49,7 @@ class ModelAdapter:
     family: ClassVar[str]  # its config.model_type
     model_class: ClassVar[type]  # its transformers model class, loaded by `load`
     cached_features: ClassVar[bool] = False  # the forward pass takes image features computed once per run
+    left_truncation: ClassVar[bool] = False  # its inputs honour a prompt cut from the left (`Prompt.cut_tokens`)
     fast_generation: ClassVar[bool] = False  # the engine's greedy/beam loop over `forward` equals model.generate
     prefix_ranking: ClassVar[bool] = False  # candidates scored on the shared prefix's key/value cache (packed,
     # a 4-d additive float mask and position_ids: `Ranker._packed_pass`)
@@ -113,8 +114,10 @@ class ModelAdapter:
         raise NotImplementedError
 
     def token_ids(self, prompt: Prompt, add_start_token: bool = True) -> list[int]:
-        """The prompt's token ids, as the family's processor encodes them (tested equal)."""
-        return self.tokenizer(self.prompt_text(prompt, add_start_token), add_special_tokens=False)["input_ids"]
+        """The prompt's token ids, as the family's processor encodes them (tested equal), less the
+        tokens cut from its left (`cut_left`)."""
+        ids = self.tokenizer(self.prompt_text(prompt, add_start_token), add_special_tokens=False)["input_ids"]
+        return cut_left(ids, prompt, add_start_token)
 
     # -- the plain path: the family's own processor on the images (the reference) -------------
 

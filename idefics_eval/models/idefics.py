@@ -23,7 +23,7 @@ from transformers.models.idefics.processing_idefics import (
 )
 
 from ..errors import UserError
-from ..prompts import FAKE_TOKEN, Prompt
+from ..prompts import FAKE_TOKEN, Prompt, cut_left
 from .base import EncodeImages, Forward, ModelAdapter
 from .gated_cross_attention import image_key_values
 
@@ -42,6 +42,7 @@ class IdeficsAdapter(ModelAdapter):
     model_class = IdeficsForVisionText2Text
     image_end_token = FAKE_TOKEN
     cached_features = True
+    left_truncation = True
     fast_generation = True
     prefix_ranking = True
 
@@ -73,6 +74,8 @@ class IdeficsAdapter(ModelAdapter):
         inputs = self.processor(text=batch, return_tensors="pt", padding="longest")
         if not add_start_token:
             inputs = without_start_token(inputs, self.tokenizer)
+        if any(p.cut_tokens for p in prompts):
+            inputs = cut_inputs(inputs, prompts, self.tokenizer, add_start_token)
         inputs = {key: value.to(self.device) for key, value in inputs.items()}
         inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
         return inputs
@@ -91,9 +94,7 @@ class IdeficsAdapter(ModelAdapter):
     def text_inputs(self, prompts: Sequence[Prompt], add_start_token: bool) -> dict[str, torch.Tensor]:
         """input_ids, attention_mask and image_attention_mask as IdeficsProcessor builds them
         (left-padded; tested equal), without touching any pixels."""
-        texts = [self.prompt_text(p, add_start_token) for p in prompts]
-        encoded = self.tokenizer(texts, add_special_tokens=False, padding="longest", return_tensors="pt")
-        input_ids, attention_mask = encoded["input_ids"], encoded["attention_mask"]
+        input_ids, attention_mask = left_padded([self.token_ids(p, add_start_token) for p in prompts], self.tokenizer.pad_token_id)
         max_images = max(1, max(len(p.images) for p in prompts))
         if any(p.images for p in prompts):
             image_mask = image_attention_mask(input_ids, self.tokenizer, max_images)
@@ -105,12 +106,7 @@ class IdeficsAdapter(ModelAdapter):
     def sequence_inputs(self, sequences: Sequence[list[int]], prompt: Prompt) -> dict[str, torch.Tensor]:
         """Left-padded ids and masks for sequences that all show `prompt`'s images; the image mask by
         the processor's own function."""
-        width = max(len(ids) for ids in sequences)
-        input_ids = torch.full((len(sequences), width), self.tokenizer.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
-        for row, ids in enumerate(sequences):
-            input_ids[row, width - len(ids) :] = torch.tensor(ids)
-            attention_mask[row, width - len(ids) :] = 1
+        input_ids, attention_mask = left_padded(sequences, self.tokenizer.pad_token_id)
         incremental, _ = image_attention_mask_for_packed_input_ids(input_ids, self.tokenizer, "pt")
         image_mask = incremental_to_binary_attention_mask(incremental, "pt", num_classes=max(1, len(prompt.images)))
         return {"input_ids": input_ids.to(self.device), "attention_mask": attention_mask.to(self.device),
@@ -205,6 +201,35 @@ def without_start_token(inputs: dict, tokenizer) -> dict:
     out = dict(inputs, input_ids=input_ids[:, keep:], attention_mask=attention_mask[:, keep:])
     out["image_attention_mask"] = inputs["image_attention_mask"][:, keep:]
     return out
+
+
+def left_padded(sequences: Sequence[list[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """input_ids and attention_mask of `sequences`, padded on the left to the longest."""
+    width = max(len(ids) for ids in sequences)
+    input_ids = torch.full((len(sequences), width), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, ids in enumerate(sequences):
+        input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+        attention_mask[row, width - len(ids) :] = 1
+    return input_ids, attention_mask
+
+
+def cut_inputs(inputs: dict, prompts: Sequence[Prompt], tokenizer, add_start_token: bool) -> dict:
+    """The processor's inputs for prompts cut from the left: each row's tokens less its `cut_tokens`
+    (`cut_left`), its pixels less the `cut_images` whose <image> token was cut, re-padded on the
+    left, and the image attention mask the processor builds for the cut ids. (The processor cannot
+    cut them itself: truncating from the left, it would keep the first images, not the last.)"""
+    rows = [ids[mask.bool()].tolist() for ids, mask in zip(inputs["input_ids"], inputs["attention_mask"])]
+    input_ids, attention_mask = left_padded([cut_left(ids, p, add_start_token) for ids, p in zip(rows, prompts)],
+                                            tokenizer.pad_token_id)
+    pixels, kept = inputs["pixel_values"], [len(p.images) for p in prompts]
+    cut_pixels = pixels.new_zeros(len(prompts), max(1, *kept), *pixels.shape[2:])
+    for row, prompt in enumerate(prompts):
+        cut_pixels[row, : kept[row]] = pixels[row, prompt.cut_images : prompt.cut_images + kept[row]]
+    incremental, _ = image_attention_mask_for_packed_input_ids(input_ids, tokenizer, "pt")
+    image_mask = incremental_to_binary_attention_mask(incremental, "pt", num_classes=cut_pixels.shape[1])
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "pixel_values": cut_pixels,
+            "image_attention_mask": image_mask}
 
 
 def image_attention_mask(input_ids: torch.Tensor, tokenizer, num_images: int) -> torch.Tensor:
