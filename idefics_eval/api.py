@@ -92,8 +92,8 @@ def evaluate(
     root = Path(output_dir) if output_dir is not None else Path(tempfile.mkdtemp(prefix="idefics-eval-"))
     config = RunConfig(
         task=names[0], shots=tuple(shots), output_dir=root, limit=limit, selection=selection, seeds=tuple(seeds),
-        rices_encoder=rices_encoder, protocol=protocol, split=split, zero_shot=zero_shot, batch_size=batch_size, num_beams=num_beams, max_new_tokens=max_new_tokens,
-        max_length=max_length, cache_dir=Path(cache_dir) if cache_dir is not None else None,
+        rices_encoder=rices_encoder, protocol=protocol, split=split, zero_shot=zero_shot, batch_size=batch_size, num_beams=num_beams,
+        max_new_tokens=max_new_tokens, max_length=max_length, cache_dir=Path(cache_dir) if cache_dir is not None else None,
         image_cache_mb=image_cache_mb, image_cache_dir=Path(image_cache_dir) if image_cache_dir is not None else None,
         tasks_dirs=folders, prompts_dirs=tuple(Path(folder) for folder in prompts_dirs), overwrite=overwrite, progress=progress, on_bad_example=on_bad_example,
         plain_generation=plain_generation, run_name=run_name, log_samples=log_samples,

@@ -41,7 +41,7 @@ PROTOCOL_OPTION = shared_option("--protocol", default="default", show_default=Tr
 SPLIT_OPTION = shared_option("--split", type=click.Choice(["reporting", "selection"]), default="reporting", show_default=True,
                              help="The queries: the task's query split (reporting), or the selection split held out of train, "
                                   "disjoint from the support set and the reporting split (docs/protocols.md).")
-ZERO_SHOT_OPTION = shared_option("--zero-shot", type=click.Choice(["none", "text-only"]),
+ZERO_SHOT_OPTION = shared_option("--zero-shot", type=click.Choice(["none", "text-only"]),  # protocols.ZERO_SHOT, not imported here
                                  help="0-shot prompts: none (no shots) or text-only (Flamingo's: the first two support examples "
                                       "without their images); default: the protocol's, else none.")
 MAX_LENGTH_OPTION = shared_option("--max-length", type=int, help="Context limit in tokens (default: the protocol's, else the model's); "
