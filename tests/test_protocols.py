@@ -176,11 +176,13 @@ def test_default_protocol_predictions_equal_a_run_without_the_option(tmp_path, c
 
 def ranked_lines(capsys, tmp_path: Path, task: str, protocol: str, *extra: str) -> list[dict]:
     """The sample lines of a zero-shot demo run of `task` under `protocol` (a few queries; HatefulMemes
-    four, so that its ROC AUC sees both classes)."""
+    four, so that its ROC AUC sees both classes), true zero-shot whatever the protocol's zero-shot style
+    (test_zero_shot.py shows its text-only shots), so that prompts compare across protocols."""
     out = tmp_path / f"{task}-{Path(protocol).stem}"
     limit = "4" if task == "hatefulmemes" else "2"
     code, _, err = invoke(capsys, "run", "--task", task, "--demo", "--shots", "0", "--limit", limit, "--no-progress",
-                          "--output-dir", str(out), "--cache-dir", str(tmp_path / "cache"), "--protocol", protocol, *extra)
+                          "--output-dir", str(out), "--cache-dir", str(tmp_path / "cache"), "--protocol", protocol,
+                          "--zero-shot", "none", *extra)
     assert code == 0, err
     return [json.loads(line) for line in (out / "samples" / f"{task}_0shot.jsonl").open()]
 
