@@ -264,3 +264,19 @@ def test_the_protocols_truncation_and_context_limit(canary, tmp_path):
         mine.write_text(f"name: mine\ndefault:\n  {content}\n")
         with pytest.raises(UserError, match=message):
             prepared(str(mine))
+
+
+def test_left_truncation_is_refused_for_a_family_whose_inputs_do_not_honour_the_cut(canary, tmp_path):
+    """Only an adapter with `left_truncation` builds cut inputs; for any other the run stops in one line."""
+    from types import SimpleNamespace
+
+    from idefics_eval.errors import UserError
+    from idefics_eval.model_requests import check_context
+
+    p = prepare(RunConfig(task="vqav2", shots=(0,), output_dir=tmp_path, demo=True, protocol=str(left_protocol(tmp_path))),
+                writes=False)
+    assert canary.adapter.left_truncation
+    check_context(p, canary)
+    other = SimpleNamespace(max_length=canary.max_length, name="tiny", adapter=SimpleNamespace(left_truncation=False, family="mllama"))
+    with pytest.raises(UserError, match="truncation: left is not implemented for mllama models"):
+        check_context(p, other)
