@@ -120,7 +120,8 @@ class Ranker:
         assert all(ids[:shared] == prefix for ids, _ in requests)
         features = self.image_features(context)
         inputs = self.adapter.sequence_inputs([prefix], context)
-        output = self.adapter.forward(inputs, features, logits_to_keep=0)
+        # Only the whole-sequence scores read the prefix's own tokens; the others need its last logits.
+        output = self.adapter.forward(inputs, features, logits_to_keep=0 if whole else 1)
         logprobs = torch.log_softmax(output.logits[0].float(), dim=-1)
         # The shared prefix's own tokens (after its first), counted by the whole-sequence scores only.
         total = _target_logprobs(logprobs[:-1], torch.tensor(prefix[1:], device=logprobs.device)).sum().item() if whole else 0.0
@@ -349,7 +350,6 @@ class _Plan:
             return
         visible = torch.zeros((len(tokens), len(tokens)), dtype=torch.bool)
         visible[seen_rows, seen_columns] = True
-        as_tensor = lambda values: torch.tensor(values, dtype=torch.long)  # noqa: E731
-        self.passes.append(_Pass(as_tensor(tokens), as_tensor(depths), visible, as_tensor(rows), as_tensor(targets),
-                                 as_tensor(owners)))
+        long = [torch.tensor(values, dtype=torch.long) for values in (tokens, depths, rows, targets, owners)]
+        self.passes.append(_Pass(long[0], long[1], visible, *long[2:]))
 
