@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from .distributed import world
+from .distributed import torch_threads, world
 from .errors import UserError
 from .image_cache import DEFAULT_MAX_BYTES
 from .models import (
@@ -68,6 +68,7 @@ def evaluate(
     log_samples: bool = True,
     progress: bool = False,
     run_name: str | None = None,
+    threads: int | None = None,
 ) -> list[Result]:
     """Evaluate `model` (of a supported family: docs/models.md; in place on its device) on `tasks`.
 
@@ -75,7 +76,8 @@ def evaluate(
     `data` and `support_data` are one value for every task or a mapping task -> value; `demo_data`
     uses the bundled sample data for tasks without `data`. Every other keyword is the `run` option of
     the same name (`tasks_dirs` is `--tasks-dir` and `prompts_dirs` `--prompts-dir`, repeated;
-    `run_name` is `--name`, since `name` names the model). Returns the result rows (also written, with
+    `run_name` is `--name`, since `name` names the model; `threads` is `--threads`, except that None leaves
+    torch's thread count as the caller set it). Returns the result rows (also written, with
     predictions, to `output_dir`, a temporary folder by default).
 
     Warns (`PlacementWarning`, one line) when the model's dtype or device is not what the command
@@ -100,7 +102,9 @@ def evaluate(
     )
     configs = [replace(config, task=task, data=data_of.get(task), support_data=support_of.get(task),
                        demo=demo_data and data_of.get(task) is None) for task in names]
-    with _evaluation_mode(model, processor):
+    if threads is not None and threads < 1:
+        raise UserError(f"threads={threads}: give a positive number of CPU threads, or None to keep torch's setting")
+    with _evaluation_mode(model, processor), _threads(threads):
         loaded = LoadedModel(model, processor, name or str(model.config.name_or_path or "in-memory"),
                              weights_fingerprint(model), parameter.device, parameter.dtype)
         return run_tasks(configs, loaded=loaded)
@@ -131,6 +135,17 @@ def _warn_if_not_cli_placement(device: torch.device, dtype: torch.dtype) -> None
         f"move the model with .to({cli_device.type!r}, torch.{cli_shown}) to match",
         PlacementWarning, stacklevel=2,  # one location: Python shows it once per process, not per evaluation
     )
+
+
+@contextmanager
+def _threads(threads: int | None) -> Iterator[None]:
+    """`torch_threads(threads)` when given, restored afterwards; None changes nothing (a training
+    loop keeps the thread count it chose)."""
+    if threads is None:
+        yield
+        return
+    with torch_threads(threads):
+        yield
 
 
 @contextmanager

@@ -152,3 +152,17 @@ def test_train_mode_and_padding_side_are_restored(tmp_path):
     with pytest.raises(RuntimeError, match="out of memory"):
         api.evaluate(model, processor, ["vqav2"], output_dir=tmp_path / "failed", **fast())
     assert {name: module.training for name, module in model.named_modules()} == before
+
+
+def test_threads_set_for_the_evaluation_only_and_none_keeps_the_callers(monkeypatch, tmp_path):
+    seen = []
+    monkeypatch.setattr(api, "run_tasks", lambda configs, loaded: seen.append(torch.get_num_threads()) or [])
+    model, processor = build_model(0), build_processor()
+    before = torch.get_num_threads()
+    target = 2 if before != 2 else 1
+    api.evaluate(model, processor, "vqav2", output_dir=tmp_path / "a", demo_data=True, threads=target)
+    assert seen == [target] and torch.get_num_threads() == before
+    api.evaluate(model, processor, "vqav2", output_dir=tmp_path / "b", demo_data=True)
+    assert seen == [target, before]
+    with pytest.raises(UserError, match="threads=0"):
+        api.evaluate(model, processor, "vqav2", output_dir=tmp_path / "c", demo_data=True, threads=0)
