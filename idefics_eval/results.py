@@ -54,15 +54,16 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def environment(device) -> dict[str, str | None]:
+def environment(device) -> dict[str, str | int | None]:
     """Where a row ran, beside `package_versions` (torch's and idefics-eval's versions are there): the
-    device's name, the CUDA version torch was built with, and the checkout's commit. Recorded, never
-    compared: a rerun elsewhere resumes the same folder."""
+    device's name, the CUDA version torch was built with, the checkout's commit and torch's CPU
+    threads (`--threads`' default follows the machine's load, and float sums may round differently
+    with another count). Recorded, never compared: a rerun elsewhere resumes the same folder."""
     import torch
 
     device = torch.device(device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{device.type}: {cpu_model()}"
-    return {"device": name, "cuda": torch.version.cuda, "commit": project_commit()}
+    return {"device": name, "cuda": torch.version.cuda, "commit": project_commit(), "threads": torch.get_num_threads()}
 
 
 @lru_cache(maxsize=1)
@@ -117,7 +118,7 @@ class Result:
     started: str | None = None  # UTC ISO 8601, when the evaluation of this row's predictions began
     finished: str | None = None
     duration_s: float | None = None  # seconds of evaluation; a resumed run counts only the part it did
-    environment: dict[str, str | None] = field(default_factory=dict)  # device, cuda, commit (see `environment`)
+    environment: dict[str, str | int | None] = field(default_factory=dict)  # device, cuda, commit, threads (see `environment`)
 
     @property
     def key(self) -> tuple:

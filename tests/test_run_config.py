@@ -48,6 +48,7 @@ def test_rows_record_times_device_versions_and_name(named_run):
         assert row["run_name"] == "baseline"
         assert row["environment"]["device"].startswith("cpu: ") and len(row["environment"]["device"]) > len("cpu: ")
         assert "cuda" in row["environment"]
+        assert isinstance(row["environment"]["threads"], int) and row["environment"]["threads"] >= 1
         assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", row["environment"]["commit"])  # the tests run from a checkout
         assert row["config"]["versions"]["torch"] and row["config"]["versions"]["idefics-eval"]
         assert not {"run_name", "started", "environment"} & set(row["config"])  # nothing of this is configuration
