@@ -333,7 +333,7 @@ def beam_decode(generator: Generator, inputs: dict, features: torch.Tensor) -> t
 
     `generate` gives every beam a row of its own (a copy of the prompt's cache each) and gathers the
     whole cache into the new beam order at every step. Here a prompt's beams are the positions of
-    one row instead (`beam_step`): each step feeds the prompt's `num_beams` latest tokens side by
+    one row instead (`BeamSteps`): each step feeds the prompt's `num_beams` latest tokens side by
     side, appending them to its row of the cache, and an attention mask lets each beam see the
     prompt and the cache slots of its own ancestors' tokens (`ancestry`: which generated slots each
     beam descends through). Choosing new beams reorders that small mask, not the cache; the prompt
