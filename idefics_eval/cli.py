@@ -222,11 +222,7 @@ def run(**options) -> None:
     """Evaluate a model on one or more tasks (comma-separated, or a group) at several shot counts."""
     from dataclasses import replace
 
-    from .distributed import torch_threads
-    from .plan import with_bundled_data
-    from .reports import summary_table
-    from .runner import RunConfig, run_tasks
-    from .splits import selection_note
+    from .plan import RunConfig, check, with_bundled_data
     from .tasks import expand_task_names
 
     names = expand_task_names(options["task"], tuple(options["tasks_dirs"]))
@@ -264,8 +260,17 @@ def run(**options) -> None:
         log_samples=options["log_samples"],
     )
     configs = [replace(config, task=name) for name in names]
+    configs = [with_bundled_data(c) for c in configs] if options["demo_data"] else configs
+    for each in configs:  # a bad argument is reported before torch and transformers are imported
+        check(each)
+
+    from .distributed import torch_threads
+    from .reports import summary_table
+    from .runner import run_tasks
+    from .splits import selection_note
+
     with torch_threads(options["threads"]):
-        rows = run_tasks([with_bundled_data(c) for c in configs] if options["demo_data"] else configs)
+        rows = run_tasks(configs)
     if rows:  # under torchrun only rank 0 reports
         write_run_config(click.get_current_context().command, options, config.output_dir / RUN_CONFIG_FILE)
         click.echo(summary_table(rows))
@@ -308,8 +313,7 @@ def prompt(**options) -> None:
     """Dry run: print the prompt run feeds the model for one query (text, token count, shots); nothing is generated."""
     import json
 
-    from .dry_run import format_view, prompt_view
-    from .plan import RunConfig
+    from .plan import RunConfig, check
 
     config = RunConfig(
         task=options["task"], shots=(options["shots"],), output_dir=Path("."),  # a dry run writes nothing
@@ -323,6 +327,12 @@ def prompt(**options) -> None:
         prompts_dirs=tuple(options["prompts_dirs"]),
         progress=False, allow_pickle_weights=options["allow_pickle_weights"],
     )
+    if options["selection"] == "rices" and options["seed"] != 0:
+        raise UserError("--seed applies to --selection random only (RICES shots do not depend on a seed)")
+    check(config, writes=False)  # before the dry run's model libraries are imported
+
+    from .dry_run import format_view, prompt_view
+
     view = prompt_view(config, options["query_index"], options["query_id"])
     click.echo(json.dumps(view.to_json()) if options["as_json"] else format_view(view))
 

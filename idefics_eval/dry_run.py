@@ -123,8 +123,6 @@ def prompt_view(config: RunConfig, query_index: int | None = None, query_id: str
     """The prompt `run` would feed the model for one query at `config.shots[0]` shots."""
     if len(config.shots) != 1:
         raise UserError("--shots: give one shot count for a dry run")
-    if config.selection == "rices" and tuple(config.seeds) != (0,):
-        raise UserError("--seed applies to --selection random only (RICES shots do not depend on a seed)")
     p = prepare(replace(config, progress=False), writes=False)
     query = find_query(p.queries, query_index, query_id)
     loaded, encoder = _model_and_encoder(p.config)

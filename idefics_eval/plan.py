@@ -1,28 +1,34 @@
 """Planning a run: the run's settings (`RunConfig`) and everything checked and loaded before the
-model loads (`Prepared`: task spec, prompt template, metric, support and query examples)."""
+model loads (`Prepared`: task spec, prompt template, metric, support and query examples).
+
+This module imports no model library (torch, transformers): `check` refuses bad settings, task
+names, protocols and data locations in a fraction of a second, before the runner imports them.
+"""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import formats
-from .engine import STOP_WORDS, GenerationSettings
 from .errors import UserError
 from .examples import ExampleSet
 from .formats import BUNDLED, demo_data
-from .image_cache import DEFAULT_MAX_BYTES
 from .metrics import Metric, get_metric, refuse_undefined
-from .models import check_checkpoint
 from .prompts import PromptTemplate, load_template
 from .protocols import DEFAULT as DEFAULT_PROTOCOL
 from .protocols import TEXT_ONLY_SHOTS, Protocol, apply_protocol, load_protocol, zero_shot_style
 from .results import read_results
 from .splits import REPORTING, SELECTION, Drawn, load_selection_split, support_subset
-from .tasks import TaskSpec, load_task
+from .tasks import STOP_WORDS, TaskSpec, load_task
+
+if TYPE_CHECKING:
+    from .engine import GenerationSettings
 
 DEMO_DATA = BUNDLED
+IMAGE_CACHE_MB = 1024  # image_cache.DEFAULT_MAX_BYTES in MiB, without importing torch (tests/test_startup.py checks)
 
 
 @dataclass(frozen=True)
@@ -51,7 +57,7 @@ class RunConfig:
     max_new_tokens: int | None = None
     max_length: int | None = None
     cache_dir: Path | None = None
-    image_cache_mb: int = DEFAULT_MAX_BYTES >> 20  # memory for image features (MiB), LRU beyond it
+    image_cache_mb: int = IMAGE_CACHE_MB  # memory for image features (MiB), LRU beyond it
     image_cache_dir: Path | None = None  # where features evicted from memory go (and come back from); None: nowhere
     tasks_dirs: tuple[Path, ...] = ()
     prompts_dirs: tuple[Path, ...] = ()  # searched for the task's prompt before the tasks folders (prompts.prompt_folders)
@@ -87,34 +93,69 @@ class Prepared:
     protocol_max_length: int | None = None  # the protocol's context limit (--max-length wins; at most the model's)
 
 
+@dataclass(frozen=True)
+class Checked:
+    """What `check` resolved: the settings with the protocol's defaults, the task as the protocol
+    changes it, its prompt template and metric, and where its data comes from."""
+
+    config: RunConfig
+    protocol: Protocol
+    spec: TaskSpec
+    template: PromptTemplate
+    metric: Metric
+    data: str | None
+
+
 def prepare(config: RunConfig, preloaded: bool = False, writes: bool = True) -> Prepared:
     """Validate everything that is cheap to check and load the annotations (not the images).
     `writes=False` (a dry run, `idefics-eval prompt`) leaves the output folders alone: nothing is written there."""
-    if not config.shots:
-        raise UserError("--shots is empty; give shot counts like 0,4,8")
-    if config.limit is not None and config.limit < 1:
-        raise UserError(f"--limit {config.limit}: give a positive number of queries")
-    for flag, value in (("--num-beams", config.num_beams), ("--max-new-tokens", config.max_new_tokens),
-                        ("--max-length", config.max_length)):
-        if value is not None and (type(value) is not int or value < 1):  # 0 would silently mean "the task's"
-            raise UserError(f"{flag} {value!r}: give a positive whole number, or leave it out for the task's default")
-    if config.batch_size != "auto" and (type(config.batch_size) is not int or config.batch_size < 1):
-        raise UserError(f"--batch-size {config.batch_size!r}: give a positive whole number or auto")
-    if type(config.image_cache_mb) is not int or config.image_cache_mb < 0:
-        raise UserError(f"--image-cache-mb {config.image_cache_mb!r}: give a whole number of MiB, 0 or more")
-    if config.on_bad_example not in ("stop", "skip"):
-        raise UserError(f"--on-bad-example {config.on_bad_example!r}: use stop or skip")
-    if config.split not in (REPORTING, SELECTION):
-        raise UserError(f"--split {config.split!r}: use {REPORTING} (the task's query split) or {SELECTION} (held out of train)")
-    if config.selection not in ("rices", "random"):
-        raise UserError(f"--selection {config.selection!r}: use rices or random")
-    if config.selection == "rices" and tuple(config.seeds) != (0,):
-        raise UserError("--seeds applies to --selection random only (RICES shots do not depend on a seed)")
+    checked = check(config, preloaded, writes)
+    config, spec, metric = checked.config, checked.spec, checked.metric
+    queries, support, drawn = _splits(config, spec, checked.data)
+    if not queries.examples:
+        raise UserError(f"the query split {queries.name} from {queries.source} is empty")
+    references = formats.has_references(spec, queries)
+    all_queries_fingerprint, num_queries = queries.fingerprint, len(queries.examples)
+    if config.limit is not None:
+        queries = ExampleSet(queries.name, queries.source, queries.examples[: config.limit])
+    refuse_undefined(metric, queries.examples, queries.name)
+    if max(config.shots) > len(support):  # (a selector also checks this per query, after exclusions)
+        raise UserError(
+            f"the support split {support.name} has {len(support)} examples, fewer than the "
+            f"{max(config.shots)} shots asked for; lower --shots or use a larger support split"
+        )
+    if _text_only(config) and len(support) < TEXT_ONLY_SHOTS:
+        raise UserError(f"zero-shot text-only shows {TEXT_ONLY_SHOTS} support examples, but the support split {support.name} "
+                        f"has {len(support)}; use a larger support split or --zero-shot none")
+    from .engine import GenerationSettings  # imports torch: only once every check has passed
+
+    generation = GenerationSettings(
+        max_new_tokens=config.max_new_tokens or spec.generation.max_new_tokens,
+        num_beams=config.num_beams or spec.generation.num_beams,
+        stop_words=spec.generation.stop_words if spec.generation.stop_words is not None else STOP_WORDS,
+        first_line=spec.generation.first_line,
+        strip_quotes=spec.generation.strip_quotes,
+        length_penalty=spec.generation.length_penalty,
+        early_stopping=spec.generation.early_stopping,
+        banned_words=spec.generation.banned_words,
+        add_start_token=spec.add_start_token,
+    )
+    settings = checked.protocol.overrides(spec.name)
+    return Prepared(config, spec, checked.template, metric, support, queries, all_queries_fingerprint, checked.data, generation,
+                    num_queries, references, checked.protocol, split=drawn[0].record if config.split == SELECTION else {},
+                    support_subset=drawn[1].record if _needs_support(config) else {},
+                    notes=tuple(d.note for d in drawn if d.note), truncation=settings.get("truncation", "drop-shots"),
+                    protocol_max_length=settings.get("max_length"))
+
+
+def check(config: RunConfig, preloaded: bool = False, writes: bool = True) -> Checked:
+    """The settings, task, protocol, prompt, metric and data locations checked without reading the data
+    and without importing a model library, except for a --model folder's check, which comes last: the
+    CLI calls this before it imports the runner, so that a bad argument is reported at once."""
+    _check_values(config)
     if config.demo and config.model:
         raise UserError("--demo and --model both given: --demo evaluates the embedded tiny model; drop one")
-    if config.model:
-        check_checkpoint(config.model)
-    elif not config.demo and not preloaded:
+    if not config.model and not config.demo and not preloaded:
         raise UserError("no model: give --model (a hub name or checkpoint folder) or --demo")
     if writes:
         _check_writable(config.output_dir)
@@ -135,39 +176,40 @@ def prepare(config: RunConfig, preloaded: bool = False, writes: bool = True) -> 
     template = load_template(spec.prompt, config.prompts_dirs, f"{named_by}: prompt {spec.prompt!r}", tasks_dirs=config.tasks_dirs)
     metric = get_metric(spec.metric)
     data = config.data if config.data is not None else (demo_data(spec) if config.demo else None)
-    queries, support, drawn = _splits(config, spec, data)
-    if not queries.examples:
-        raise UserError(f"the query split {queries.name} from {queries.source} is empty")
-    references = formats.has_references(spec, queries)
-    all_queries_fingerprint, num_queries = queries.fingerprint, len(queries.examples)
-    if config.limit is not None:
-        queries = ExampleSet(queries.name, queries.source, queries.examples[: config.limit])
-    refuse_undefined(metric, queries.examples, queries.name)
-    if max(config.shots) > len(support):  # (a selector also checks this per query, after exclusions)
-        raise UserError(
-            f"the support split {support.name} has {len(support)} examples, fewer than the "
-            f"{max(config.shots)} shots asked for; lower --shots or use a larger support split"
-        )
-    if _text_only(config) and len(support) < TEXT_ONLY_SHOTS:
-        raise UserError(f"zero-shot text-only shows {TEXT_ONLY_SHOTS} support examples, but the support split {support.name} "
-                        f"has {len(support)}; use a larger support split or --zero-shot none")
-    generation = GenerationSettings(
-        max_new_tokens=config.max_new_tokens or spec.generation.max_new_tokens,
-        num_beams=config.num_beams or spec.generation.num_beams,
-        stop_words=spec.generation.stop_words if spec.generation.stop_words is not None else STOP_WORDS,
-        first_line=spec.generation.first_line,
-        strip_quotes=spec.generation.strip_quotes,
-        length_penalty=spec.generation.length_penalty,
-        early_stopping=spec.generation.early_stopping,
-        banned_words=spec.generation.banned_words,
-        add_start_token=spec.add_start_token,
-    )
-    settings = protocol.overrides(spec.name)
-    return Prepared(config, spec, template, metric, support, queries, all_queries_fingerprint, data, generation, num_queries,
-                    references, protocol, split=drawn[0].record if config.split == SELECTION else {},
-                    support_subset=drawn[1].record if _needs_support(config) else {},
-                    notes=tuple(d.note for d in drawn if d.note), truncation=settings.get("truncation", "drop-shots"),
-                    protocol_max_length=settings.get("max_length"))
+    formats.check_location(spec, data)
+    if spec.support_task and _needs_support(config) and config.split == REPORTING:
+        support_spec = load_task(spec.support_task, config.tasks_dirs)
+        support_data = config.support_data if config.support_data is not None else (demo_data(support_spec) if config.demo else None)
+        formats.check_location(support_spec, support_data)
+    if config.model:
+        from .models import check_checkpoint  # torch and transformers
+
+        check_checkpoint(config.model)
+    return Checked(config, protocol, spec, template, metric, data)
+
+
+def _check_values(config: RunConfig) -> None:
+    """Each option's value on its own."""
+    if not config.shots:
+        raise UserError("--shots is empty; give shot counts like 0,4,8")
+    if config.limit is not None and config.limit < 1:
+        raise UserError(f"--limit {config.limit}: give a positive number of queries")
+    for flag, value in (("--num-beams", config.num_beams), ("--max-new-tokens", config.max_new_tokens),
+                        ("--max-length", config.max_length)):
+        if value is not None and (type(value) is not int or value < 1):  # 0 would silently mean "the task's"
+            raise UserError(f"{flag} {value!r}: give a positive whole number, or leave it out for the task's default")
+    if config.batch_size != "auto" and (type(config.batch_size) is not int or config.batch_size < 1):
+        raise UserError(f"--batch-size {config.batch_size!r}: give a positive whole number or auto")
+    if type(config.image_cache_mb) is not int or config.image_cache_mb < 0:
+        raise UserError(f"--image-cache-mb {config.image_cache_mb!r}: give a whole number of MiB, 0 or more")
+    if config.on_bad_example not in ("stop", "skip"):
+        raise UserError(f"--on-bad-example {config.on_bad_example!r}: use stop or skip")
+    if config.split not in (REPORTING, SELECTION):
+        raise UserError(f"--split {config.split!r}: use {REPORTING} (the task's query split) or {SELECTION} (held out of train)")
+    if config.selection not in ("rices", "random"):
+        raise UserError(f"--selection {config.selection!r}: use rices or random")
+    if config.selection == "rices" and tuple(config.seeds) != (0,):
+        raise UserError("--seeds applies to --selection random only (RICES shots do not depend on a seed)")
 
 
 def _splits(config: RunConfig, spec: TaskSpec, data: str | None) -> tuple[ExampleSet, ExampleSet, tuple[Drawn, Drawn]]:

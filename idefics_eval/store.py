@@ -12,14 +12,17 @@ import os
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import UserError
-from .model_requests import context_limit
-from .models import LoadedModel
 from .plan import Prepared
 from .protocols import load_protocol
 from .predictions import written_for
 from .results import Result, read_json_file, read_results, write_json_atomic
+
+if TYPE_CHECKING:  # the run folder's checks come before torch is imported (plan.check)
+    from .models import LoadedModel
+
 
 def identity_of(p: Prepared, loaded: LoadedModel) -> dict:
     """What determines every predictions file of this task: a rerun in the same folder must match.
@@ -29,6 +32,8 @@ def identity_of(p: Prepared, loaded: LoadedModel) -> dict:
     What the shots depend on (support data, selection, index) is recorded per file instead, since
     zero-shot files do not depend on it.
     """
+    from .model_requests import context_limit  # torch: the model is loaded by now
+
     return plain({
         "task": {"name": p.spec.name, "version": p.spec.version, "digest": p.spec.digest},
         "prompt": {"name": p.template.name, "version": p.template.version, "digest": p.template.digest},

@@ -146,7 +146,7 @@ def _refuse_test_split(task: str, tasks_dirs: tuple[Path, ...]) -> None:
 def run_sweep(config: SweepConfig) -> SweepResult:
     """Evaluate every cell (resuming finished ones), then write sweep.csv, sweep.json and sweep.png."""
     from .console import quiet_libraries
-    from .runner import prepare
+    from .plan import prepare
 
     if not config.tasks:
         raise UserError("--task is empty; give task names like vqav2,okvqa or a group")

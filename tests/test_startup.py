@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -29,6 +30,24 @@ def heavy_imports(*args: str) -> list[str]:
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+REFUSED = """
+import json, sys
+from idefics_eval.cli import main
+try:
+    main({args!r})
+except SystemExit as exit:
+    print(json.dumps([exit.code, sorted(m for m in {heavy!r} if m in sys.modules)]))
+"""
+
+
+def refused(*args: str) -> tuple[int, list[str], list[str]]:
+    """The exit status, the lines on stderr and the heavy libraries imported of `idefics-eval ARGS`, in a fresh interpreter."""
+    done = subprocess.run([sys.executable, "-c", REFUSED.format(args=list(args), heavy=HEAVY)], capture_output=True, text=True,
+                          timeout=600)
+    code, imported = json.loads(done.stdout.strip().splitlines()[-1])
+    return code, done.stderr.strip().splitlines(), imported
 
 
 @pytest.fixture(scope="module")
@@ -81,3 +100,48 @@ def test_main_called_with_arguments_leaves_the_collector_alone(capsys):
 
     main(["tasks"])
     assert gc.get_freeze_count() == 0
+
+
+BAD_RUNS = {
+    "unknown task": (["--task", "vqa2"], "unknown task 'vqa2'"),
+    "unknown protocol": (["--task", "vqav2", "--protocol", "flamingo"], "--protocol 'flamingo': unknown protocol"),
+    "missing data folder": (["--task", "vqav2", "--data", "{tmp}/moved"], "data folder not found: {tmp}/moved"),
+    "missing support data folder": (["--task", "nocaps", "--shots", "4", "--support-data", "{tmp}/coco"],
+                                    "data folder not found: {tmp}/coco"),
+    "bad shots": (["--task", "vqav2", "--shots", "4,x"], "'x' is not a whole number"),
+    "bad limit": (["--task", "vqav2", "--limit", "0"], "--limit 0: give a positive number"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_RUNS, ids=str)
+def test_a_run_with_a_bad_argument_is_refused_before_the_model_libraries_load(case, tmp_path):
+    """One line and status 2, without importing torch or transformers (4-20 s of a start that would end in that line)."""
+    args, message = BAD_RUNS[case]
+    args = [arg.format(tmp=tmp_path) for arg in args]
+    code, stderr, imported = refused("run", "--demo", *(["--shots", "0"] if "--shots" not in args else []), *args,
+                                     "--output-dir", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"), "--no-progress")
+    assert code == 2
+    assert len(stderr) == 1 and stderr[0].startswith("error: ") and message.format(tmp=tmp_path) in stderr[0], stderr
+    assert imported == []
+
+
+@pytest.mark.parametrize("command, message", [
+    (["sweep", "--checkpoints", "{tmp}/ckpt-*", "--output-dir", "{tmp}/sweep", "--task", "vqav2", "--protocol", "flamingo"],
+     "--protocol 'flamingo': unknown protocol"),
+    (["prompt", "--demo", "--shots", "0", "--task", "vqav2", "--data", "{tmp}/moved"], "data folder not found: {tmp}/moved"),
+], ids=lambda value: value[0] if isinstance(value, list) else "")
+def test_sweep_and_prompt_refuse_a_bad_argument_before_the_model_libraries_load(command, message, tmp_path):
+    (tmp_path / "ckpt-1").mkdir()
+    (tmp_path / "ckpt-1" / "config.json").write_text('{"model_type": "idefics"}')
+    code, stderr, imported = refused(*(arg.format(tmp=tmp_path) for arg in command), "--cache-dir", str(tmp_path / "cache"))
+    assert code == 2
+    assert stderr[-1].startswith("error: ") and message.format(tmp=tmp_path) in stderr[-1], stderr
+    assert imported == []
+
+
+def test_the_run_settings_default_image_cache_is_the_image_cache_default():
+    from idefics_eval.image_cache import DEFAULT_MAX_BYTES
+    from idefics_eval.plan import IMAGE_CACHE_MB, RunConfig
+
+    assert IMAGE_CACHE_MB << 20 == DEFAULT_MAX_BYTES
+    assert RunConfig("vqav2", (0,), Path(".")).image_cache_mb == IMAGE_CACHE_MB

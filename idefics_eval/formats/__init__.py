@@ -115,14 +115,34 @@ def _test_split(examples: ExampleSet, spec: TaskSpec) -> ExampleSet:
     return examples
 
 
-def _load_split(spec: TaskSpec, split: str, data: str | None, cache_dir: Path | None) -> ExampleSet:
-    name = f"{spec.name}/{split}"
+def check_location(spec: TaskSpec, data: str | None) -> None:
+    """Refuse, before anything is read, a `data` that names no place the task's data can come from:
+    no --data for a task without a hub source, a missing folder, a file."""
     if data is None:
         if spec.huggingface is None:
             raise UserError(
                 f"task {spec.name!r} has no huggingface source, so it needs its files: pass --data with the folder "
                 f"holding its {_supported(spec)} files"
             )
+        return
+    folder = Path(data).expanduser()
+    if folder.is_dir():
+        return
+    if folder.exists():
+        raise UserError(f"--data {data}: not a folder; pass the folder holding the data files")
+    if not _HUB_ID.match(data) or ".." in data:
+        raise UserError(f"data folder not found: {data} (--data); check the path")
+    if spec.huggingface is None:
+        raise UserError(
+            f"data folder not found: {data} (--data); task {spec.name!r} has no huggingface source, so --data "
+            f"must be a folder holding its {_supported(spec)} files"
+        )
+
+
+def _load_split(spec: TaskSpec, split: str, data: str | None, cache_dir: Path | None) -> ExampleSet:
+    name = f"{spec.name}/{split}"
+    check_location(spec, data)
+    if data is None:
         return _huggingface(spec, split, spec.huggingface.path, name, cache_dir)
 
     folder = Path(data).expanduser()
@@ -154,15 +174,6 @@ def _load_split(spec: TaskSpec, split: str, data: str | None, cache_dir: Path | 
                 f"huggingface source; it reads {_supported(spec)}"
             )
         return _huggingface(spec, split, str(folder), name, cache_dir)
-    if folder.exists():
-        raise UserError(f"--data {data}: not a folder; pass the folder holding the data files")
-    if not _HUB_ID.match(data) or ".." in data:
-        raise UserError(f"data folder not found: {data} (--data); check the path")
-    if spec.huggingface is None:
-        raise UserError(
-            f"data folder not found: {data} (--data); task {spec.name!r} has no huggingface source, so --data "
-            f"must be a folder holding its {_supported(spec)} files"
-        )
     return _huggingface(spec, split, data, name, cache_dir)
 
 
