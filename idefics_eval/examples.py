@@ -8,7 +8,7 @@ the pipeline. Images are referenced, not held: `ImageRef.load()` decodes on dema
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -174,6 +174,16 @@ class Example:
         return replace(self, image=None, extra_images=())
 
 
+def _inside(ref: ImageRef, root: str) -> str:
+    """An image file's path relative to the folder `root` (with / between parts); any other image's key."""
+    if isinstance(ref, FileImage):
+        try:
+            return ref.path.relative_to(root).as_posix()
+        except ValueError:  # not under root (a split built by hand, a source that is no folder)
+            pass
+    return ref.key
+
+
 @dataclass(frozen=True)
 class ExampleSet:
     """The examples of one split of one source, in source order, with a content fingerprint."""
@@ -187,13 +197,30 @@ class ExampleSet:
 
     @cached_property
     def fingerprint(self) -> str:
-        """Hash of the ids, image keys and answers: changes whenever the split's content does."""
+        """Hash of the ids, image names and answers: changes whenever the split's content does, not
+        where it lives. An image file is named by its path inside `source` (the data folder), so a
+        moved folder (or checkout, for the bundled data) keeps the fingerprint its results record."""
+        return self._fingerprint(lambda ref: _inside(ref, self.source))
+
+    def fingerprint_at(self, root: str) -> str:
+        """The fingerprint results recorded before 2026-12-03, which named an image file by its full
+        path: the value this split had when its folder `source` was at `root` (the recorded source).
+        With the folder where it was, `fingerprint_at(source)` is that value exactly."""
+        moved = Path(root)
+        return self._fingerprint(lambda ref: ref.key if (inside := _inside(ref, self.source)) == ref.key else str(moved / inside))
+
+    def is_recorded_as(self, fingerprint: object, source: object) -> bool:
+        """Whether a results row's or manifest's (fingerprint, source) names this split's content,
+        wherever the folder is now; a record from before 2026-12-03 by `fingerprint_at(source)`."""
+        return fingerprint == self.fingerprint or (isinstance(source, str) and fingerprint == self.fingerprint_at(source))
+
+    def _fingerprint(self, image_key: Callable[[ImageRef], str]) -> str:
         digest = hashlib.sha256()
         for example in self.examples:
-            digest.update(f"{example.id}\x1f{example.image_id}\x1f{example.image.key}\x1f".encode())
+            digest.update(f"{example.id}\x1f{example.image_id}\x1f{image_key(example.image)}\x1f".encode())
             digest.update("\x1f".join(example.answers).encode())
             digest.update(f"\x1d{example.label}\x1d".encode() + "\x1f".join(example.candidates).encode())
-            digest.update("".join(ref.key for ref in example.extra_images).encode())
+            digest.update("".join(image_key(ref) for ref in example.extra_images).encode())
             digest.update(b"\x1e")
         return digest.hexdigest()[:16]
 
@@ -208,13 +235,24 @@ class ExampleSet:
         seconds), while what the cache saves decodes, resizes and runs a vision encoder on every
         image. Cheaper keys such as size and mtime can lie (`cp -p`, `rsync -t`, `touch -r` keep mtimes).
         """
+        return self._content_fingerprint(self.fingerprint)
+
+    def content_fingerprint_at(self, root: str) -> str:
+        """`content_fingerprint` as it was before 2026-12-03, on `fingerprint_at(root)` (recorded RICES index fingerprints)."""
+        return self._content_fingerprint(self.fingerprint_at(root))
+
+    def _content_fingerprint(self, fingerprint: str) -> str:
+        digest = hashlib.sha256(fingerprint.encode())
+        for image_id, image in self._image_digests:
+            digest.update(f"\x1e{image_id}\x1f{image}".encode())
+        return digest.hexdigest()[:16]
+
+    @cached_property
+    def _image_digests(self) -> list[tuple[str, str]]:
         images = self.unique_images()
         with ThreadPoolExecutor(max_workers=8) as pool:  # reading files overlaps hashing (both free the GIL)
             digests = list(pool.map(image_digest, [ref for _, ref in images]))
-        digest = hashlib.sha256(self.fingerprint.encode())
-        for (image_id, _), image in zip(images, digests):
-            digest.update(f"\x1e{image_id}\x1f{image}".encode())
-        return digest.hexdigest()[:16]
+        return [(image_id, digest) for (image_id, _), digest in zip(images, digests)]
 
     def unique_images(self) -> list[tuple[str, ImageRef]]:
         """One (image_id, image) pair per distinct image, in first-seen order."""

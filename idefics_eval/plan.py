@@ -91,6 +91,7 @@ class Prepared:
     notes: tuple[str, ...] = ()  # one line each: a drawn split smaller than asked for
     truncation: str = "drop-shots"  # the protocol's: how a prompt too long is fitted (model_requests.fit_prompt)
     protocol_max_length: int | None = None  # the protocol's context limit (--max-length wins; at most the model's)
+    all_queries: ExampleSet | None = None  # the query split before --limit: what `all_queries_fingerprint` hashes
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,7 @@ def prepare(config: RunConfig, preloaded: bool = False, writes: bool = True) -> 
     if not queries.examples:
         raise UserError(f"the query split {queries.name} from {queries.source} is empty")
     references = formats.has_references(spec, queries)
-    all_queries_fingerprint, num_queries = queries.fingerprint, len(queries.examples)
+    all_queries, all_queries_fingerprint, num_queries = queries, queries.fingerprint, len(queries.examples)
     if config.limit is not None:
         queries = ExampleSet(queries.name, queries.source, queries.examples[: config.limit])
     refuse_undefined(metric, queries.examples, queries.name)
@@ -145,7 +146,7 @@ def prepare(config: RunConfig, preloaded: bool = False, writes: bool = True) -> 
                     num_queries, references, checked.protocol, split=drawn[0].record if config.split == SELECTION else {},
                     support_subset=drawn[1].record if _needs_support(config) else {},
                     notes=tuple(d.note for d in drawn if d.note), truncation=settings.get("truncation", "drop-shots"),
-                    protocol_max_length=settings.get("max_length"))
+                    protocol_max_length=settings.get("max_length"), all_queries=all_queries)
 
 
 def check(config: RunConfig, preloaded: bool = False, writes: bool = True) -> Checked:

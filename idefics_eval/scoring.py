@@ -97,8 +97,9 @@ def check_queries(split: ExampleSet, row: Result | None, given: Given, where: st
                   remedy: str = "restore the data, or pass --data to score against other data") -> None:
     """Other queries than the run's are refused when the data came from the record (the data changed
     under the run), and noted when the user gave the data (corrected annotations, say)."""
-    expected = ((row.config.get("data") or {}) if row is not None else {}).get("query_fingerprint")
-    if not expected or split.fingerprint == expected:
+    recorded = (row.config.get("data") or {}) if row is not None else {}
+    expected = recorded.get("query_fingerprint")
+    if not expected or split.is_recorded_as(expected, recorded.get("source")):
         return
     differs = (f"{where}: the {split.name} queries at {split.source} are not those the run scored "
                f"(fingerprint {split.fingerprint}, results.json records {expected})")

@@ -78,12 +78,14 @@ class ShotSettings:
 # Embeddings and their caches
 
 
-def embedding_fingerprint(split: ExampleSet, encoder_name: str, n_images: int | None = None) -> str:
+def embedding_fingerprint(split: ExampleSet, encoder_name: str, n_images: int | None = None, recorded_at: str | None = None) -> str:
     """Names the cached embeddings of `split`'s distinct images under `encoder_name`: keyed by the
-    images' bytes (`ExampleSet.content_fingerprint`), so an image replaced in place misses the cache."""
+    images' bytes (`ExampleSet.content_fingerprint`), so an image replaced in place misses the cache.
+    `recorded_at`: the value recorded before 2026-12-03 for the split at that folder (`content_fingerprint_at`)."""
     if n_images is None:
         n_images = len(split.unique_images())
-    payload = "\x1f".join([split.name, split.content_fingerprint, encoder_name, str(n_images)])
+    content = split.content_fingerprint if recorded_at is None else split.content_fingerprint_at(recorded_at)
+    payload = "\x1f".join([split.name, content, encoder_name, str(n_images)])
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 

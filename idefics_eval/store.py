@@ -64,6 +64,37 @@ def with_settings_added_since(identity: dict) -> dict:
     return {"protocol": load_protocol().identity} | IDENTITY_ADDED | identity | {"generation": SETTINGS_ADDED | generation}
 
 
+def relocated(identity: dict, p: Prepared) -> dict:
+    """A recorded identity whose queries are this run's (the same fingerprint, or the one recorded
+    before fingerprints stopped naming image files by full path, computed at the recorded source),
+    with this run's source and fingerprint: a data folder moved elsewhere is still the same data."""
+    data = identity.get("data")
+    if not isinstance(data, dict) or p.all_queries is None:
+        return identity
+    if not p.all_queries.is_recorded_as(data.get("query_fingerprint"), data.get("source")):
+        return identity
+    return identity | {"data": data | {"source": p.queries.source, "query_fingerprint": p.all_queries_fingerprint}}
+
+
+def relocated_shots(recorded: dict, current: dict, p: Prepared) -> dict:
+    """A predictions file's recorded shots identity whose support split is this run's at another place
+    (as `relocated`), with this run's source and fingerprints; the RICES index's fingerprint as
+    recorded before 2026-12-03 is recognised too."""
+    fingerprint, source = recorded.get("support_fingerprint"), recorded.get("support_source")
+    if not current or not p.support.is_recorded_as(fingerprint, source):
+        return recorded
+    if fingerprint == p.support.fingerprint:
+        return recorded | {"support_source": current["support_source"]}
+    moved = recorded | {"support_source": current["support_source"], "support_fingerprint": current["support_fingerprint"]}
+    index, encoder = recorded.get("index_fingerprint"), recorded.get("encoder")
+    if index is not None and isinstance(encoder, str):
+        from .shots import embedding_fingerprint
+
+        if index == embedding_fingerprint(p.support, encoder, recorded_at=source):
+            moved["index_fingerprint"] = current.get("index_fingerprint")
+    return moved
+
+
 def plain(data: dict) -> dict:
     return json.loads(json.dumps(data))
 
@@ -96,7 +127,7 @@ class Manifest:
         self.key = f"{p.spec.name}/{p.config.selection}"
         entry = self.data.get(self.key)
         if entry is not None:
-            entry["identity"] = with_settings_added_since(entry["identity"])
+            entry["identity"] = relocated(with_settings_added_since(entry["identity"]), p)
         if entry is not None and not entry["files"]:
             entry = None  # it holds nothing (a run refused at its first file): nothing to protect
         if entry is not None and entry["identity"] != identity:
@@ -129,6 +160,8 @@ class Manifest:
         self._check_shared(path)
         previous = self.entry["files"].get(path.name)
         if previous is not None and previous != shots_identity:
+            previous = relocated_shots(previous, shots_identity, self.p)
+        if previous is not None and previous != shots_identity:
             self._conflict(f"different shots ({', '.join(_differing(previous, shots_identity))}) in {path.name}")
             for stale in written_for(path):
                 stale.unlink(missing_ok=True)
@@ -139,7 +172,7 @@ class Manifest:
         """Zero-shot files do not depend on the selection, so a RICES and a random run of one task
         share them: only while both runs have the same identity (model, data, prompt, generation)."""
         for key, other in self.data.items():
-            if key == self.key or path.name not in other["files"] or with_settings_added_since(other["identity"]) == self.entry["identity"]:
+            if key == self.key or path.name not in other["files"] or relocated(with_settings_added_since(other["identity"]), self.p) == self.entry["identity"]:
                 continue
             self._conflict(f"a different {', '.join(_differing(other['identity'], self.entry['identity']))} "
                            f"(it shares {path.name})", key)

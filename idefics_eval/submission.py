@@ -118,7 +118,7 @@ def _split(spec: TaskSpec, row: Result, data: str | None) -> list[Example]:
     where = f"the {spec.name} {row.shots}-shot row"
     source = data if data is not None else recorded_data(row.config["data"]["source"], spec, where)
     examples = formats.load_split(spec, spec.query_split, source)
-    if examples.fingerprint != row.config["data"]["query_fingerprint"]:
+    if not examples.is_recorded_as(row.config["data"]["query_fingerprint"], row.config["data"]["source"]):
         raise UserError(f"{spec.name}/{spec.query_split} in {source} is not the split the run answered (its content "
                         "changed since); rerun the task on it into a new --output-dir")
     limit = row.config.get("limit")
