@@ -459,7 +459,6 @@ def demo_model(directory: Path, family: str, **options) -> None:
 @click.option("--name", help="A name for this sweep, recorded in every checkpoint's results (default: none).")
 def sweep(**options) -> None:
     """Evaluate every checkpoint on every task and shot count; name the best checkpoint."""
-    from .distributed import torch_threads
     from .sweep import SweepConfig, parse_task_values, run_sweep, split_line, summary_lines
     from .tasks import expand_task_names
 
@@ -493,10 +492,10 @@ def sweep(**options) -> None:
         progress=not options["no_progress"],
         run_name=options["name"],
         log_samples=options["log_samples"],
+        threads=options["threads"],
     )
     click.echo(split_line(config.split))
-    with torch_threads(options["threads"]):
-        result = run_sweep(config)
+    result = run_sweep(config)
     click.echo("\n".join(summary_lines(result, config.select_by)))
     if result.failed:
         click.echo(f"error: {len(result.failed)} of {len(result.checkpoints)} checkpoints failed ({', '.join(result.failed)}); "

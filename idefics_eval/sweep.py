@@ -102,6 +102,7 @@ class SweepConfig:
     progress: bool = True
     run_name: str | None = None  # --name, recorded in every checkpoint's rows
     log_samples: bool = True
+    threads: int | None = None  # --threads: torch's CPU threads while checkpoints are evaluated (distributed.torch_threads)
 
 
 @dataclass
@@ -157,15 +158,18 @@ def run_sweep(config: SweepConfig) -> SweepResult:
             # checkpoints and their folders are each checked in their turn, so that one bad one fails alone
             _refuse_test_split(task, config.tasks_dirs)
             prepare(replace(_run_config(config, checkpoints[0], task), model=None, output_dir=config.output_dir), preloaded=True)
+    from .distributed import torch_threads  # torch: once the sweep's arguments are checked
+
     rows: dict[str, list[Result]] = {}
     failed: dict[str, str] = {}
-    for checkpoint in checkpoints:
-        outcome = _evaluate_checkpoint(config, checkpoint)
-        if isinstance(outcome, str):
-            failed[checkpoint.name] = outcome
-        else:
-            rows[checkpoint.name] = outcome
-        _free_memory()
+    with torch_threads(config.threads):
+        for checkpoint in checkpoints:
+            outcome = _evaluate_checkpoint(config, checkpoint)
+            if isinstance(outcome, str):
+                failed[checkpoint.name] = outcome
+            else:
+                rows[checkpoint.name] = outcome
+            _free_memory()
     finished = [c for c in checkpoints if c.name in rows]
     table = sweep_table(finished, rows, config.output_dir)
     table_file = write_table(table, failed, checkpoints, config.output_dir / "sweep.csv")  # first: a bad --select-by loses nothing

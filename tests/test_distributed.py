@@ -123,10 +123,12 @@ def test_threads_option_sets_torch_threads_for_the_command_and_restores_them(com
         raise UserError("stopped by the test")
 
     monkeypatch.setattr(runner, "run_tasks", record)
-    monkeypatch.setattr(sweep, "run_sweep", record)
+    monkeypatch.setattr(sweep, "_evaluate_checkpoint", record)  # a sweep sets them once its arguments are checked
     (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "config.json").write_text('{"model_type": "idefics"}')
     args = {"run": ["run", "--task", "vqav2", "--demo", "--output-dir", str(tmp_path / "out")],
-            "sweep": ["sweep", "--checkpoints", str(tmp_path / "ckpt"), "--task", "vqav2", "--output-dir", str(tmp_path / "out")]}[command]
+            "sweep": ["sweep", "--checkpoints", str(tmp_path / "ckpt"), "--task", "vqav2", "--demo-data", "--shots", "0",
+                      "--output-dir", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")]}[command]
     before = torch.get_num_threads()
     machine(2, 0.0)
     assert invoke(capsys, *args, "--threads", "3")[0] == 2
