@@ -145,3 +145,13 @@ def test_the_run_settings_default_image_cache_is_the_image_cache_default():
 
     assert IMAGE_CACHE_MB << 20 == DEFAULT_MAX_BYTES
     assert RunConfig("vqav2", (0,), Path(".")).image_cache_mb == IMAGE_CACHE_MB
+
+
+def test_a_run_of_a_checkpoint_folder_is_refused_before_the_model_libraries_load(tmp_path):
+    """With --model (not --demo) as well: the folder's own check, which needs them, comes after the cheap ones."""
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "config.json").write_text('{"model_type": "idefics"}')
+    code, stderr, imported = refused("run", "--model", str(tmp_path / "ckpt"), "--task", "vqav2", "--shots", "0", "--data",
+                                     str(tmp_path / "moved"), "--output-dir", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"))
+    assert code == 2 and len(stderr) == 1 and "data folder not found" in stderr[0], stderr
+    assert imported == []
