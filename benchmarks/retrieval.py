@@ -15,8 +15,9 @@ Last line: RESULT name=retrieval speedup=<faiss/ours> identical=<bool> recall_at
 from __future__ import annotations
 
 import argparse
+import hashlib
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import faiss
@@ -32,10 +33,11 @@ K = 32
 
 @dataclass(frozen=True)
 class RowImage:
-    """An 'image' that is a row of the embedding table (loading it is free)."""
+    """An 'image' that is a row of the embedding table (loading it is free; its bytes are the row's)."""
 
     table: str
     row: int
+    vector: np.ndarray = field(repr=False, compare=False)
 
     @property
     def key(self) -> str:
@@ -43,6 +45,9 @@ class RowImage:
 
     def load(self):
         return self
+
+    def digest(self) -> str:  # what keys the RICES caches (a file's bytes, for a real image)
+        return hashlib.sha256(self.vector.tobytes()).hexdigest()
 
 
 class TableEncoder:
@@ -56,9 +61,9 @@ class TableEncoder:
         return np.stack([self.tables[image.table][image.row] for image in images])
 
 
-def split(name: str, table: str, n: int) -> ExampleSet:
-    return ExampleSet(name, "synthetic", [Example(id=f"{table}{i}", image_id=f"{table}{i}", image=RowImage(table, i),
-                                                  fields={"question": "?"}, answers=("a",)) for i in range(n)])
+def split(name: str, table: str, vectors: np.ndarray) -> ExampleSet:
+    return ExampleSet(name, "synthetic", [Example(id=f"{table}{i}", image_id=f"{table}{i}", image=RowImage(table, i, row),
+                                                  fields={"question": "?"}, answers=("a",)) for i, row in enumerate(vectors)])
 
 
 def main() -> None:
@@ -72,7 +77,7 @@ def main() -> None:
     support_vectors = rng.standard_normal((options.support, options.dim), dtype=np.float32)
     query_vectors = rng.standard_normal((options.queries, options.dim), dtype=np.float32)
     encoder = TableEncoder({"s": support_vectors, "q": query_vectors})
-    support, queries = split("support", "s", options.support), split("queries", "q", options.queries)
+    support, queries = split("support", "s", support_vectors), split("queries", "q", query_vectors)
 
     base_t = Timer()
     with base_t:  # plain FAISS: normalise, flat index, search

@@ -40,6 +40,13 @@ def image_digest(ref: ImageRef) -> str:
     return _pixel_digest(ref.load())
 
 
+_DIGEST_BATCH = 256  # images hashed per thread-pool task in `ExampleSet.content_fingerprint`
+
+
+def _digests_of(refs: Sequence[ImageRef]) -> list[str]:
+    return [image_digest(ref) for ref in refs]
+
+
 def _pixel_digest(image: Image.Image) -> str:
     return hashlib.sha256(f"{image.mode}{image.size}".encode() + image.tobytes()).hexdigest()
 
@@ -250,8 +257,12 @@ class ExampleSet:
     @cached_property
     def _image_digests(self) -> list[tuple[str, str]]:
         images = self.unique_images()
-        with ThreadPoolExecutor(max_workers=8) as pool:  # reading files overlaps hashing (both free the GIL)
-            digests = list(pool.map(image_digest, [ref for _, ref in images]))
+        refs = [ref for _, ref in images]
+        # Reading files overlaps hashing (both free the GIL); a task per batch of images, not per
+        # image, as a task costs about as much as hashing a small image (100k tasks: seconds).
+        batches = [refs[start : start + _DIGEST_BATCH] for start in range(0, len(refs), _DIGEST_BATCH)]
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            digests = [digest for batch in pool.map(_digests_of, batches) for digest in batch]
         return [(image_id, digest) for (image_id, _), digest in zip(images, digests)]
 
     def unique_images(self) -> list[tuple[str, ImageRef]]:

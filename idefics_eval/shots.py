@@ -129,8 +129,9 @@ def embed(
 
 
 def _normalise(vectors: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+    """Divides float32 `vectors` (a fresh array: the caller's own) by their row norms, in place."""
+    vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    return vectors
 
 
 def _encode_npy(array: np.ndarray) -> bytes:
@@ -214,9 +215,12 @@ class ShotSelector:
         self._by_support_image: dict[str, list[int]] = {}  # support image_id -> its examples' positions
         for position, example in enumerate(support.examples):
             self._by_support_image.setdefault(example.image_id, []).append(position)
-        self._by_image: dict[str, list[int]] = {}  # image identity -> positions of the examples about it
-        for image_id, image in support.unique_images():
-            self._by_image.setdefault(self._identity(image_id, image), []).extend(self._by_support_image[image_id])
+        self._support_images = support.unique_images()
+        # image identity -> positions of the examples about it (within a dataset the identity is the image id)
+        self._by_image: dict[str, list[int]] = self._by_support_image if self._same_dataset else {}
+        if not self._same_dataset:
+            for image_id, image in self._support_images:
+                self._by_image.setdefault(image.key, []).extend(self._by_support_image[image_id])
         self._by_id = {e.id: position for position, e in enumerate(support.examples)} if self._same_dataset else {}
 
     def _identity(self, image_id: str, image: ImageRef) -> str:
@@ -356,10 +360,10 @@ class RicesSelector(ShotSelector):
                 f"encoder {self._encoder_name!r} must change its name when its weights change"
             )
         rows_examples = [np.array(self._by_support_image[i], dtype=np.int64) for i in image_ids]
-        support_images = dict(self.support.unique_images())
+        support_images = dict(self._support_images)
         rows_of: dict[str, list[int]] = {}  # image identity -> the index rows holding that image
         for row, image_id in enumerate(image_ids):
-            rows_of.setdefault(self._identity(image_id, support_images[image_id]), []).append(row)
+            rows_of.setdefault(image_id if self._same_dataset else support_images[image_id].key, []).append(row)
         by_query_image: dict[str, list[Example]] = {}
         for q in queries.examples:
             by_query_image.setdefault(q.image_id, []).append(q)

@@ -4,6 +4,7 @@ name misses the caches, because they are keyed by image content."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -16,8 +17,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from idefics_eval import examples as examples_module
 from idefics_eval import image_cache
-from idefics_eval.examples import DatasetImage, Example, ExampleSet, FileImage
+from idefics_eval.examples import DatasetImage, Example, ExampleSet, FileImage, image_digest
 from idefics_eval.models import load_model
 from idefics_eval.plan import DEMO_DATA
 from idefics_eval.paths import Confinement
@@ -220,3 +222,33 @@ def test_a_dataset_image_path_leaving_its_folder_is_not_even_hashed(tmp_path):
     ref = DatasetImage(dataset, 0, "image", "fp", Confinement(tmp_path / "data", "the data folder"))
     with pytest.raises(UserError, match="leaves the data folder"):
         ref.digest()
+
+
+class BytesImage:
+    """An image given by its encoded bytes (hashed, never decoded)."""
+
+    def __init__(self, key: str, data: bytes):
+        self.key, self.data = key, data
+
+    def load(self):
+        return Image.open(io.BytesIO(self.data))
+
+    def digest(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+
+def test_content_fingerprint_hashed_in_batches_equals_one_image_at_a_time_and_sees_every_image():
+    n = 2 * examples_module._DIGEST_BATCH + 3  # two full thread-pool batches and a short last one
+    images = [BytesImage(f"img{i}", f"bytes {i}".encode()) for i in range(n)]
+
+    def split(refs) -> ExampleSet:
+        return ExampleSet("s", "mem", [Example(id=str(i), image_id=f"img{i}", image=ref, fields={}, answers=("a",))
+                                       for i, ref in enumerate(refs)])
+
+    plain = hashlib.sha256(split(images).fingerprint.encode())
+    for i, ref in enumerate(images):
+        plain.update(f"\x1eimg{i}\x1f{image_digest(ref)}".encode())
+    assert split(images).content_fingerprint == plain.hexdigest()[:16]
+    for changed in (0, examples_module._DIGEST_BATCH, n - 1):
+        replaced = images[:changed] + [BytesImage(f"img{changed}", b"other bytes")] + images[changed + 1 :]
+        assert split(replaced).content_fingerprint != split(images).content_fingerprint
