@@ -74,6 +74,8 @@ def check_context(p: Prepared, loaded: LoadedModel) -> None:
     if p.truncation == "left" and not adapter.left_truncation:
         raise UserError(f"{p.protocol.path if p.protocol else 'the protocol'}: truncation: left is not implemented for "
                         f"{adapter.family} models (only for IDEFICS); use truncation: drop-shots for {loaded.name}")
+    if p.template.chat:
+        adapter.check_chat_template(f"{p.protocol.path if p.protocol else 'the protocol'}: chat_template", loaded.name)
 
 
 def too_long(p: Prepared, loaded: LoadedModel, needs: str) -> PromptTooLong:

@@ -175,6 +175,8 @@ def check(config: RunConfig, preloaded: bool = False, writes: bool = True) -> Ch
         raise UserError(f"task {spec.name} is zero-shot only (it has no support set); use --shots 0")
     named_by = f"{protocol.path}: tasks.{spec.name}" if "prompt" in protocol.overrides(spec.name) else str(spec.path)
     template = load_template(spec.prompt, config.prompts_dirs, f"{named_by}: prompt {spec.prompt!r}", tasks_dirs=config.tasks_dirs)
+    if protocol.overrides(spec.name).get("chat_template", False):  # an instruct checkpoint's turns (Prompt.chat)
+        template = replace(template, chat=True)
     metric = get_metric(spec.metric)
     data = config.data if config.data is not None else (demo_data(spec) if config.demo else None)
     formats.check_location(spec, data)

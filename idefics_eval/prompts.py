@@ -17,7 +17,7 @@ import hashlib
 import string
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .errors import UserError
@@ -42,12 +42,18 @@ class Prompt:
     (`cut_left` removes them wherever token ids are built: `ModelAdapter.token_ids` and the family's
     inputs), and `cut_images`, the images whose placeholder went with them, which `images` then
     leaves out of the image inputs.
+
+    A prompt with `chat` (a protocol's `chat_template: true`) is shown to the model as one user turn
+    of the checkpoint's chat template holding its items, then the assistant turn's start, then
+    `reply`: a ranked candidate's text (`ModelAdapter.chat_text`).
     """
 
     items: tuple[str | ImageRef, ...]
     shot_ids: tuple[str, ...]
     cut_tokens: int = 0
     cut_images: int = 0
+    chat: bool = False
+    reply: str = ""
 
     @property
     def images(self) -> list[ImageRef]:
@@ -89,6 +95,7 @@ class PromptTemplate:
     example: str
     path: Path
     digest: str
+    chat: bool = False  # render chat prompts (`Prompt.chat`): the protocol's chat_template
 
     @property
     def fields(self) -> set[str]:
@@ -147,7 +154,25 @@ class PromptTemplate:
     def _query_after(self, head: list[str | ImageRef], shots: Sequence[Example], query: Example,
                      candidate: str | None) -> Prompt:
         merged = _merged(list(head), self._render(query, candidate, cut=True))
-        return Prompt(tuple(i for i in merged if i != ""), tuple(shot.id for shot in shots))
+        prompt = Prompt(tuple(i for i in merged if i != ""), tuple(shot.id for shot in shots))
+        if not self.chat:
+            return prompt
+        if candidate is None:
+            return replace(prompt, chat=True)
+        context = self._query_after(head, shots, query, None)
+        return replace(context, reply=_added_text(context, prompt))
+
+
+def _added_text(context: Prompt, full: Prompt) -> str:
+    """The text `full` (the query continued by a candidate) adds after `context`: with a chat template
+    it goes after the assistant turn's start, not into the user turn."""
+    last = len(context.items) - 1
+    added = ""
+    if isinstance(context.items[last], str):
+        if not full.items[last].startswith(context.items[last]):
+            raise AssertionError(f"a candidate's prompt does not continue its context: {full.items[last]!r}")
+        added = full.items[last][len(context.items[last]):]
+    return added + "".join(full.items[last + 1 :])
 
 
 def _merged(merged: list[str | ImageRef], items: Sequence[str | ImageRef]) -> list[str | ImageRef]:

@@ -35,7 +35,7 @@ DEFAULT = "default"
 PROTOCOL_REQUIRED = frozenset({"name"})
 PROTOCOL_OPTIONAL = frozenset({"description", "default", "tasks", "rices_encoder"})
 OVERRIDE_KEYS = frozenset({"prompt", "add_start_token", "generation", "normalize", "shot_answer", "support_subset",
-                           "selection_split", "zero_shot", "truncation", "max_length"})
+                           "selection_split", "zero_shot", "truncation", "max_length", "chat_template"})
 ZERO_SHOT = ("none", "text-only")  # shots.ZeroShot: true zero-shot, or two support examples shown as text only
 TEXT_ONLY_SHOTS = 2  # Flamingo's zero-shot shows two support examples
 # model_requests.fit_prompt: drop whole shots, least similar first (ours), or cut tokens from the left (the IDEFICS authors')
@@ -110,8 +110,9 @@ def _overrides(where: str, data: Any) -> dict[str, Any]:
     found: dict[str, Any] = {}
     if "prompt" in section:
         found["prompt"] = _typed(f"{where}.prompt", section["prompt"], str)
-    if "add_start_token" in section:
-        found["add_start_token"] = _typed(f"{where}.add_start_token", section["add_start_token"], bool)
+    for key in ("add_start_token", "chat_template"):
+        if key in section:
+            found[key] = _typed(f"{where}.{key}", section[key], bool)
     if "normalize" in section:
         found["normalize"] = _choice(f"{where}.normalize", section["normalize"], NORMALIZE)
     if "shot_answer" in section:

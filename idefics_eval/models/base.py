@@ -27,8 +27,9 @@ from PIL import Image
 from transformers import AutoProcessor
 
 from ..console import quiet_libraries
+from ..errors import UserError
 from ..examples import ImageRef
-from ..prompts import Prompt, cut_left
+from ..prompts import IMAGE, Prompt, cut_left
 
 # What the image cache gives an adapter: the features of these images, in order (`image_cache.encode_images`).
 EncodeImages = Callable[[Sequence[ImageRef]], torch.Tensor]
@@ -53,6 +54,7 @@ class ModelAdapter:
     fast_generation: ClassVar[bool] = False  # the engine's greedy/beam loop over `forward` equals model.generate
     prefix_ranking: ClassVar[bool] = False  # candidates scored on the shared prefix's key/value cache (packed,
     # a 4-d additive float mask and position_ids: `Ranker._packed_pass`)
+    chat_templates: ClassVar[bool] = False  # `chat_text` wraps a chat prompt in the checkpoint's own template
 
     def __init__(self, processor, config, model: torch.nn.Module | None = None,
                  device: torch.device = torch.device("cpu"), dtype: torch.dtype = torch.float32):
@@ -112,6 +114,37 @@ class ModelAdapter:
         """The text the family's processor tokenizes for `prompt` (image placeholders included), with
         or without the tokenizer's start token; token counts, truncation and ranking read it."""
         raise NotImplementedError
+
+    def check_chat_template(self, key: str, name: str) -> None:
+        """A UserError, in one line, when checkpoint `name` cannot take a protocol's chat_template
+        (`key` names where the protocol sets it): its family has no chat turns here, or it has no template."""
+        if not self.chat_templates:
+            raise UserError(f"{key}: the {self.family} adapter applies no chat template ({name} is a base model "
+                            "family here); remove chat_template for it")
+        if self.chat_template is None:
+            raise UserError(f"{key}: {name} has no chat template (a base checkpoint?); remove chat_template, "
+                            "or use the instruct checkpoint")
+
+    @property
+    def chat_template(self) -> str | None:
+        """The checkpoint's Jinja chat template: its processor's, else its tokenizer's; None: none."""
+        return getattr(self.processor, "chat_template", None) or getattr(self.tokenizer, "chat_template", None)
+
+    def chat_text(self, prompt: Prompt) -> str:
+        """A chat prompt's text before the family expands its images: one user turn holding its items,
+        each image as the template writes it (`<image>`), the assistant turn's start, and its `reply`,
+        all through the checkpoint's own template. A start token the template writes is dropped: the
+        task's add_start_token decides it."""
+        content = [{"type": "text", "text": item} if isinstance(item, str) else {"type": "image"} for item in prompt.items]
+        text = self.tokenizer.apply_chat_template([{"role": "user", "content": content}], chat_template=self.chat_template,
+                                                  add_generation_prompt=True, tokenize=False)
+        if text.count(IMAGE) != len(content) - sum(isinstance(item, str) for item in prompt.items):
+            raise UserError(f"the chat template of {self.config.name_or_path or self.family} does not write one {IMAGE} "
+                            "per image; remove chat_template from the protocol")
+        bos = self.tokenizer.bos_token
+        if bos and text.startswith(bos):
+            text = text[len(bos):]
+        return text + prompt.reply
 
     def token_ids(self, prompt: Prompt, add_start_token: bool = True) -> list[int]:
         """The prompt's token ids, as the family's processor encodes them (tested equal), less the

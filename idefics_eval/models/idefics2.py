@@ -6,7 +6,8 @@ The processor takes text in which each image is one `<image>` and writes it out 
 `<fake_token_around_image>` (five such groups with `do_image_splitting`: four crops and the whole
 image), merging the fake tokens of adjacent images. Pixels are padded to the batch's largest image,
 and `pixel_attention_mask` marks the real ones. Base checkpoints get the prompt as the task writes
-it: no chat template, no `User:`/`Assistant:` turns.
+it: no chat template, no `User:`/`Assistant:` turns; an instruct checkpoint takes its own chat
+template where a protocol says `chat_template: true` (`ModelAdapter.chat_text`).
 
 The decoder reads each image's resampled vectors in place of its `<image>` tokens, in the input
 embeddings only: so the fast paths all hold. Each image is encoded once per run, alone (the vision
@@ -32,24 +33,29 @@ from .base import EncodeImages, Forward, ModelAdapter
 IMAGE_TOKENS = (IMAGE, FAKE_TOKEN)
 
 
-def processor_text(prompt: Prompt, start_token: str) -> str:
+def processor_text(prompt: Prompt, start_token: str, adapter: ModelAdapter | None = None) -> str:
     """The text Idefics2's (and Idefics3's) processor takes for `prompt`: its text items as the
-    task wrote them, one `<image>` for each image, after `start_token` (`<s>`, or nothing)."""
+    task wrote them, one `<image>` for each image, after `start_token` (`<s>`, or nothing); a chat
+    prompt in the checkpoint's template (`adapter.chat_text`)."""
+    if prompt.chat:
+        return start_token + adapter.chat_text(prompt)
     return start_token + "".join(item if isinstance(item, str) else IMAGE for item in prompt.items)
 
 
-def processor_inputs(processor, prompts: Sequence[Prompt], add_start_token: bool) -> dict[str, torch.Tensor]:
+def processor_inputs(processor, prompts: Sequence[Prompt], add_start_token: bool,
+                     adapter: ModelAdapter | None = None) -> dict[str, torch.Tensor]:
     """What the family's processor returns for a batch: left-padded `input_ids` and
     `attention_mask`, and for prompts with images `pixel_values` and `pixel_attention_mask`
     (batch, most images in a prompt, ...), a prompt with fewer images padded with zero images.
 
     The start token is written into the text and the tokenizer adds none, so that a task's
-    add_start_token decides it whatever the checkpoint's tokenizer adds by default."""
+    add_start_token decides it whatever the checkpoint's tokenizer adds by default. `adapter`
+    renders chat prompts (`processor_text`)."""
     from ..engine import load_image  # engine imports the models package
 
     tokenizer = processor.tokenizer
     start = tokenizer.bos_token if add_start_token else ""
-    texts = [processor_text(prompt, start) for prompt in prompts]
+    texts = [processor_text(prompt, start, adapter) for prompt in prompts]
     images = [[load_image(ref) for ref in prompt.images] for prompt in prompts]
     tokenizer.padding_side = "left"
     inputs = processor(text=texts, images=images if any(images) else None, padding="longest",
@@ -89,6 +95,7 @@ class Idefics2Adapter(ModelAdapter):
     cached_features = True
     fast_generation = True
     prefix_ranking = True
+    chat_templates = True
 
     @classmethod
     def check_processor(cls, processor, name: str) -> None:
@@ -113,7 +120,7 @@ class Idefics2Adapter(ModelAdapter):
 
     def prompt_text(self, prompt: Prompt, add_start_token: bool) -> str:
         """Idefics2Processor's expansion of `processor_text`, rule for rule (tested equal)."""
-        text = processor_text(prompt, self.tokenizer.bos_token if add_start_token else "")
+        text = processor_text(prompt, self.tokenizer.bos_token if add_start_token else "", self)
         image = f"{FAKE_TOKEN}{IMAGE * self.processor.image_seq_len}{FAKE_TOKEN}"
         if self.processor.image_processor.do_image_splitting:
             image *= 5  # four crops and the whole image
@@ -129,7 +136,7 @@ class Idefics2Adapter(ModelAdapter):
         return out
 
     def build_inputs(self, prompts: Sequence[Prompt], add_start_token: bool) -> dict[str, torch.Tensor]:
-        return self.on_device(processor_inputs(self.processor, prompts, add_start_token))
+        return self.on_device(processor_inputs(self.processor, prompts, add_start_token, self))
 
     def image_inputs(self, prompt: Prompt) -> dict[str, torch.Tensor]:
         from ..engine import load_image

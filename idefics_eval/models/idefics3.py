@@ -55,7 +55,7 @@ class Idefics3Adapter(Idefics2Adapter):
         (from its size, as the image processor splits it; tested equal)."""
         from ..engine import load_image
 
-        text = processor_text(prompt, self.tokenizer.bos_token if add_start_token else "")
+        text = processor_text(prompt, self.tokenizer.bos_token if add_start_token else "", self)
         parts = text.split(IMAGE)
         out = parts[0]
         for ref, part in zip(prompt.images, parts[1:]):
