@@ -1,4 +1,4 @@
-"""Protocols: a named set of per-task overrides (prompt, start token, generation, ranking, shots) that
+"""Protocols: a named set of per-task overrides (prompt, start token, chat template, generation, ranking, shots) that
 reproduces one group's evaluation settings without editing the task files.
 
 A protocol file (`protocols/<name>.yaml`, or any path given with `--protocol`) has a `default:`

@@ -119,8 +119,8 @@ class ModelAdapter:
         """A UserError, in one line, when checkpoint `name` cannot take a protocol's chat_template
         (`key` names where the protocol sets it): its family has no chat turns here, or it has no template."""
         if not self.chat_templates:
-            raise UserError(f"{key}: the {self.family} adapter applies no chat template ({name} is a base model "
-                            "family here); remove chat_template for it")
+            raise UserError(f"{key}: chat templates are not supported for {self.family} checkpoints ({name}); "
+                            "remove chat_template for it")
         if self.chat_template is None:
             raise UserError(f"{key}: {name} has no chat template (a base checkpoint?); remove chat_template, "
                             "or use the instruct checkpoint")
@@ -138,7 +138,7 @@ class ModelAdapter:
         content = [{"type": "text", "text": item} if isinstance(item, str) else {"type": "image"} for item in prompt.items]
         text = self.tokenizer.apply_chat_template([{"role": "user", "content": content}], chat_template=self.chat_template,
                                                   add_generation_prompt=True, tokenize=False)
-        if text.count(IMAGE) != len(content) - sum(isinstance(item, str) for item in prompt.items):
+        if text.count(IMAGE) != sum(not isinstance(item, str) for item in prompt.items):
             raise UserError(f"the chat template of {self.config.name_or_path or self.family} does not write one {IMAGE} "
                             "per image; remove chat_template from the protocol")
         bos = self.tokenizer.bos_token

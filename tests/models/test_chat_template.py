@@ -9,11 +9,14 @@ one in the Idefics2 style, written here."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
 from transformers import AutoProcessor
 
+from idefics_eval.demo import idefics2 as demo_idefics2
+from idefics_eval.demo import idefics3 as demo_idefics3
 from idefics_eval.demo.families import save_family_demo
 from idefics_eval.engine import GenerationSettings, Generator
 from idefics_eval.image_cache import ImageFeatureCache
@@ -34,17 +37,20 @@ FAMILIES = ["idefics2", "idefics3", "smolvlm"]
 
 def chat_adapter(family: str, template: str | None = TEMPLATE):
     """The family's adapter on its tiny processor and config (no weights), with `template`."""
-    module = __import__(f"idefics_eval.demo.{'idefics3' if family == 'smolvlm' else family}", fromlist=["x"])
-    processor = module.build_processor(family) if family != "idefics2" else module.build_processor()
+    if family == "idefics2":
+        processor = demo_idefics2.build_processor()
+        config = demo_idefics2.build_config(processor.tokenizer)
+    else:
+        processor = demo_idefics3.build_processor(family)
+        config = demo_idefics3.build_config(family, processor.tokenizer)
     processor.chat_template = template
     processor.tokenizer.padding_side = "left"
-    config = module.build_config(family, processor.tokenizer) if family != "idefics2" else module.build_config(processor.tokenizer)
     return adapter_class(family, f"tiny-{family}")(processor, config)
 
 
 def chat_prompts(candidate: str | None = None):
     template = load_template("vqa")
-    chat = type(template)(**{**template.__dict__, "chat": True})
+    chat = replace(template, chat=True)  # as plan.prepare sets it from the protocol
     query = example(9)
     return [chat.render([example(i) for i in range(count)], query, most_common_answer, candidate) for count in (0, 1, 4)]
 
@@ -89,6 +95,9 @@ def test_a_checkpoint_or_family_without_a_template_is_refused():
     with pytest.raises(Exception, match=r"^p.yaml: chat_template: tiny-idefics2 has no chat template \(a base checkpoint\?\)"):
         chat_adapter("idefics2", template=None).check_chat_template("p.yaml: chat_template", "tiny-idefics2")
     chat_adapter("idefics2").check_chat_template("p.yaml: chat_template", "tiny-idefics2")  # has one: passes
+    for family in ("idefics", "mllama", "llava_onevision"):  # no chat turns in these adapters
+        with pytest.raises(Exception, match=rf"^p.yaml: chat_template: chat templates are not supported for {family} checkpoints"):
+            adapter_class(family, "m")(None, None).check_chat_template("p.yaml: chat_template", "m")
 
 
 def protocol_file(tmp_path, section: str = "default") -> str:
@@ -103,7 +112,7 @@ def test_idefics_refuses_the_chat_template_in_one_line(tmp_path, capsys):
     code, _, err = invoke(capsys, "prompt", "--task", "vqav2", "--demo", "--shots", "0", "--protocol", protocol,
                           "--cache-dir", str(tmp_path / "cache"))
     assert code == 2 and err.count("\n") == 1
-    assert f"{protocol}: chat_template: the idefics adapter applies no chat template" in err
+    assert f"{protocol}: chat_template: chat templates are not supported for idefics checkpoints" in err
 
 
 def test_protocol_chat_template_must_be_a_boolean(tmp_path, capsys):
