@@ -292,6 +292,7 @@ def run(**options) -> None:
 @click.option("--model", help="Hub name or local checkpoint folder (its processor; its weights only for RICES with --rices-encoder model).")
 @click.option("--demo", is_flag=True, help="The trained canary model and, without --data, the bundled sample data.")
 @click.option("--demo-seed", type=int, help="With --demo: the random tiny model with weights from this seed.")
+@DEMO_DATA_OPTION()
 @click.option("--data", help="The task's data, as for run.")
 @click.option("--support-data", help="Data of the task shots come from, where it is another task (NoCaps: COCO).")
 @SELECTION_OPTION()
@@ -313,7 +314,7 @@ def prompt(**options) -> None:
     """Dry run: print the prompt run feeds the model for one query (text, token count, shots); nothing is generated."""
     import json
 
-    from .plan import RunConfig, check
+    from .plan import RunConfig, check, with_bundled_data
 
     config = RunConfig(
         task=options["task"], shots=(options["shots"],), output_dir=Path("."),  # a dry run writes nothing
@@ -329,6 +330,7 @@ def prompt(**options) -> None:
     )
     if options["selection"] == "rices" and options["seed"] != 0:
         raise UserError("--seed applies to --selection random only (RICES shots do not depend on a seed)")
+    config = with_bundled_data(config) if options["demo_data"] else config
     check(config, writes=False)  # before the dry run's model libraries are imported
 
     from .dry_run import format_view, prompt_view

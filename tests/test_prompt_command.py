@@ -14,6 +14,7 @@ import pytest
 from transformers import AutoProcessor, IdeficsForVisionText2Text
 
 from idefics_eval import dry_run, ranking
+from idefics_eval.cli import cli
 from idefics_eval.demo.model import save_demo_model
 from idefics_eval.engine import Generator, load_image
 from idefics_eval.formats import BUNDLED
@@ -206,3 +207,17 @@ def test_without_start_token_the_dry_run_shows_what_the_run_feeds(task, processo
         assert shown["input_ids"] == generated[0]
     else:
         assert shown["text"] == ranked[0][0] and not shown["text"].startswith(processor.tokenizer.bos_token)
+
+
+@pytest.mark.parametrize("task, data", [("vqav2", ["--data", str(BUNDLED / "vqav2")]),
+                                        ("nocaps", ["--data", str(BUNDLED / "nocaps"), "--support-data", str(BUNDLED / "coco")])])
+def test_demo_data_gives_any_model_the_bundled_sample_as_run_does(task, data, monkeypatch, capsys, tmp_path):
+    """`prompt --demo-data` with a checkpoint folder: the prompt with --data (and --support-data) naming the sample."""
+    code, _, err = invoke(capsys, "demo-model", str(tmp_path / "checkpoint"))
+    assert code == 0, err
+    model = ("--model", str(tmp_path / "checkpoint"))
+    shown, _ = dry(monkeypatch, capsys, task, 4, tmp_path, model=(*model, "--demo-data"))
+    assert len(shown["shot_ids"]) == 4 and shown["input_ids"]
+    assert dry(monkeypatch, capsys, task, 4, tmp_path, model=(*model, *data))[0] == shown
+    run_flag, prompt_flag = ({p.name: p for p in cli.commands[c].params}["demo_data"] for c in ("run", "prompt"))
+    assert (prompt_flag.opts, prompt_flag.is_flag, prompt_flag.help) == (run_flag.opts, run_flag.is_flag, run_flag.help)
