@@ -309,7 +309,7 @@ def run(**options) -> None:
 @DEVICE_OPTION(help="Where RICES embeds the images: auto, cpu, cuda or cuda:N.")
 @DTYPE_OPTION(help="The RICES encoder's dtype: auto (bfloat16 on GPU, float32 on CPU), bfloat16, float16, float32.")
 @click.option("--allow-pickle-weights", is_flag=True, help="Allow loading .bin (pickle) weights.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object: text, input_ids, shot_ids, similarities (ranked: candidates).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object: text, input_ids, shot_ids, similarities, split (ranked: candidates).")
 def prompt(**options) -> None:
     """Dry run: print the prompt run feeds the model for one query (text, token count, shots); nothing is generated."""
     import json

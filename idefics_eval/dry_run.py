@@ -35,6 +35,7 @@ from .plan import Prepared, RunConfig, prepare
 from .prompts import Prompt
 from .ranking import continuations_ids
 from .runner import shot_selector
+from .splits import REPORTING
 
 
 @dataclass(frozen=True)
@@ -65,12 +66,13 @@ class PromptView:
     dropped: int
     requests: list[Request]  # one; Winoground (match): one per image
     protocol: dict | None = None  # the protocol's name and digest, as the run records them
+    split: dict | None = None  # the query split: its name and "queries"; a selection split's record as the run's rows hold it
 
     def to_json(self) -> dict:
         first = self.requests[0].to_json()
         out = {"task": self.task, "query_id": self.query.id, "text": first["text"], "input_ids": first["input_ids"],
                "shot_ids": list(self.shot_ids), "similarities": self.similarities, "dropped_shots": self.dropped,
-               "cut_tokens": self.requests[0].prompt.cut_tokens, "protocol": self.protocol}
+               "cut_tokens": self.requests[0].prompt.cut_tokens, "protocol": self.protocol, "split": self.split}
         if "candidates" in first:
             out["candidates"] = first["candidates"]
         if len(self.requests) > 1:
@@ -134,7 +136,22 @@ def prompt_view(config: RunConfig, query_index: int | None = None, query_id: str
     similarities = selector.similarities(query, k) if config.selection == "rices" else None  # random: none to show
     return PromptView(p.spec.name, p.spec.request, query, k, config.selection, tuple(s.id for s in chosen[dropped:]),
                       similarities if similarities is None else similarities[dropped:], dropped, requests,
-                      p.protocol.identity if p.protocol else None)
+                      p.protocol.identity if p.protocol else None, query_split(p))
+
+
+def query_split(p: Prepared) -> dict:
+    """Which queries the dry run's query is one of: the reporting split, or the selection split's record."""
+    if p.split:
+        return {**p.split, "queries": p.queries.name}
+    return {"name": REPORTING, "queries": p.queries.name, "size": p.num_queries}
+
+
+def split_words(split: dict) -> str:
+    """The query split as the header line names it."""
+    if split["name"] == REPORTING:
+        return f"{split['queries']}, the reporting split ({split['size']} queries)"
+    return (f"{split['queries']}, the selection split ({split['size']} queries held out of {split['drawn_from']}, "
+            f"seed {split['seed']})")
 
 
 def _requests(p: Prepared, loaded: PromptSide, query: Example, chosen: list[Example]) -> tuple[int, list[Request]]:
@@ -154,7 +171,8 @@ def _requests(p: Prepared, loaded: PromptSide, query: Example, chosen: list[Exam
 def format_view(view: PromptView) -> str:
     """The human-readable dry run: the shots, then each context with its token count and candidates."""
     protocol = f", protocol {view.protocol['name']}" if view.protocol else ""
-    lines = [f"task {view.task} ({view.request}), query {view.query.id}, {view.shots} shots ({view.selection}){protocol}"]
+    lines = [f"task {view.task} ({view.request}), query {view.query.id} of {split_words(view.split)}, {view.shots} shots "
+             f"({view.selection}){protocol}"]
     if view.shots == 0 and view.shot_ids:
         lines.append("  zero-shot text-only: support examples shown without their images (the same for every query)")
     for position, shot_id in enumerate(view.shot_ids):

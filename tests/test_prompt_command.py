@@ -20,6 +20,7 @@ from idefics_eval.engine import Generator, load_image
 from idefics_eval.formats import BUNDLED
 from idefics_eval.models import CANARY_DIR
 from idefics_eval.predictions import prediction_file, read_predictions
+from idefics_eval.results import read_results
 from idefics_eval.tasks import load_task, task_files
 
 from conftest import invoke
@@ -221,3 +222,27 @@ def test_demo_data_gives_any_model_the_bundled_sample_as_run_does(task, data, mo
     assert dry(monkeypatch, capsys, task, 4, tmp_path, model=(*model, *data))[0] == shown
     run_flag, prompt_flag = ({p.name: p for p in cli.commands[c].params}["demo_data"] for c in ("run", "prompt"))
     assert (prompt_flag.opts, prompt_flag.is_flag, prompt_flag.help) == (run_flag.opts, run_flag.is_flag, run_flag.help)
+
+
+@pytest.mark.parametrize("split", ["reporting", "selection"])
+def test_the_header_and_json_name_the_query_split_as_the_run_records_it(split, monkeypatch, capsys, tmp_path):
+    code, _, err = invoke(capsys, "run", "--task", "vqav2", "--demo", "--shots", "2", "--split", split, "--limit", "1",
+                          "--num-beams", "1", "--max-new-tokens", "3", "--output-dir", str(tmp_path / "run"), "--cache-dir",
+                          str(tmp_path / "cache"), "--no-progress")
+    assert code == 0, err
+    row = read_results(tmp_path / "run" / "results.json")[0]
+    prediction = read_predictions(prediction_file(tmp_path / "run", "vqav2", 2, None))[0]
+    shown, _ = dry(monkeypatch, capsys, "vqav2", 2, tmp_path, "--split", split)
+    queries = row.config["data"]["query_split"]
+    assert shown["query_id"] == prediction.id and shown["shot_ids"] == list(prediction.shots)
+    if split == "selection":
+        assert shown["split"] == {**row.config["split"], "queries": queries} and queries == "vqav2/selection"
+        words = f"of vqav2/selection, the selection split ({row.config['num_queries']} queries held out of vqav2/train, seed 0)"
+    else:
+        assert "split" not in row.config and queries == "vqav2/validation"
+        assert shown["split"] == {"name": "reporting", "queries": queries, "size": row.config["num_queries"]}
+        words = f"of vqav2/validation, the reporting split ({row.config['num_queries']} queries)"
+    code, out, err = invoke(capsys, "prompt", "--task", "vqav2", "--demo", "--shots", "2", "--split", split, "--cache-dir",
+                            str(tmp_path / "cache"))
+    assert code == 0, err
+    assert out.splitlines()[0].startswith(f"task vqav2 (generate), query {prediction.id} {words}, 2 shots (rices)")
