@@ -69,11 +69,12 @@ def family_loaded(family: str, folder: Path):
     return load_model(str(folder / family), device="cpu", dtype="float32", progress=False)
 
 
-def add_family_option(parser) -> None:
+def add_family_option(parser, idefics: str = "the small random IDEFICS") -> None:
+    """--family; `idefics` says which IDEFICS model the benchmark times by default."""
     from idefics_eval.demo.families import FAMILIES
 
     parser.add_argument("--family", choices=FAMILIES, default="idefics",
-                        help="model family: idefics (the small random IDEFICS) or another family's tiny random model")
+                        help=f"model family: idefics ({idefics}) or another family's tiny random model")
 
 
 def peak_rss_mib() -> float:

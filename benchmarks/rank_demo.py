@@ -13,8 +13,12 @@ at the default count (>= 1: the default is no slower); `identical` says every
 query ranked the same class first with every score within 1e-4. Run it as the demo runs, without
 OMP_NUM_THREADS, to see the default at work.
 
-Usage: python benchmarks/rank_demo.py [--queries N] [--shots K]
-Last line: RESULT name=rank_demo speedup=<reference/ours> identical=<bool> default_threads_ratio=... ...
+With --family F (not idefics) the model is family F's tiny random checkpoint (benchmarks/common.py
+`family_loaded`) in place of the canary, on the same data and shots: the canary is IDEFICS only. The
+RESULT line names what ran: family=F model=canary|tiny-random.
+
+Usage: python benchmarks/rank_demo.py [--queries N] [--shots K] [--family F]
+Last line: RESULT name=rank_demo speedup=<reference/ours> identical=<bool> default_threads_ratio=... family=... model=... ...
 """
 
 from __future__ import annotations
@@ -27,12 +31,12 @@ from pathlib import Path
 
 import torch
 
-from common import Timer, peak_rss_mib, result_line
+from common import Timer, add_family_option, family_loaded, peak_rss_mib, result_line
 
 from idefics_eval.distributed import default_threads
 from idefics_eval.model_requests import ranked
 from idefics_eval.models import CANARY_DIR, load_model
-from idefics_eval.plan import RunConfig, prepare
+from idefics_eval.plan import RunConfig, prepare, with_bundled_data
 from idefics_eval.ranking import Ranker
 from idefics_eval.shots import ShotSettings, build_selector
 
@@ -57,13 +61,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--queries", type=int, default=6)
     parser.add_argument("--shots", type=int, default=4)
+    add_family_option(parser, idefics="the trained canary, as --demo runs it")
     options = parser.parse_args()
 
     threads = default_threads()
-    loaded = load_model(str(CANARY_DIR))
     with tempfile.TemporaryDirectory() as scratch:
-        p = prepare(RunConfig(task="imagenet", shots=(options.shots,), output_dir=Path(scratch), demo=True,
-                              limit=options.queries + 1, selection="random", progress=False), preloaded=True)
+        canary = options.family == "idefics"
+        loaded = load_model(str(CANARY_DIR)) if canary else family_loaded(options.family, Path(scratch))
+        config = RunConfig(task="imagenet", shots=(options.shots,), output_dir=Path(scratch) / "run", demo=canary,
+                           model=None if canary else loaded.name, limit=options.queries + 1, selection="random",
+                           progress=False)
+        p = prepare(with_bundled_data(config), preloaded=True)
     selector = build_selector(ShotSettings("random"), p.support, p.queries, options.shots, None, None)
     reference, ours = Ranker(loaded, batch_size=8), Ranker(loaded, batch_size=8)
     paths = {"reference": (reference.loglikelihoods_batched, 1), "ours": (ours.loglikelihoods, 1),
@@ -96,7 +104,8 @@ def main() -> None:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"reference {per_query['reference']:.3f} s/query, ours {per_query['ours']:.3f} s/query at one thread, "
           f"{per_query['ours_default_threads']:.3f} s/query at the default {threads} thread(s); load average {load:.1f}")
-    print(result_line("rank_demo", per_query["reference"] / per_query["ours"], identical,
+    print(result_line("rank_demo", per_query["reference"] / per_query["ours"], identical, family=options.family,
+                      model="canary" if canary else "tiny-random",
                       cpu_speedup=cpu["reference"] / cpu["ours"],
                       default_threads_ratio=per_query["ours"] / per_query["ours_default_threads"], default_threads=threads,
                       max_abs_diff=f"{max_diff:.2e}", reference_s_per_query=per_query["reference"],
