@@ -22,7 +22,7 @@ from .examples import Example
 from .models import LoadedModel
 from .plan import Prepared
 from .predictions import FULL_SCORES, Prediction
-from .prompts import IMAGE, Prompt, most_common_answer
+from .prompts import Prompt, most_common_answer
 from .tasks import TaskSpec
 
 def stable_rng(*keys: object):
@@ -73,7 +73,7 @@ def check_context(p: Prepared, loaded: LoadedModel) -> None:
     adapter = loaded.adapter
     if p.truncation == "left" and not adapter.left_truncation:
         raise UserError(f"{p.protocol.path if p.protocol else 'the protocol'}: truncation: left is not implemented for "
-                        f"{adapter.family} models (only for IDEFICS); use truncation: drop-shots for {loaded.name}")
+                        f"{adapter.family} models (only for IDEFICS, Idefics2, Idefics3 and SmolVLM); use truncation: drop-shots for {loaded.name}")
     if p.template.chat:
         adapter.check_chat_template(f"{p.protocol.path if p.protocol else 'the protocol'}: chat_template", loaded.name)
 
@@ -90,7 +90,7 @@ def too_long(p: Prepared, loaded: LoadedModel, needs: str) -> PromptTooLong:
 def fit_prompt(p: Prepared, loaded: LoadedModel, shots: Sequence[Example], query: Example, reserve: int) -> tuple[Prompt, int, int]:
     """Render the prompt and fit it to the context with `reserve` tokens left for the answer: drop
     the least similar shots (the first ones) until it fits, or with truncation `left` cut its first
-    tokens (`cut_left`); returns it, the shots dropped and its length in tokens.
+    tokens (`ModelAdapter.cut_from_left`); returns it, the shots dropped and its length in tokens.
 
     The prompt with every shot is measured first (it usually fits), then the zero-shot one: a query
     too long even alone raises `PromptTooLong` after two tokenizer passes. So a left cut never
@@ -109,21 +109,13 @@ def fit_prompt(p: Prepared, loaded: LoadedModel, shots: Sequence[Example], query
     if bare_length > budget:
         raise too_long(p, loaded, f"{bare_length + reserve} tokens with no shots ({reserve} of them kept for the answer)")
     if p.truncation == "left":
-        return cut_from_left(loaded, prompt, length - budget, p.generation.add_start_token), 0, budget
+        cut = loaded.adapter.cut_from_left(prompt, length - budget, p.generation.add_start_token)
+        return cut, 0, length - cut.cut_tokens
     for dropped in range(1, len(shots)):
         prompt, length = measured(dropped)
         if length <= budget:
             return prompt, dropped, length
     return bare, len(shots), bare_length
-
-
-def cut_from_left(loaded: LoadedModel, prompt: Prompt, count: int, add_start_token: bool) -> Prompt:
-    """The prompt with its first `count` tokens after the start token cut, and the images whose
-    <image> token is among them left out (`Prompt.cut_images`)."""
-    image_id = loaded.processor.tokenizer.convert_tokens_to_ids(IMAGE)  # IDEFICS's: `check_context` refuses other families
-    ids = token_ids(loaded, prompt, add_start_token)
-    start = 1 if add_start_token else 0
-    return replace(prompt, cut_tokens=count, cut_images=ids[start : start + count].count(image_id))
 
 
 def candidate_reserve(loaded: LoadedModel, candidates: Sequence[str]) -> int:

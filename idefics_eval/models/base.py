@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 import numpy as np
@@ -151,6 +151,16 @@ class ModelAdapter:
         tokens cut from its left (`cut_left`)."""
         ids = self.tokenizer(self.prompt_text(prompt, add_start_token), add_special_tokens=False)["input_ids"]
         return cut_left(ids, prompt, add_start_token)
+
+    def cut_from_left(self, prompt: Prompt, count: int, add_start_token: bool) -> Prompt:
+        """`prompt` with at least its first `count` tokens after the start token cut (`Prompt.cut_tokens`)
+        and the images whose placeholder went with them (`cut_images`). By default an image is one
+        `<image>` token (IDEFICS's); a family whose images are blocks of tokens widens the cut so that
+        it never splits one."""
+        ids = self.token_ids(prompt, add_start_token)
+        start = 1 if add_start_token else 0
+        image_id = self.tokenizer.convert_tokens_to_ids(IMAGE)
+        return replace(prompt, cut_tokens=count, cut_images=ids[start : start + count].count(image_id))
 
     # -- the plain path: the family's own processor on the images (the reference) -------------
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -27,7 +28,7 @@ from PIL import Image
 from transformers import Idefics2ForConditionalGeneration, Idefics2Processor
 
 from ..errors import UserError
-from ..prompts import FAKE_TOKEN, IMAGE, Prompt
+from ..prompts import FAKE_TOKEN, IMAGE, Prompt, cut_left
 from .base import EncodeImages, Forward, ModelAdapter
 
 IMAGE_TOKENS = (IMAGE, FAKE_TOKEN)
@@ -93,6 +94,7 @@ class Idefics2Adapter(ModelAdapter):
     model_class = Idefics2ForConditionalGeneration
     processor_class = Idefics2Processor
     cached_features = True
+    left_truncation = True
     fast_generation = True
     prefix_ranking = True
     chat_templates = True
@@ -127,6 +129,45 @@ class Idefics2Adapter(ModelAdapter):
         text = text.replace(IMAGE, image).replace(FAKE_TOKEN + FAKE_TOKEN, FAKE_TOKEN)
         return re.sub(rf"{re.escape(FAKE_TOKEN)}(?=[^\s<])", FAKE_TOKEN + " ", text)  # a word after an image
 
+    def cut_from_left(self, prompt: Prompt, count: int, add_start_token: bool) -> Prompt:
+        """An image here is a block of tokens (from its first placeholder token to the fake token
+        closing it): a cut that would end inside one is widened to the block's end, and the image goes
+        whole, so the ids kept are the processor's for the images kept, less a prefix of text. A fake
+        token two images share stays, as the next image's opener."""
+        ids = self.token_ids(prompt, add_start_token)
+        start = 1 if add_start_token else 0
+        end, cut_images = start + count, 0
+        for begin, block_end in self.image_blocks(ids, prompt):
+            if begin >= end:
+                break
+            end, cut_images = max(end, block_end), cut_images + 1
+        return replace(prompt, cut_tokens=end - start, cut_images=cut_images)
+
+    def image_blocks(self, ids: list[int], prompt: Prompt) -> list[tuple[int, int]]:
+        """(first, past last) position of each image's placeholder tokens in the prompt's `ids`."""
+        placeholders = set(self.tokenizer.convert_tokens_to_ids(list(self.image_tokens)))
+        at_images = [at for at, token in enumerate(ids) if token == self.image_token_id]
+        blocks, used = [], 0
+        for size in self.image_sizes(prompt):
+            first, last = at_images[used], at_images[used + size - 1]
+            used += size
+            while first > 0 and ids[first - 1] in placeholders and ids[first - 1] != self.image_token_id:
+                first -= 1
+            past = last + 1
+            if past < len(ids) and ids[past] == self.fake_token_id and (past + 1 == len(ids) or ids[past + 1] not in placeholders):
+                past += 1
+            blocks.append((first, past))
+        return blocks
+
+    def image_sizes(self, prompt: Prompt) -> list[int]:
+        """How many `<image>` tokens each of the prompt's images (cut or not) takes."""
+        size = self.processor.image_seq_len * (5 if self.processor.image_processor.do_image_splitting else 1)
+        return [size] * sum(not isinstance(item, str) for item in prompt.items)
+
+    @property
+    def fake_token_id(self) -> int:
+        return self.tokenizer.convert_tokens_to_ids(FAKE_TOKEN)
+
     # -- the plain path ------------------------------------------------------------------------
 
     def on_device(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -136,7 +177,24 @@ class Idefics2Adapter(ModelAdapter):
         return out
 
     def build_inputs(self, prompts: Sequence[Prompt], add_start_token: bool) -> dict[str, torch.Tensor]:
-        return self.on_device(processor_inputs(self.processor, prompts, add_start_token, self))
+        """The processor's inputs; for prompts cut from the left, its ids for the whole prompts less
+        each cut (`cut_left`), and its pixels for the images kept (a processor asked to truncate
+        would cut the text's right and keep the first images)."""
+        if not any(prompt.cut_tokens for prompt in prompts):
+            return self.on_device(processor_inputs(self.processor, prompts, add_start_token, self))
+        whole = [replace(prompt, cut_tokens=0, cut_images=0) for prompt in prompts]
+        inputs = processor_inputs(self.processor, whole, add_start_token, self)
+        rows = [ids[mask.bool()].tolist() for ids, mask in zip(inputs["input_ids"], inputs["attention_mask"])]
+        input_ids, attention_mask = left_padded([cut_left(ids, prompt, add_start_token) for ids, prompt in zip(rows, prompts)],
+                                                self.tokenizer.pad_token_id)
+        out = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if any(prompt.images for prompt in prompts):
+            from ..engine import load_image
+
+            pixels = self.processor.image_processor([[load_image(ref) for ref in prompt.images] for prompt in prompts],
+                                                    return_tensors="pt")
+            out.update({key: pixels[key] for key in ("pixel_values", "pixel_attention_mask")})
+        return self.on_device(out)
 
     def image_inputs(self, prompt: Prompt) -> dict[str, torch.Tensor]:
         from ..engine import load_image

@@ -53,16 +53,26 @@ class Idefics3Adapter(Idefics2Adapter):
     def prompt_text(self, prompt: Prompt, add_start_token: bool) -> str:
         """Idefics3Processor's expansion of `processor_text`: each image by its own grid of tiles
         (from its size, as the image processor splits it; tested equal)."""
-        from ..engine import load_image
-
         text = processor_text(prompt, self.tokenizer.bos_token if add_start_token else "", self)
         parts = text.split(IMAGE)
         out = parts[0]
-        for ref, part in zip(prompt.images, parts[1:]):
-            width, height = load_image(ref).size
-            _, rows, cols = self.processor.image_processor.get_number_of_image_patches(height, width, {})
-            out += self.processor.replace_image_token({"rows": [[rows]], "cols": [[cols]]}, 0) + part
+        every_image = [item for item in prompt.items if not isinstance(item, str)]  # those cut from the left too
+        for ref, part in zip(every_image, parts[1:]):
+            out += self.image_text(ref) + part
         return out
+
+
+    def image_sizes(self, prompt: Prompt) -> list[int]:
+        """How many `<image>` tokens each image (cut or not) takes: its tiles' and the whole image's."""
+        return [self.image_text(ref).count(IMAGE) for ref in prompt.items if not isinstance(ref, str)]
+
+    def image_text(self, ref) -> str:
+        """The processor's expansion of one image's `<image>`, by its grid of tiles."""
+        from ..engine import load_image
+
+        width, height = load_image(ref).size
+        _, rows, cols = self.processor.image_processor.get_number_of_image_patches(height, width, {})
+        return self.processor.replace_image_token({"rows": [[rows]], "cols": [[cols]]}, 0)
 
 
 class SmolVLMAdapter(Idefics3Adapter):
