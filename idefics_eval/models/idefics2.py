@@ -154,7 +154,8 @@ class Idefics2Adapter(ModelAdapter):
             while first > 0 and ids[first - 1] in placeholders and ids[first - 1] != self.image_token_id:
                 first -= 1
             past = last + 1
-            if past < len(ids) and ids[past] == self.fake_token_id and (past + 1 == len(ids) or ids[past + 1] not in placeholders):
+            shared = past + 1 < len(ids) and ids[past + 1] in placeholders  # the next image's opener too
+            if past < len(ids) and ids[past] == self.fake_token_id and not shared:
                 past += 1
             blocks.append((first, past))
         return blocks
