@@ -722,3 +722,15 @@ def test_an_error_is_printed_on_one_line_whatever_its_text(case, capsys, monkeyp
     monkeypatch.setattr(reports, "task_table", failing)
     code, err = invoke(capsys, "tasks")
     assert code == status and err.startswith(line) and len(err.strip().splitlines()) == 1, err
+
+
+def test_an_unreachable_clip_encoder_says_how_to_do_without_it(monkeypatch):
+    import torch
+
+    from idefics_eval.models import ClipEncoder
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UserError) as caught:
+        ClipEncoder("nobody/no-such-clip", torch.device("cpu"))
+    message = str(caught.value)
+    assert "nobody/no-such-clip" in message and "--rices-encoder model" in message and "\n" not in message

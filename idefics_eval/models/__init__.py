@@ -308,7 +308,9 @@ class ClipEncoder:
             self.model = CLIPModel.from_pretrained(name).to(device).eval()
             self.image_processor = AutoImageProcessor.from_pretrained(name)
         except (OSError, ValueError) as error:
-            raise UserError(f"cannot load CLIP model {name!r}: {str(error).strip().splitlines()[0]}") from None
+            raise UserError(f"cannot load CLIP model {name!r}: {str(error).strip().splitlines()[0]} "
+                            "Give a local copy with --rices-encoder FOLDER, or --rices-encoder model for the "
+                            "evaluated model's vision tower") from None
         self.device = device
         self.name = f"clip:{name}:{weights_fingerprint(self.model.vision_model)}"
 
