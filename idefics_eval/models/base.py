@@ -35,6 +35,24 @@ from ..prompts import IMAGE, Prompt, cut_left
 EncodeImages = Callable[[Sequence[ImageRef]], torch.Tensor]
 
 
+def left_padded(sequences: Sequence[list[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """input_ids and attention_mask of `sequences`, padded on the left to the longest."""
+    width = max(len(ids) for ids in sequences)
+    input_ids = torch.full((len(sequences), width), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, ids in enumerate(sequences):
+        input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+        attention_mask[row, width - len(ids) :] = 1
+    return input_ids, attention_mask
+
+
+def generation_positions(attention_mask: torch.Tensor, length: int) -> torch.Tensor:
+    """The position ids `generate` gives the last `length` tokens of left-padded rows: real tokens
+    count from 0 after the padding, padding is 0 (`_prepare_position_ids_for_generation`)."""
+    positions = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
+    return positions[:, -length:]
+
+
 @dataclass
 class Forward:
     """One forward pass: the logits it kept and the key/value cache to continue from."""
@@ -237,6 +255,13 @@ class ModelAdapter:
         return shared
 
     # -- RICES ---------------------------------------------------------------------------------
+
+    def on_device(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """`inputs` on the model's device, pixels in its dtype."""
+        out = {key: value.to(self.device) for key, value in inputs.items()}
+        if "pixel_values" in out:
+            out["pixel_values"] = out["pixel_values"].to(self.dtype)
+        return out
 
     @property
     def vision_tower(self) -> torch.nn.Module:

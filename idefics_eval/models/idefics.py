@@ -24,7 +24,7 @@ from transformers.models.idefics.processing_idefics import (
 
 from ..errors import UserError
 from ..prompts import FAKE_TOKEN, Prompt, cut_left
-from .base import EncodeImages, Forward, ModelAdapter
+from .base import EncodeImages, Forward, ModelAdapter, left_padded
 from .gated_cross_attention import image_key_values
 
 IMAGE_TOKENS = ("<image>", "<fake_token_around_image>")
@@ -202,16 +202,6 @@ def without_start_token(inputs: dict, tokenizer) -> dict:
     out["image_attention_mask"] = inputs["image_attention_mask"][:, keep:]
     return out
 
-
-def left_padded(sequences: Sequence[list[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """input_ids and attention_mask of `sequences`, padded on the left to the longest."""
-    width = max(len(ids) for ids in sequences)
-    input_ids = torch.full((len(sequences), width), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, ids in enumerate(sequences):
-        input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-        attention_mask[row, width - len(ids) :] = 1
-    return input_ids, attention_mask
 
 
 def cut_inputs(inputs: dict, prompts: Sequence[Prompt], tokenizer, add_start_token: bool) -> dict:

@@ -29,7 +29,7 @@ from transformers import Idefics2ForConditionalGeneration, Idefics2Processor
 
 from ..errors import UserError
 from ..prompts import FAKE_TOKEN, IMAGE, Prompt, cut_left
-from .base import EncodeImages, Forward, ModelAdapter
+from .base import EncodeImages, Forward, ModelAdapter, generation_positions, left_padded
 
 IMAGE_TOKENS = (IMAGE, FAKE_TOKEN)
 
@@ -71,21 +71,6 @@ def check_tokenizer(processor, name: str, tokens: Sequence[str], family: str) ->
         raise UserError(f"the tokenizer of {name} does not know {missing[0]}; it is not an {family} tokenizer")
 
 
-def left_padded(sequences: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(ids) for ids in sequences)
-    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, ids in enumerate(sequences):
-        input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-        attention_mask[row, width - len(ids) :] = 1
-    return input_ids, attention_mask
-
-
-def positions(attention_mask: torch.Tensor, length: int) -> torch.Tensor:
-    """The position ids `generate` gives the last `length` tokens: real tokens count from 0 after
-    the left padding, padding is 0 (`_prepare_position_ids_for_generation`)."""
-    position_ids = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
-    return position_ids[:, -length:]
 
 
 class Idefics2Adapter(ModelAdapter):
@@ -208,7 +193,7 @@ class Idefics2Adapter(ModelAdapter):
     def full_inputs(self, sequences: Sequence[list[int]], prompt: Prompt, images: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """With the position ids `generate` would give left-padded rows, so that padding shifts nothing."""
         inputs = self.sequence_inputs(sequences, prompt)
-        inputs["position_ids"] = positions(inputs["attention_mask"], inputs["input_ids"].shape[1])
+        inputs["position_ids"] = generation_positions(inputs["attention_mask"], inputs["input_ids"].shape[1])
         rows = len(sequences)
         return {**inputs, **{key: value.expand(rows, *value.shape[1:]).contiguous() for key, value in images.items()}}
 
@@ -250,7 +235,7 @@ class Idefics2Adapter(ModelAdapter):
         input_ids, attention_mask = inputs["input_ids"], inputs["attention_mask"]
         position_ids = inputs.get("position_ids")
         if position_ids is None:
-            position_ids = positions(attention_mask, input_ids.shape[1])
+            position_ids = generation_positions(attention_mask, input_ids.shape[1])
         embeds = self.model.get_input_embeddings()(input_ids)
         at_images = input_ids == self.image_token_id
         if features is not None and bool(at_images.any()):

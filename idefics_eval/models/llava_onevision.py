@@ -37,8 +37,7 @@ from transformers.utils import cached_file
 from ..errors import UserError
 from ..examples import ImageRef
 from ..prompts import Prompt
-from .base import EncodeImages, Forward, ModelAdapter
-from .mllama import _left_padded, position_ids
+from .base import EncodeImages, Forward, ModelAdapter, generation_positions, left_padded
 
 IMAGE_TOKEN, VIDEO_TOKEN = "<image>", "<video>"
 PROCESSOR_CONFIG = "processor_config.json"
@@ -169,7 +168,7 @@ class LlavaOnevisionAdapter(ModelAdapter):
     def build_inputs(self, prompts: Sequence[Prompt], add_start_token: bool) -> dict[str, torch.Tensor]:
         from ..engine import load_image  # engine imports the models package
 
-        return self._on_device(processor_inputs(self.processor, prompts, load_image, self.start_text(add_start_token)))
+        return self.on_device(processor_inputs(self.processor, prompts, load_image, self.start_text(add_start_token)))
 
     def image_inputs(self, prompt: Prompt) -> dict[str, torch.Tensor]:
         from ..engine import load_image
@@ -177,12 +176,12 @@ class LlavaOnevisionAdapter(ModelAdapter):
         if not prompt.images:
             return {}
         pixels = self.processor.image_processor([[load_image(ref) for ref in prompt.images]], return_tensors="pt")
-        return self._on_device({"pixel_values": pixels["pixel_values"], "image_sizes": pixels["image_sizes"]})
+        return self.on_device({"pixel_values": pixels["pixel_values"], "image_sizes": pixels["image_sizes"]})
 
     def full_inputs(self, sequences: Sequence[list[int]], prompt: Prompt, images: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Each row shows the prompt's images again, with the positions `generate` would give it."""
         rows, inputs = len(sequences), self.sequence_inputs(sequences, prompt)
-        inputs["position_ids"] = position_ids(inputs["attention_mask"], inputs["input_ids"].shape[1])
+        inputs["position_ids"] = generation_positions(inputs["attention_mask"], inputs["input_ids"].shape[1])
         if not images:
             return inputs
         count = images["image_sizes"].shape[0]
@@ -195,11 +194,11 @@ class LlavaOnevisionAdapter(ModelAdapter):
     def text_inputs(self, prompts: Sequence[Prompt], add_start_token: bool) -> dict[str, torch.Tensor]:
         texts = [self.prompt_text(prompt, add_start_token) for prompt in prompts]
         encoded = self.tokenizer(texts, add_special_tokens=False, padding="longest", padding_side="left", return_tensors="pt")
-        return self._on_device({"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]})
+        return self.on_device({"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]})
 
     def sequence_inputs(self, sequences: Sequence[list[int]], prompt: Prompt) -> dict[str, torch.Tensor]:
-        input_ids, attention_mask = _left_padded(sequences, self.tokenizer.pad_token_id)
-        return self._on_device({"input_ids": input_ids, "attention_mask": attention_mask})
+        input_ids, attention_mask = left_padded(sequences, self.tokenizer.pad_token_id)
+        return self.on_device({"input_ids": input_ids, "attention_mask": attention_mask})
 
     def preprocess(self, images: Sequence[Image.Image]) -> dict[str, torch.Tensor]:
         """pixel_values (images, 3, H, W) as for a prompt with several images: each whole image
@@ -258,7 +257,7 @@ class LlavaOnevisionAdapter(ModelAdapter):
         if bool(is_image.any()):
             embeds = embeds.masked_scatter(is_image.unsqueeze(-1), features.to(embeds.dtype))
         positions = inputs.get("position_ids")
-        positions = position_ids(attention_mask, input_ids.shape[1]) if positions is None else positions
+        positions = generation_positions(attention_mask, input_ids.shape[1]) if positions is None else positions
         out = self.model(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=positions, cache=cache,
                          use_cache=True, logits_to_keep=logits_to_keep)
         return Forward(out.logits, out.cache)
@@ -270,12 +269,6 @@ class LlavaOnevisionAdapter(ModelAdapter):
         """Candidates hold no image token: the features are in the prefix's cache already."""
         return {}, None
 
-
-    def _on_device(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        out = {key: value.to(self.device) for key, value in inputs.items()}
-        if "pixel_values" in out:
-            out["pixel_values"] = out["pixel_values"].to(self.dtype)
-        return out
 
     # -- RICES ---------------------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from transformers.models.mllama.processing_mllama import (
 from ..errors import UserError
 from ..examples import ImageRef
 from ..prompts import Prompt
-from .base import EncodeImages, Forward, ModelAdapter
+from .base import EncodeImages, Forward, ModelAdapter, generation_positions, left_padded
 
 IMAGE_TOKEN = "<|image|>"
 
@@ -50,21 +50,6 @@ def processor_inputs(
     )
 
 
-def _left_padded(sequences: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(ids) for ids in sequences)
-    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, ids in enumerate(sequences):
-        input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-        attention_mask[row, width - len(ids) :] = 1
-    return input_ids, attention_mask
-
-
-def position_ids(attention_mask: torch.Tensor, length: int) -> torch.Tensor:
-    """The positions `generate` gives the last `length` tokens of left-padded rows: counted from
-    each row's first real token (padding at 0)."""
-    positions = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
-    return positions[:, -length:]
 
 
 class MllamaAdapter(ModelAdapter):
@@ -129,20 +114,20 @@ class MllamaAdapter(ModelAdapter):
                 pixels = self.processor.image_processor(images, return_tensors="pt")
                 inputs["cross_attention_mask"] = self._cross_attention_mask(inputs["input_ids"], pixels.pop("num_tiles"))
                 inputs.update(pixels)
-        return self._on_device(inputs)
+        return self.on_device(inputs)
 
     def image_inputs(self, prompt: Prompt) -> dict[str, torch.Tensor]:
         from ..engine import load_image
 
         if not prompt.images:
             return {}
-        return self._on_device(self.preprocess([load_image(ref) for ref in prompt.images]))
+        return self.on_device(self.preprocess([load_image(ref) for ref in prompt.images]))
 
     def full_inputs(self, sequences: Sequence[list[int]], prompt: Prompt, images: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """With the positions `generate` would give the left-padded rows (the model counts from the
         first column otherwise)."""
         rows, inputs = len(sequences), self.sequence_inputs(sequences, prompt)
-        inputs["position_ids"] = position_ids(inputs["attention_mask"], inputs["input_ids"].shape[1])
+        inputs["position_ids"] = generation_positions(inputs["attention_mask"], inputs["input_ids"].shape[1])
         return {**inputs, **{key: value.expand(rows, *value.shape[1:]) for key, value in images.items()}}
 
     # -- the fast path -------------------------------------------------------------------------
@@ -155,14 +140,14 @@ class MllamaAdapter(ModelAdapter):
         inputs = {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
         if any(prompt.images for prompt in prompts):
             inputs["cross_attention_mask"] = self._cross_attention_mask(inputs["input_ids"], self._tiles(prompts))
-        return self._on_device(inputs)
+        return self.on_device(inputs)
 
     def sequence_inputs(self, sequences: Sequence[list[int]], prompt: Prompt) -> dict[str, torch.Tensor]:
-        input_ids, attention_mask = _left_padded(sequences, self.tokenizer.pad_token_id)
+        input_ids, attention_mask = left_padded(sequences, self.tokenizer.pad_token_id)
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if prompt.images:
             inputs["cross_attention_mask"] = self._cross_attention_mask(input_ids, self._tiles([prompt]) * len(sequences))
-        return self._on_device(inputs)
+        return self.on_device(inputs)
 
     def _tiles(self, prompts: Sequence[Prompt]) -> list[list[int]]:
         """How many tiles the image processor cuts each image into, from the image's size."""
@@ -225,7 +210,7 @@ class MllamaAdapter(ModelAdapter):
         them from the cache (passing them again would append them a second time)."""
         inputs = dict(inputs)
         if "position_ids" not in inputs:
-            inputs["position_ids"] = position_ids(inputs["attention_mask"], inputs["input_ids"].shape[1])
+            inputs["position_ids"] = generation_positions(inputs["attention_mask"], inputs["input_ids"].shape[1])
         states = features if cache is None else None
         out = self.model(**inputs, cross_attention_states=states, cache=cache, use_cache=True, logits_to_keep=logits_to_keep)
         return Forward(out.logits, out.cache)
@@ -244,12 +229,6 @@ class MllamaAdapter(ModelAdapter):
         return {"cross_attention_mask": last.expand(rows, width, *last.shape[2:])}, features
 
 
-    def _on_device(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        out = {key: value.to(self.device) for key, value in inputs.items()}
-        if "pixel_values" in out:
-            out["pixel_values"] = out["pixel_values"].to(self.dtype)
-        return out
-
     # -- RICES ---------------------------------------------------------------------------------
 
     @property
@@ -261,7 +240,7 @@ class MllamaAdapter(ModelAdapter):
         """The vision model's output averaged over each image's own tiles and patches."""
         embeddings = []
         for image in images:
-            pixels = self._on_device(self.preprocess([image]))
+            pixels = self.on_device(self.preprocess([image]))
             hidden = self.vision_tower(**pixels).last_hidden_state[0, 0]  # (tiles, patches, dim)
             tiles = int(pixels["aspect_ratio_mask"][0, 0].sum())
             embeddings.append(hidden[:tiles].flatten(0, 1).mean(dim=0))
