@@ -46,6 +46,14 @@ def left_padded(sequences: Sequence[list[int]], pad_token_id: int) -> tuple[torc
     return input_ids, attention_mask
 
 
+def check_tokenizer(processor, name: str, tokens: Sequence[str], family: str) -> None:
+    """One line when the tokenizer lacks one of the family's image tokens (another family's checkpoint)."""
+    vocab = processor.tokenizer.get_vocab()
+    missing = [token for token in tokens if token not in vocab]
+    if missing:
+        raise UserError(f"the tokenizer of {name} does not know {missing[0]}; it is not an {family} tokenizer")
+
+
 def generation_positions(attention_mask: torch.Tensor, length: int) -> torch.Tensor:
     """The position ids `generate` gives the last `length` tokens of left-padded rows: real tokens
     count from 0 after the padding, padding is 0 (`_prepare_position_ids_for_generation`)."""

@@ -24,17 +24,10 @@ from transformers.models.idefics.processing_idefics import (
 
 from ..errors import UserError
 from ..prompts import FAKE_TOKEN, Prompt, cut_left
-from .base import EncodeImages, Forward, ModelAdapter, left_padded
+from .base import EncodeImages, Forward, ModelAdapter, check_tokenizer, left_padded
 from .gated_cross_attention import image_key_values
 
 IMAGE_TOKENS = ("<image>", "<fake_token_around_image>")
-
-
-def check_tokenizer(processor, name: str) -> None:
-    vocab = processor.tokenizer.get_vocab()
-    missing = [token for token in IMAGE_TOKENS if token not in vocab]
-    if missing:
-        raise UserError(f"the tokenizer of {name} does not know {missing[0]}; it is not an IDEFICS tokenizer")
 
 
 class IdeficsAdapter(ModelAdapter):
@@ -50,7 +43,7 @@ class IdeficsAdapter(ModelAdapter):
     def check_processor(cls, processor, name: str) -> None:
         if not isinstance(processor, IdeficsProcessor):
             raise UserError(f"{name} has a {type(processor).__name__}, not an IdeficsProcessor; is it an IDEFICS checkpoint?")
-        check_tokenizer(processor, name)
+        check_tokenizer(processor, name, IMAGE_TOKENS, "IDEFICS")
 
     # -- text ----------------------------------------------------------------------------------
 
@@ -201,7 +194,6 @@ def without_start_token(inputs: dict, tokenizer) -> dict:
     out = dict(inputs, input_ids=input_ids[:, keep:], attention_mask=attention_mask[:, keep:])
     out["image_attention_mask"] = inputs["image_attention_mask"][:, keep:]
     return out
-
 
 
 def cut_inputs(inputs: dict, prompts: Sequence[Prompt], tokenizer, add_start_token: bool) -> dict:

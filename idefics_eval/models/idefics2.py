@@ -29,7 +29,7 @@ from transformers import Idefics2ForConditionalGeneration, Idefics2Processor
 
 from ..errors import UserError
 from ..prompts import FAKE_TOKEN, IMAGE, Prompt, cut_left
-from .base import EncodeImages, Forward, ModelAdapter, generation_positions, left_padded
+from .base import EncodeImages, Forward, ModelAdapter, check_tokenizer, generation_positions, left_padded
 
 IMAGE_TOKENS = (IMAGE, FAKE_TOKEN)
 
@@ -62,15 +62,6 @@ def processor_inputs(processor, prompts: Sequence[Prompt], add_start_token: bool
     inputs = processor(text=texts, images=images if any(images) else None, padding="longest",
                        add_special_tokens=False, return_tensors="pt")
     return dict(inputs)
-
-
-def check_tokenizer(processor, name: str, tokens: Sequence[str], family: str) -> None:
-    vocab = processor.tokenizer.get_vocab()
-    missing = [token for token in tokens if token not in vocab]
-    if missing:
-        raise UserError(f"the tokenizer of {name} does not know {missing[0]}; it is not an {family} tokenizer")
-
-
 
 
 class Idefics2Adapter(ModelAdapter):

@@ -50,8 +50,6 @@ def processor_inputs(
     )
 
 
-
-
 class MllamaAdapter(ModelAdapter):
     """Every fast path holds: the forward pass takes the projected vision states
     (`cross_attention_states`) in place of pixels, and the cross-attention layers keep their image
