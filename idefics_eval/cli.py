@@ -425,7 +425,10 @@ def tasks(tasks_dirs: tuple[Path, ...], prompts_dirs: tuple[Path, ...], show: st
 @click.option("--seed", "old_seed", type=int, hidden=True, help="The old spelling of --demo-seed (deprecated).")
 @click.option("--family", type=click.Choice(DEMO_FAMILIES), default="idefics", show_default=True,
               help="The model family (its config.model_type) of the tiny random model.")
-def demo_model(directory: Path, family: str, **options) -> None:
+@click.option("--instruct", is_flag=True,
+              help="Write it as the family's instruct checkpoint, with a chat template shaped like the real one's "
+                   "(mllama, llava_onevision).")
+def demo_model(directory: Path, family: str, instruct: bool, **options) -> None:
     """Write the embedded tiny IDEFICS (or another family's tiny model) as a checkpoint folder that `--model DIR` loads."""
     from .demo.families import save_family_demo
 
@@ -434,8 +437,9 @@ def demo_model(directory: Path, family: str, **options) -> None:
 
     if directory.exists() and any(directory.iterdir()):
         raise UserError(f"{directory} is not empty; choose a new folder for the checkpoint")
-    save_family_demo(family, directory, seed)
-    click.echo(f"wrote the tiny {'IDEFICS' if family == 'idefics' else family} (seed {seed}) to {directory}")
+    save_family_demo(family, directory, seed, instruct)
+    kind = " instruct" if instruct else ""
+    click.echo(f"wrote the tiny {'IDEFICS' if family == 'idefics' else family}{kind} (seed {seed}) to {directory}")
 
 
 @cli.command()

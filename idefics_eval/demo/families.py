@@ -4,12 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import UserError
+
 FAMILIES = ("idefics", "idefics2", "idefics3", "smolvlm", "mllama", "llava_onevision")
+INSTRUCT_FAMILIES = ("mllama", "llava_onevision")  # makers that write an instruct checkpoint (a chat template)
 
 
-def save_family_demo(family: str, directory: Path, seed: int) -> None:
-    """Write `family`'s tiny model with weights from `seed` and its processor into `directory`;
-    each maker is imported only when asked for (each imports its family's transformers classes)."""
+def save_family_demo(family: str, directory: Path, seed: int, instruct: bool = False) -> None:
+    """Write `family`'s tiny model with weights from `seed` and its processor into `directory`
+    (`instruct`: as the family's instruct checkpoint, with its chat template); each maker is
+    imported only when asked for (each imports its family's transformers classes)."""
+    if instruct and family not in INSTRUCT_FAMILIES:
+        raise UserError(f"--instruct: no tiny instruct checkpoint for {family} (there is one for {', '.join(INSTRUCT_FAMILIES)})")
     if family == "idefics":
         from .model import save_demo_model
 
@@ -25,10 +31,10 @@ def save_family_demo(family: str, directory: Path, seed: int) -> None:
     elif family == "mllama":
         from .mllama import save_demo_model
 
-        save_demo_model(directory, seed)
+        save_demo_model(directory, seed, instruct)
     elif family == "llava_onevision":
         from .llava_onevision import save_demo_model
 
-        save_demo_model(directory, seed)
+        save_demo_model(directory, seed, instruct)
     else:
         raise ValueError(f"no tiny model for family {family!r}")

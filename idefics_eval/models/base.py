@@ -156,17 +156,20 @@ class ModelAdapter:
         """The checkpoint's Jinja chat template: its processor's, else its tokenizer's; None: none."""
         return getattr(self.processor, "chat_template", None) or getattr(self.tokenizer, "chat_template", None)
 
+    # The placeholder a family's chat template writes for an image content item (the one its processor expands).
+    chat_image_token: ClassVar[str] = IMAGE
+
     def chat_text(self, prompt: Prompt) -> str:
         """A chat prompt's text before the family expands its images: one user turn holding its items,
-        each image as the template writes it (`<image>`), the assistant turn's start, and its `reply`,
-        all through the checkpoint's own template. A start token the template writes is dropped: the
-        task's add_start_token decides it."""
+        each image as the template writes it (`chat_image_token`, where the template puts it), the
+        assistant turn's start, and its `reply`, all through the checkpoint's own template. A start
+        token the template writes is dropped: the task's add_start_token decides it."""
         content = [{"type": "text", "text": item} if isinstance(item, str) else {"type": "image"} for item in prompt.items]
         text = self.tokenizer.apply_chat_template([{"role": "user", "content": content}], chat_template=self.chat_template,
                                                   add_generation_prompt=True, tokenize=False)
-        if text.count(IMAGE) != sum(not isinstance(item, str) for item in prompt.items):
-            raise UserError(f"the chat template of {self.config.name_or_path or self.family} does not write one {IMAGE} "
-                            "per image; remove chat_template from the protocol")
+        if text.count(self.chat_image_token) != sum(not isinstance(item, str) for item in prompt.items):
+            raise UserError(f"the chat template of {self.config.name_or_path or self.family} does not write one "
+                            f"{self.chat_image_token} per image; remove chat_template from the protocol")
         bos = self.tokenizer.bos_token
         if bos and text.startswith(bos):
             text = text[len(bos):]

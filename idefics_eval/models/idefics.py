@@ -39,6 +39,14 @@ class IdeficsAdapter(ModelAdapter):
     fast_generation = True
     prefix_ranking = True
 
+    def check_chat_template(self, key: str, name: str) -> None:
+        """Always refused, saying why: IDEFICS checkpoints, the instruct ones too, ship no chat template
+        (the model card writes the instruct turns by hand), and one the harness made up would be
+        recorded as if it were the checkpoint's. Their turn format, one `User:`/`Assistant:` exchange
+        per shot, is a prompt file's business (docs/models.md#chat-templates)."""
+        raise UserError(f"{key}: IDEFICS checkpoints ship no chat template ({name}); for an instruct one, write its "
+                        "turns (User:...<end_of_utterance>\\nAssistant:) in a prompt file and remove chat_template")
+
     @classmethod
     def check_processor(cls, processor, name: str) -> None:
         if not isinstance(processor, IdeficsProcessor):

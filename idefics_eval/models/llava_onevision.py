@@ -6,7 +6,9 @@ with a single image gets "anyres" features (the whole image, the crops of the gr
 fits it best with the padding cut away, a newline feature after each row), a prompt with several
 images (any few-shot prompt) gets each whole image only, padded to a square, and one newline
 feature. This module writes the text with one `<image>` per image and leaves the rest to the
-processor.
+processor. An instruct checkpoint's chat template (a protocol's `chat_template: true`) writes the
+user turn with all its images first, one `<image>` line each, then its text: the shots' images are
+no longer next to their text there, which is the checkpoint's own format, and the harness keeps it.
 
 transformers (5.x) builds LlavaOnevisionProcessor only with a video processor, and its video
 processor needs torchvision, which this harness does not depend on. The harness passes no
@@ -32,7 +34,7 @@ from transformers import (
     LlavaOnevisionForConditionalGeneration,
     LlavaOnevisionProcessor,
 )
-from transformers.utils import cached_file
+from transformers.utils import CHAT_TEMPLATE_FILE
 
 from ..errors import UserError
 from ..examples import ImageRef
@@ -53,7 +55,8 @@ class ImageTextProcessor(LlavaOnevisionProcessor):
                          chat_template, image_token, video_token, vision_aspect_ratio)
 
     def save_pretrained(self, save_directory, **kwargs) -> None:
-        """LlavaOnevisionProcessor's files (AutoProcessor loads them where torchvision is installed)."""
+        """LlavaOnevisionProcessor's files (AutoProcessor loads them where torchvision is installed),
+        the chat template, if any, in its own file as transformers writes it."""
         path = Path(save_directory)
         path.mkdir(parents=True, exist_ok=True)
         self.image_processor.save_pretrained(path)
@@ -61,6 +64,8 @@ class ImageTextProcessor(LlavaOnevisionProcessor):
         settings = {name: getattr(self, name) for name in _SETTINGS}
         config = {"processor_class": LlavaOnevisionProcessor.__name__, **settings}
         (path / PROCESSOR_CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        if self.chat_template:
+            (path / CHAT_TEMPLATE_FILE).write_text(self.chat_template)
 
 
 _SETTINGS = [name for name in inspect.signature(ImageTextProcessor.__init__).parameters
@@ -68,31 +73,33 @@ _SETTINGS = [name for name in inspect.signature(ImageTextProcessor.__init__).par
 
 
 def load_processor(name: str | Path) -> ImageTextProcessor:
-    """The processor of a checkpoint (folder or hub id): its image processor, tokenizer and
-    processor settings."""
-    config_file = cached_file(name, PROCESSOR_CONFIG, _raise_exceptions_for_missing_entries=False)
-    config = json.loads(Path(config_file).read_text()) if config_file else {}
-    settings = {key: config[key] for key in _SETTINGS if key in config}
+    """The processor of a checkpoint (folder or hub id): its image processor, tokenizer, processor
+    settings and chat template (transformers' own reading of the processor's files)."""
+    config, _ = LlavaOnevisionProcessor.get_processor_dict(name)
+    settings = {key: config[key] for key in [*_SETTINGS, "chat_template"] if key in config}
     image_processor = AutoImageProcessor.from_pretrained(name, trust_remote_code=False)
     return ImageTextProcessor(image_processor, AutoTokenizer.from_pretrained(name, trust_remote_code=False), **settings)
 
 
-def prompt_text(prompt: Prompt, bos_token: str | None) -> str:
+def prompt_text(prompt: Prompt, bos_token: str | None, adapter: ModelAdapter | None = None) -> str:
     """The prompt as the processor reads it: `bos_token` (Qwen2's tokenizers have none), then the
-    text items as written and one `<image>` per image (the processor expands each)."""
+    text items as written and one `<image>` per image (the processor expands each); a chat prompt
+    in the checkpoint's template (`adapter.chat_text`)."""
+    if prompt.chat:
+        return (bos_token or "") + adapter.chat_text(prompt)
     return (bos_token or "") + "".join(item if isinstance(item, str) else IMAGE_TOKEN for item in prompt.items)
 
 
 def processor_inputs(
     processor: LlavaOnevisionProcessor, prompts: Sequence[Prompt], load: Callable[[ImageRef], Image.Image],
-    bos_token: str | None,
+    bos_token: str | None, adapter: ModelAdapter | None = None,
 ) -> BatchFeature:
     """input_ids, attention_mask, pixel_values, image_sizes and batch_num_images for `prompts`,
-    left-padded (generation continues every row at the end)."""
+    left-padded (generation continues every row at the end); `adapter` renders chat prompts."""
     images = [[load(ref) for ref in prompt.images] for prompt in prompts]
     return processor(
         images=images if any(images) else None,  # a batch of text-only prompts
-        text=[prompt_text(prompt, bos_token) for prompt in prompts],
+        text=[prompt_text(prompt, bos_token, adapter) for prompt in prompts],
         padding="longest",
         padding_side="left",
         add_special_tokens=False,  # the text holds its start token, if any
@@ -110,6 +117,8 @@ class LlavaOnevisionAdapter(ModelAdapter):
     cached_features = True
     fast_generation = True
     prefix_ranking = True
+    chat_templates = True
+    chat_image_token = IMAGE_TOKEN
     model_class = LlavaOnevisionForConditionalGeneration
 
     @classmethod
@@ -145,13 +154,15 @@ class LlavaOnevisionAdapter(ModelAdapter):
         return "".join(self.tokenizer.convert_ids_to_tokens(added)) if added else (self.tokenizer.bos_token or "")
 
     def prompt_text(self, prompt: Prompt, add_start_token: bool) -> str:
-        """The text with each `<image>` repeated once per feature, as the processor expands it."""
+        """The processor's text (`prompt_text`: the task's, or the chat template's) with each
+        `<image>` repeated once per feature of its image, in order, as the processor expands it."""
         from ..engine import load_image
 
         several = len(prompt.images) > 1
-        text = self.start_text(add_start_token)
-        for item in prompt.items:
-            text += item if isinstance(item, str) else self.processor.image_token * self._features(load_image(item), several)
+        pieces = prompt_text(prompt, self.start_text(add_start_token), self).split(IMAGE_TOKEN)
+        text = pieces[0]
+        for ref, piece in zip(prompt.images, pieces[1:], strict=True):
+            text += self.processor.image_token * self._features(load_image(ref), several) + piece
         return text
 
     def _features(self, image: Image.Image, several: bool) -> int:
@@ -168,7 +179,7 @@ class LlavaOnevisionAdapter(ModelAdapter):
     def build_inputs(self, prompts: Sequence[Prompt], add_start_token: bool) -> dict[str, torch.Tensor]:
         from ..engine import load_image  # engine imports the models package
 
-        return self.on_device(processor_inputs(self.processor, prompts, load_image, self.start_text(add_start_token)))
+        return self.on_device(processor_inputs(self.processor, prompts, load_image, self.start_text(add_start_token), self))
 
     def image_inputs(self, prompt: Prompt) -> dict[str, torch.Tensor]:
         from ..engine import load_image

@@ -5,6 +5,11 @@ cross-attend to that image's tiles (`cross_attention_mask`: token x image x tile
 after the last image attend to it until the end. MllamaProcessor builds all of this from a text
 with the image tokens in place and the images in the same order; this module only writes that
 text. The processor puts `<|begin_of_text|>` itself, after any images that open the text.
+
+An instruct checkpoint's chat template (a protocol's `chat_template: true`) writes the start token
+first, then the user turn's header, its items (`<|image|>` where each image stands), and the
+assistant turn's header; the processor then takes that text as the model card feeds it, the
+tokenizer adding nothing.
 """
 
 from __future__ import annotations
@@ -30,22 +35,31 @@ from .base import EncodeImages, Forward, ModelAdapter, generation_positions, lef
 IMAGE_TOKEN = "<|image|>"
 
 
-def prompt_text(prompt: Prompt) -> str:
-    """The prompt as MllamaProcessor reads it: text items as written, one image token per image."""
+def prompt_text(prompt: Prompt, adapter: ModelAdapter | None = None) -> str:
+    """The prompt as MllamaProcessor reads it: text items as written, one image token per image; a
+    chat prompt in the checkpoint's template, less the start token it writes (`adapter.chat_text`)."""
+    if prompt.chat:
+        return adapter.chat_text(prompt)
     return "".join(item if isinstance(item, str) else IMAGE_TOKEN for item in prompt.items)
 
 
 def processor_inputs(
-    processor: MllamaProcessor, prompts: Sequence[Prompt], load: Callable[[ImageRef], Image.Image]
+    processor: MllamaProcessor, prompts: Sequence[Prompt], load: Callable[[ImageRef], Image.Image],
+    adapter: ModelAdapter | None = None,
 ) -> BatchFeature:
     """input_ids, attention_mask, pixel_values, aspect_ratio_ids, aspect_ratio_mask and
-    cross_attention_mask for `prompts`, left-padded (generation continues every row at the end)."""
+    cross_attention_mask for `prompts`, left-padded (generation continues every row at the end).
+    Chat prompts (rendered by `adapter`) go in as the model card gives them: the templated text with
+    its start token, and no special tokens added by the tokenizer."""
     images = [[load(ref) for ref in prompt.images] for prompt in prompts]
+    chat = any(prompt.chat for prompt in prompts)
+    start = processor.tokenizer.bos_token if chat else ""
     return processor(
         images=images if any(images) else None,  # a batch of text-only prompts
-        text=[prompt_text(prompt) for prompt in prompts],
+        text=[start + prompt_text(prompt, adapter) for prompt in prompts],
         padding="longest",
         padding_side="left",
+        add_special_tokens=not chat,
         return_tensors="pt",
     )
 
@@ -60,6 +74,8 @@ class MllamaAdapter(ModelAdapter):
     cached_features = True
     fast_generation = True
     prefix_ranking = True
+    chat_templates = True
+    chat_image_token = IMAGE_TOKEN
     model_class = MllamaForConditionalGeneration
 
     @classmethod
@@ -88,10 +104,13 @@ class MllamaAdapter(ModelAdapter):
     def prompt_text(self, prompt: Prompt, add_start_token: bool) -> str:
         """With the start token, what the processor tokenizes: the tokens its tokenizer adds by
         itself, then the text with `<|begin_of_text|>` after any images that open it (the
-        processor's own rule); without, the bare text."""
-        text = prompt_text(prompt)
+        processor's own rule); without, the bare text. A chat prompt's text opens with its template's
+        header, after the start token alone (as `processor_inputs` gives it)."""
+        text = prompt_text(prompt, self)
         if not add_start_token:
             return text
+        if prompt.chat:
+            return self.tokenizer.bos_token + text
         added = self.tokenizer("", add_special_tokens=True)["input_ids"]
         text = build_string_from_input(text, self.tokenizer.bos_token, IMAGE_TOKEN)
         return "".join(self.tokenizer.convert_ids_to_tokens(added)) + text
@@ -104,7 +123,7 @@ class MllamaAdapter(ModelAdapter):
         from ..engine import load_image  # engine imports the models package
 
         if add_start_token:
-            inputs = dict(processor_inputs(self.processor, prompts, load_image))
+            inputs = dict(processor_inputs(self.processor, prompts, load_image, self))
         else:
             inputs = self.text_inputs(prompts, add_start_token=False)
             images = [[load_image(ref) for ref in prompt.images] for prompt in prompts]

@@ -1,10 +1,13 @@
 """A protocol's `chat_template: true`: an instruct checkpoint's prompt is one user turn of its own
-chat template (the shots and the query, images where they are) and the assistant turn's start; the
-fast path's ids equal the processor's on the templated text; a ranked candidate follows the
-assistant turn's start; a checkpoint or family without a template is refused in one line.
+chat template (the shots and the query, images where the template puts them) and the assistant
+turn's start; the fast and plain paths' inputs equal the processor's on the text of
+`processor.apply_chat_template`; a ranked candidate follows the assistant turn's start; a
+checkpoint or family without a template is refused in one line.
 
-The tiny checkpoints have no chat template (base models): the tests give their processor a small
-one in the Idefics2 style, written here."""
+The tiny Idefics2/3 and SmolVLM checkpoints have no chat template (base models): the tests give
+their processor a small one in the Idefics2 style, written here. The tiny Llama 3.2 Vision and
+LLaVA-OneVision makers write instruct checkpoints themselves (`instruct=True`), each with a template
+of its real instruct checkpoint's layout."""
 
 from __future__ import annotations
 
@@ -17,10 +20,13 @@ from transformers import AutoProcessor
 
 from idefics_eval.demo import idefics2 as demo_idefics2
 from idefics_eval.demo import idefics3 as demo_idefics3
+from idefics_eval.demo import llava_onevision as demo_llava_onevision
+from idefics_eval.demo import mllama as demo_mllama
 from idefics_eval.demo.families import save_family_demo
 from idefics_eval.engine import GenerationSettings, Generator
 from idefics_eval.image_cache import ImageFeatureCache
 from idefics_eval.models import adapter_class, load_model, load_prompt_side
+from idefics_eval.models.llava_onevision import load_processor as load_llava_processor
 from idefics_eval.plan import demo_data
 from idefics_eval.prompts import load_template, most_common_answer
 from idefics_eval.ranking import Ranker
@@ -33,10 +39,18 @@ TEMPLATE = ("{% for message in messages %}{{ message['role'] | capitalize }}:{% 
             "{% if part['type'] == 'image' %}<image>{% else %}{{ part['text'] }}{% endif %}{% endfor %}"
             "<end_of_utterance>\n{% endfor %}{% if add_generation_prompt %}Assistant:{% endif %}")
 FAMILIES = ["idefics2", "idefics3", "smolvlm"]
+INSTRUCT_MAKERS = {"mllama": demo_mllama, "llava_onevision": demo_llava_onevision}  # maker modules
+ALL_FAMILIES = FAMILIES + list(INSTRUCT_MAKERS)
 
 
 def chat_adapter(family: str, template: str | None = TEMPLATE):
-    """The family's adapter on its tiny processor and config (no weights), with `template`."""
+    """The family's adapter on its tiny processor and config (no weights), with `template` (for a
+    family whose maker writes instruct checkpoints: its instruct processor's own, or none)."""
+    if family in INSTRUCT_MAKERS:
+        maker = INSTRUCT_MAKERS[family]
+        processor = maker.build_processor(instruct=template is not None)
+        config = maker.build_config(instruct=True) if family == "llava_onevision" else maker.build_config()
+        return adapter_class(family, f"tiny-{family}")(processor, config)
     if family == "idefics2":
         processor = demo_idefics2.build_processor()
         config = demo_idefics2.build_config(processor.tokenizer)
@@ -91,13 +105,73 @@ def test_without_chat_template_the_prompt_is_the_task_s():
     assert not plain.chat and "User:" not in adapter.prompt_text(plain, True)
 
 
-def test_a_checkpoint_or_family_without_a_template_is_refused():
-    with pytest.raises(Exception, match=r"^p.yaml: chat_template: tiny-idefics2 has no chat template \(a base checkpoint\?\)"):
-        chat_adapter("idefics2", template=None).check_chat_template("p.yaml: chat_template", "tiny-idefics2")
-    chat_adapter("idefics2").check_chat_template("p.yaml: chat_template", "tiny-idefics2")  # has one: passes
-    for family in ("idefics", "mllama", "llava_onevision"):  # no chat turns in these adapters
-        with pytest.raises(Exception, match=rf"^p.yaml: chat_template: chat templates are not supported for {family} checkpoints"):
-            adapter_class(family, "m")(None, None).check_chat_template("p.yaml: chat_template", "m")
+@pytest.mark.parametrize("family", ALL_FAMILIES)
+def test_a_checkpoint_without_a_template_is_refused(family):
+    with pytest.raises(Exception, match=rf"^p.yaml: chat_template: tiny-{family} has no chat template \(a base checkpoint\?\)"):
+        chat_adapter(family, template=None).check_chat_template("p.yaml: chat_template", f"tiny-{family}")
+    chat_adapter(family).check_chat_template("p.yaml: chat_template", f"tiny-{family}")  # has one: passes
+
+
+def test_idefics_is_refused_saying_why():
+    with pytest.raises(Exception, match=r"^p.yaml: chat_template: IDEFICS checkpoints ship no chat template \(m\)"):
+        adapter_class("idefics", "m")(None, None).check_chat_template("p.yaml: chat_template", "m")
+
+
+def by_hand(processor, prompts):
+    """What a user of the processor writes for chat prompts, batched: `processor.apply_chat_template`
+    on the user turn (an image content item where each image stands) with the assistant turn's start,
+    the start token in front unless the template wrote it, then the processor on those texts and the
+    images, left-padded, its tokenizer adding no special tokens."""
+    bos = processor.tokenizer.bos_token
+    texts = []
+    for prompt in prompts:
+        content = [{"type": "text", "text": i} if isinstance(i, str) else {"type": "image"} for i in prompt.items]
+        text = processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
+                                             tokenize=False)
+        texts.append(text if text.startswith(bos) else bos + text)
+    images = [[ref.load() for ref in prompt.images] for prompt in prompts]
+    processor.tokenizer.padding_side = "left"
+    return processor(text=texts, images=images, padding="longest", padding_side="left", add_special_tokens=False,
+                     return_tensors="pt")
+
+
+@pytest.mark.parametrize("family", ALL_FAMILIES)
+def test_a_batch_s_inputs_equal_the_processor_on_apply_chat_template(family):
+    adapter = chat_adapter(family)
+    prompts = chat_prompts()  # 0, 1 and 4 shots in one batch
+    expected = by_hand(adapter.processor, prompts)
+    built, text = adapter.build_inputs(prompts, True), adapter.text_inputs(prompts, True)
+    for key in expected:  # the plain path is the processor on the text the harness templated
+        assert torch.equal(built[key], expected[key]), key
+    for key in text:  # the fast path: the same ids, masks (and Llama 3.2 Vision's cross-attention mask)
+        assert torch.equal(text[key], expected[key]), key
+    for prompt in prompts:  # without the start token: the same ids less it
+        assert adapter.token_ids(prompt, False) == adapter.token_ids(prompt, True)[1:]
+    without = adapter.text_inputs(prompts, False)
+    assert torch.equal(adapter.build_inputs(prompts, False)["input_ids"], without["input_ids"])
+
+
+@pytest.mark.parametrize(("family", "opening", "closing"), [
+    ("mllama", "<s><|start_header_id|>user<|end_header_id|>\n\nInstruction:",
+     "Answer:<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"),
+    ("llava_onevision", "<s><|im_start|>user\n<image>\n<image>\n<image>\n<image>\n<image>\nInstruction:",
+     "Answer:<|im_end|>\n<|im_start|>assistant\n"),
+])
+def test_the_instruct_makers_templates_have_the_real_ones_layout(family, opening, closing):
+    """Llama 3.2 Vision Instruct: one header per turn, the items in order, <|eot_id|>; no system turn
+    when there are images. LLaVA-OneVision (llava-hf): the turn's images first, one line each, then its
+    text. Both are written by the maker, and the adapter templates with them."""
+    adapter = chat_adapter(family)
+    prompt = chat_prompts()[2]  # 4 shots: 5 images
+    content = [{"type": "text", "text": i} if isinstance(i, str) else {"type": "image"} for i in prompt.items]
+    text = adapter.processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
+                                                 tokenize=False)
+    text = text if text.startswith("<s>") else "<s>" + text
+    assert text.startswith(opening) and text.endswith(closing)
+    assert text == adapter.tokenizer.bos_token + adapter.chat_text(prompt)
+    if family == "mllama":
+        assert text.count("<|image|>") == 5 and "Today Date" not in text
+        assert "Image:<|image|>Question: What is shape 0?" in text  # each image where it stands
 
 
 def protocol_file(tmp_path, section: str = "default") -> str:
@@ -112,7 +186,7 @@ def test_idefics_refuses_the_chat_template_in_one_line(tmp_path, capsys):
     code, _, err = invoke(capsys, "prompt", "--task", "vqav2", "--demo", "--shots", "0", "--protocol", protocol,
                           "--cache-dir", str(tmp_path / "cache"))
     assert code == 2 and err.count("\n") == 1
-    assert f"{protocol}: chat_template: chat templates are not supported for idefics checkpoints" in err
+    assert f"{protocol}: chat_template: IDEFICS checkpoints ship no chat template" in err
 
 
 def test_protocol_chat_template_must_be_a_boolean(tmp_path, capsys):
@@ -187,3 +261,62 @@ def test_a_run_under_chat_template_records_the_templated_prompts(tmp_path, capsy
         line = json.loads((out / "samples" / f"{task}_2shot.jsonl").read_text().splitlines()[0])
         assert line["prompt"].startswith("User:") or line["prompt"].startswith("<s>User:")
         assert line["prompt"].endswith("<end_of_utterance>\nAssistant:")
+
+
+@pytest.fixture(scope="module", params=list(INSTRUCT_MAKERS))
+def instruct_family(request, tmp_path_factory):
+    """(family, folder, loaded model) of the family's tiny instruct checkpoint, as its maker writes it."""
+    folder = tmp_path_factory.mktemp("instruct") / request.param
+    save_family_demo(request.param, folder, seed=0, instruct=True)
+    return request.param, folder, load_model(str(folder), device="cpu", dtype="float32", progress=False)
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_fast_generation_equals_generate_on_the_instruct_makers_chat_prompts(instruct_family, num_beams):
+    _, _, loaded = instruct_family
+    assert loaded.adapter.chat_template is not None  # loaded back from the checkpoint's files
+    generator = Generator(loaded, GenerationSettings(max_new_tokens=6, num_beams=num_beams), ImageFeatureCache())
+    assert generator.fast
+    prompts = chat_prompts()
+    assert torch.equal(generator.generate_ids_fast(prompts), generator.generate_ids_plain(prompts))
+
+
+def test_prefix_cached_ranking_of_the_instruct_makers_chat_prompts_equals_full_forwards(instruct_family):
+    _, _, loaded = instruct_family
+    context = chat_prompts()[2]
+    continuations = [chat_prompts(candidate=c)[2] for c in ("red", "dark blue")]
+    with torch.no_grad():
+        ranker = Ranker(loaded, 2, ImageFeatureCache())
+        fast = ranker.loglikelihoods(context, continuations, "sum")
+        assert fast == pytest.approx(ranker.loglikelihoods_full(context, continuations, "sum"), abs=1e-4)
+
+
+def test_a_run_of_an_instruct_maker_s_checkpoint_under_chat_template(instruct_family, tmp_path, capsys):
+    family, folder, _ = instruct_family
+    out = tmp_path / "run"
+    code, _, err = invoke(capsys, "run", "--model", str(folder), "--demo-data", "--task", "vqav2,hatefulmemes", "--shots", "2",
+                          "--limit", "3", "--protocol", protocol_file(tmp_path), "--output-dir", str(out), "--no-progress",
+                          "--cache-dir", str(tmp_path / "cache"))
+    assert code == 0, err
+    closing = {"mllama": "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
+               "llava_onevision": "<|im_end|>\n<|im_start|>assistant\n"}[family]
+    for task in ("vqav2", "hatefulmemes"):
+        line = json.loads((out / "samples" / f"{task}_2shot.jsonl").read_text().splitlines()[0])
+        assert line["prompt"].endswith(closing), line["prompt"][-80:]
+
+
+@pytest.mark.parametrize("family", list(INSTRUCT_MAKERS))
+def test_a_base_checkpoint_of_the_instruct_makers_families_is_refused_in_one_line(family, tmp_path, capsys):
+    folder = tmp_path / family
+    save_family_demo(family, folder, seed=0)  # a base checkpoint: no template
+    code, _, err = invoke(capsys, "prompt", "--task", "vqav2", "--model", str(folder), "--demo-data", "--shots", "1",
+                          "--protocol", protocol_file(tmp_path), "--cache-dir", str(tmp_path / "cache"))
+    assert code == 2 and f"{folder} has no chat template" in err and err.count("\n") == 1
+
+
+def test_demo_model_instruct_is_refused_for_a_family_without_an_instruct_maker(tmp_path, capsys):
+    code, _, err = invoke(capsys, "demo-model", str(tmp_path / "m"), "--family", "idefics2", "--instruct")
+    assert code == 2 and "--instruct: no tiny instruct checkpoint for idefics2" in err and err.count("\n") == 1
+    code, _, err = invoke(capsys, "demo-model", str(tmp_path / "l"), "--family", "llava_onevision", "--instruct")
+    assert code == 0, err
+    assert load_llava_processor(tmp_path / "l").chat_template == demo_llava_onevision.CHAT_TEMPLATE
