@@ -320,3 +320,20 @@ def test_demo_model_instruct_is_refused_for_a_family_without_an_instruct_maker(t
     code, _, err = invoke(capsys, "demo-model", str(tmp_path / "l"), "--family", "llava_onevision", "--instruct")
     assert code == 0, err
     assert load_llava_processor(tmp_path / "l").chat_template == demo_llava_onevision.CHAT_TEMPLATE
+
+
+def test_idefics_instruct_turns_are_a_prompt_file_s_business(tmp_path, capsys):
+    """What the IDEFICS refusal points to (docs/models.md#chat-templates): one User/Assistant exchange
+    per shot, written by a prompt file that a protocol names, the query ending at `Assistant:`."""
+    (tmp_path / "prompts").mkdir()
+    (tmp_path / "prompts" / "vqa_instruct.yaml").write_text(
+        'name: vqa_instruct\nversion: 1\nprefix: ""\n'
+        'example: "User:<image>Question: {question}<end_of_utterance>\\nAssistant: {answer}<end_of_utterance>\\n"\n')
+    protocol = tmp_path / "instruct.yaml"
+    protocol.write_text("name: instruct\ntasks:\n  vqav2:\n    prompt: vqa_instruct\n")
+    code, out, err = invoke(capsys, "prompt", "--task", "vqav2", "--demo", "--shots", "2", "--protocol", str(protocol),
+                            "--prompts-dir", str(tmp_path / "prompts"), "--cache-dir", str(tmp_path / "cache"), "--json")
+    assert code == 0, err
+    text = json.loads(out)["text"]
+    assert text.startswith("<s>User:<fake_token_around_image>") and text.count("<end_of_utterance>\nAssistant:") == 3
+    assert text.endswith("<end_of_utterance>\nAssistant:")
