@@ -67,9 +67,18 @@ class GenerationSettings:
     add_start_token: bool = True  # prompts start with the tokenizer's <s>, as the family's processor adds it
 
 
-@lru_cache(maxsize=1024)
 def load_image(ref: ImageRef) -> Image.Image:
-    """Decoded images, shared between the queries that show the same shot."""
+    """Decoded images, shared between the queries that show the same shot. Keyed by the image's
+    bytes (`ref.digest()`) beside the ref: an image edited in place (between two `evaluate` calls
+    of a training loop), or another dataset's image under the same key, is decoded afresh. A ref
+    without `digest` could only be hashed by decoding it, so it is decoded each time."""
+    if getattr(ref, "digest", None) is None:
+        return ref.load()
+    return _decoded(ref.digest(), ref)
+
+
+@lru_cache(maxsize=1024)
+def _decoded(digest: str, ref: ImageRef) -> Image.Image:
     return ref.load()
 
 

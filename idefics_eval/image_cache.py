@@ -5,7 +5,9 @@ support image retrieved as a shot for many queries, a query image shared by seve
 `ImageFeatureCache` holds the per-image features the language model reads, as the family's adapter
 computes them (`ModelAdapter.compute_features`; for IDEFICS the perceiver resampler's latents, or
 the vision tower's last hidden state for a checkpoint without a resampler). Entries are keyed by
-(model fingerprint, dtype, image key) and the cache is bounded by bytes, evicting the least
+(model fingerprint, dtype, SHA-256 of the image's bytes), not by the image's path or dataset row,
+and live for one run (`forget_features`: the weights may change between runs with one model
+object, unseen by the fingerprint). The cache is bounded by bytes, evicting the least
 recently used entry first. It lives in memory on the model's device (at IDEFICS-9B's 64 x 4096
 bfloat16 latents an image costs 512 KiB, so the default 1 GiB holds 2,048 images, more than the
 distinct shots of a typical 32-shot run over a few thousand queries). With a spill folder
@@ -38,6 +40,7 @@ import torch
 
 from .cache_files import read_checked, write_checked
 from .errors import UserError
+from .examples import image_digest
 
 DEFAULT_MAX_BYTES = 1 << 30
 
@@ -59,9 +62,8 @@ class FeatureSpill:
 
     Each spill writes into a new folder of its own under `root` (`features-<pid>-<random>`), removed
     with the spill, and reads only what it wrote: runs sharing `root` never read each other's files,
-    and a file left by an earlier run (of an image since edited in place) is never read. A file is
-    named by the SHA-256 of its key, which for the run's cache holds the model's weights fingerprint
-    and dtype beside the image key.
+    and a file left by an earlier run is never read. A file is named by the SHA-256 of its key,
+    which for the run's cache holds the model's weights fingerprint and dtype beside the image's digest.
     """
 
     def __init__(self, root: Path):
@@ -209,6 +211,20 @@ def configure_shared_cache(loaded, max_bytes: int = DEFAULT_MAX_BYTES, spill_dir
     return cache
 
 
+def forget_features(loaded) -> None:
+    """Empty the run-wide cache of `loaded`'s model (its spill files too), at the start of a run.
+
+    Between two runs with one model object (`evaluate` in a training loop) the weights may have
+    changed in place, and the fingerprint cannot be trusted to show it: it samples 256 values of
+    each tensor (`models.weights_fingerprint`), so an update that misses them (a few rows of an
+    embedding, a frozen tower but one bias) leaves it as it was. Hashing every weight would see
+    any change but costs a pass over all of them at each `evaluate` (about a second per GB on
+    CPU); features are not worth keeping across runs anyway, since training changes them."""
+    cache = _SHARED.get(loaded.model)
+    if cache is not None:
+        cache.clear()
+
+
 def compute_features(loaded, pixel_values: torch.Tensor) -> torch.Tensor:
     """Pixels -> per-image features, as the model computes them (the family's adapter)."""
     return loaded.adapter.compute_features(pixel_values)
@@ -221,25 +237,30 @@ def pixel_values(loaded, images) -> torch.Tensor:
 
 def encode_images(loaded, refs: Sequence, cache: ImageFeatureCache | None = None) -> torch.Tensor:
     """Features of `refs` (ImageRefs), stacked in order: (len(refs), tokens, dim); misses computed
-    once each (duplicates within `refs` too) and stored in `cache` (no caching when None)."""
+    once each (duplicates within `refs` too) and stored in `cache` (no caching when None).
+
+    Keyed by the image's content (`image_digest`: memoised per ref, so a prompt costs a `stat` per
+    image, not a hash), not its key: an image edited in place, or two datasets' different images
+    under one key, never share features."""
     from .engine import load_image  # engine imports this module
 
     prefix = (loaded.fingerprint, str(loaded.dtype))
-    found: dict[str, torch.Tensor] = {}
-    missing: dict[str, object] = {}  # key -> ref, first occurrence order
-    for ref in refs:
-        if ref.key in found or ref.key in missing:
+    keys = [prefix + (image_digest(ref),) for ref in refs]
+    found: dict[tuple, torch.Tensor] = {}
+    missing: dict[tuple, object] = {}  # key -> ref, first occurrence order
+    for key, ref in zip(keys, refs):
+        if key in found or key in missing:
             continue
-        tensor = cache.get(prefix + (ref.key,)) if cache is not None else None
+        tensor = cache.get(key) if cache is not None else None
         if tensor is None:
-            missing[ref.key] = ref
+            missing[key] = ref
         else:
-            found[ref.key] = tensor
-    for ref in missing.values():
+            found[key] = tensor
+    for key, ref in missing.items():
         feature = compute_features(loaded, pixel_values(loaded, [load_image(ref)]))[0]
-        found[ref.key] = feature
+        found[key] = feature
         if cache is not None:
-            cache.put(prefix + (ref.key,), feature)
+            cache.put(key, feature)
     if not refs:
         return torch.zeros(0, device=loaded.device)
-    return torch.stack([found[ref.key] for ref in refs])
+    return torch.stack([found[key] for key in keys])

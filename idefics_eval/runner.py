@@ -23,7 +23,7 @@ from .distributed import World, world as current_world
 from .engine import AUTO_BATCH_OFF_GPU, Generator, generate_all, longest_first, postprocess, resolve_batch_size
 from .errors import UserError
 from .examples import Example, ExampleSet
-from .image_cache import configure_shared_cache
+from .image_cache import configure_shared_cache, forget_features
 from .model_requests import (PromptTooLong, Tolerant, bad_example, check_context, fit_prompt, longest_ranking_requests,
                              matched, ranked, sample_fields)
 from .metrics import refuse_undefined
@@ -303,7 +303,10 @@ def _run(config: RunConfig, p: Prepared, world: World, loaded: LoadedModel | Non
 
 def run_tasks(configs: Sequence[RunConfig], loaded: LoadedModel | None = None) -> list[Result]:
     """Several tasks with one model: every task is validated before the model loads, once
-    (or, given an already-loaded model, before the first task runs)."""
+    (or, given an already-loaded model, before the first task runs). The tasks share their images'
+    features; an already-loaded model's from earlier runs are dropped (`forget_features`)."""
+    if loaded is not None:
+        forget_features(loaded)
     if len(configs) == 1:
         return run(configs[0], loaded=loaded)
     first = configs[0]

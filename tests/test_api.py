@@ -11,10 +11,11 @@ import pytest
 import torch
 
 import idefics_eval
-from idefics_eval import api
+from idefics_eval import api, image_cache
 from idefics_eval.cli import run as cli_run
 from idefics_eval.demo.model import build_model, build_processor
 from idefics_eval.errors import UserError
+from idefics_eval.models import weights_fingerprint
 from idefics_eval.plan import DEMO_DATA
 from idefics_eval.runner import RunConfig, run
 from idefics_eval.tasks import builtin_dir
@@ -166,3 +167,19 @@ def test_threads_set_for_the_evaluation_only_and_none_keeps_the_callers(monkeypa
     assert seen == [target, before]
     with pytest.raises(UserError, match="threads=0"):
         api.evaluate(model, processor, "vqav2", output_dir=tmp_path / "c", demo_data=True, threads=0)
+
+
+def test_features_are_not_reused_after_the_weights_change_in_place(tmp_path, monkeypatch):
+    """A training step between two `evaluate` calls changes weights the fingerprint may not sample:
+    the second call must compute its image features again, not take the first call's."""
+    model, processor = build_model(0), build_processor()
+    computed = []
+    compute = image_cache.compute_features
+    monkeypatch.setattr(image_cache, "compute_features", lambda loaded, pixels: computed.append(1) or compute(loaded, pixels))
+    idefics_eval.evaluate(model, processor, ["vqav2"], output_dir=tmp_path / "before", **fast())
+    first, fingerprint = len(computed), weights_fingerprint(model)
+    with torch.no_grad():
+        model.model.vision_model.embeddings.patch_embedding.weight.view(-1)[1] += 1.0  # step 24: not sampled
+    assert weights_fingerprint(model) == fingerprint
+    idefics_eval.evaluate(model, processor, ["vqav2"], output_dir=tmp_path / "after", **fast())
+    assert first > 0 and len(computed) == 2 * first

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from pathlib import Path
 
 import datasets
@@ -207,6 +208,42 @@ def test_dataset_images_are_keyed_by_their_bytes_not_the_dataset_fingerprint(tmp
     before = refs[2].digest()
     (tmp_path / "c.png").write_bytes(png((0, 100, 0)))
     assert refs[2].digest() != before
+
+
+def counted_file_digests(monkeypatch) -> list[Path]:
+    hashed, real = [], examples_module._file_digest
+    monkeypatch.setattr(examples_module, "_file_digest", lambda path: hashed.append(path) or real(path))
+    return hashed
+
+
+def test_a_file_digest_is_kept_until_the_file_changes_even_under_its_old_size_and_mtime(tmp_path, monkeypatch):
+    """Every prompt asks for its images' digests: hashed once per ref, then checked by `stat`,
+    whose ctime shows a `cp -p` over the file (same size, mtime set back) that size and mtime miss."""
+    path = tmp_path / "a.png"
+    path.write_bytes(b"encoded image 1")
+    now = examples_module.time.time_ns
+    monkeypatch.setattr(examples_module.time, "time_ns", lambda: now() + 10 * examples_module._RACY_NS)  # all settled
+    hashed = counted_file_digests(monkeypatch)
+    ref = FileImage(path)
+    red = ref.digest()
+    assert ref.digest() == red and hashed == [path]
+    stat = path.stat()
+    time.sleep(0.05)  # a timestamp tick later (a few milliseconds on Linux)
+    path.write_bytes(b"encoded image 2")  # as long: same size
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert path.stat().st_size == stat.st_size and path.stat().st_mtime_ns == stat.st_mtime_ns
+    assert ref.digest() == hashlib.sha256(path.read_bytes()).hexdigest() != red and hashed == [path, path]
+
+
+def test_a_digest_taken_just_after_a_write_is_not_kept(tmp_path, monkeypatch):
+    """Where timestamps are coarse (a few milliseconds on older Linux kernels, 2 s on FAT), a second
+    write within the tick of the first leaves the stat as it was: a digest taken then could go stale
+    unseen, so it is not kept (git's "racy" entries) and the file is hashed at every ask."""
+    path = tmp_path / "a.png"
+    path.write_bytes(b"encoded image 1")
+    hashed = counted_file_digests(monkeypatch)
+    ref = FileImage(path)
+    assert ref.digest() == ref.digest() == hashlib.sha256(b"encoded image 1").hexdigest() and hashed == [path, path]
 
 
 def test_a_dataset_image_path_leaving_its_folder_is_not_even_hashed(tmp_path):

@@ -3,10 +3,18 @@ same scores and generations as features computed afresh."""
 
 from __future__ import annotations
 
+import os
+
+import datasets
 import pytest
 import torch
+from PIL import Image
 
+from idefics_eval import examples as examples_module
+from idefics_eval.engine import load_image
+from idefics_eval.examples import DatasetImage, FileImage
 from idefics_eval.image_cache import ImageFeatureCache, compute_features, encode_images, pixel_values, shared_cache
+from idefics_eval.paths import Confinement
 from idefics_eval.prompts import load_template, most_common_answer
 from idefics_eval.ranking import Ranker
 
@@ -76,3 +84,61 @@ def test_ranking_with_the_cache_equals_without(demo_loaded, max_bytes):
         assert cached.loglikelihoods(context, continuations, "sum") == fresh.loglikelihoods(context, continuations, "sum")
     assert cached.image_cache.stats.hits > 0
     assert (cached.image_cache.stats.evictions > 0) == (max_bytes < 4096)
+
+
+def png_file(path, rgb) -> None:
+    Image.new("RGB", (32, 32), rgb).save(path, format="PNG")
+
+
+def fresh_features(loaded, path) -> torch.Tensor:
+    with Image.open(path) as image:
+        return compute_features(loaded, pixel_values(loaded, [image.convert("RGB")]))[0]
+
+
+def test_an_image_edited_in_place_misses_the_feature_cache(demo_loaded, tmp_path):
+    """A training loop's second `evaluate` reads its split afresh (new refs to the same paths): an
+    image replaced in place, under its old mtime, must not get the old image's features (or pixels)."""
+    path = tmp_path / "a.png"
+    png_file(path, (250, 0, 0))
+    cache = ImageFeatureCache()
+    red = encode_images(demo_loaded, [FileImage(path)], cache)[0]
+    stat = path.stat()
+    png_file(path, (0, 0, 250))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    blue = encode_images(demo_loaded, [FileImage(path)], cache)[0]
+    assert torch.equal(blue, fresh_features(demo_loaded, path)) and not torch.equal(blue, red)
+    assert load_image(FileImage(path)).getpixel((0, 0)) == (0, 0, 250)
+
+
+def test_two_datasets_images_under_one_key_get_their_own_features(demo_loaded, tmp_path):
+    """Two save_to_disk copies keep the fingerprint they were saved with: rows of the same index
+    have one key but hold different images."""
+    features = datasets.Features({"image": datasets.Image(decode=False)})
+    inside = Confinement(tmp_path, "the data folder")
+    refs = []
+    for rgb, name in [((250, 0, 0), "red.png"), ((0, 0, 250), "blue.png")]:
+        png_file(tmp_path / name, rgb)
+        cells = [{"bytes": (tmp_path / name).read_bytes(), "path": None}]
+        dataset = datasets.Dataset.from_dict({"image": cells}, features=features)
+        refs.append(DatasetImage(dataset=dataset, index=0, column="image", fingerprint="saved", inside=inside))
+    assert refs[0].key == refs[1].key
+    cache = ImageFeatureCache()
+    red = encode_images(demo_loaded, refs[:1], cache)[0]
+    blue = encode_images(demo_loaded, refs[1:], cache)[0]
+    assert torch.equal(red, fresh_features(demo_loaded, tmp_path / "red.png"))
+    assert torch.equal(blue, fresh_features(demo_loaded, tmp_path / "blue.png"))
+    assert load_image(refs[1]).getpixel((0, 0)) == (0, 0, 250)
+
+
+def test_a_prompt_hashes_no_image_again(demo_loaded, tmp_path, monkeypatch):
+    """The feature cache's key is the image's digest, asked for at every prompt: hashed once per
+    ref while the file is unchanged (an old file, past the racy window), then a `stat` each time."""
+    path = tmp_path / "old.png"
+    png_file(path, (0, 200, 0))
+    monkeypatch.setattr(examples_module, "_RACY_NS", 0)  # trust a file written just now (no tick to wait)
+    hashed = []
+    monkeypatch.setattr(examples_module, "_file_digest", lambda p: hashed.append(p) or "digest of " + str(p))
+    ref, cache = FileImage(path), ImageFeatureCache()
+    for _ in range(3):
+        encode_images(demo_loaded, [ref, ref], cache)
+    assert hashed == [path] and cache.stats.misses == 1
