@@ -349,14 +349,15 @@ PROMPT_KEY = "example"  # the key every prompt file has and no task file may hav
 def is_prompt_file(path: Path) -> bool:
     """Whether a YAML file in a tasks folder is a prompt template (a mapping with an `example` key)
     rather than a task; a file that is not valid YAML is not, so the task parser reports it."""
-    stat = path.stat()
-    return _has_prompt_key(str(path), stat.st_mtime_ns, stat.st_size)
+    return _has_prompt_key(str(path), path.read_bytes())
 
 
-@functools.lru_cache(maxsize=1024)  # keyed on the file's modification time and size: read once per version
-def _has_prompt_key(path: str, mtime_ns: int, size: int) -> bool:
+# Keyed on the file's bytes (reading a task file costs microseconds, parsing it a millisecond), not
+# its mtime and size, which a file copied over it with `cp -p` of the same length keeps.
+@functools.lru_cache(maxsize=1024)
+def _has_prompt_key(path: str, raw: bytes) -> bool:
     try:
-        data = read_yaml(Path(path), Path(path).read_bytes())
+        data = read_yaml(Path(path), raw)
     except UserError:
         return False
     return isinstance(data, dict) and PROMPT_KEY in data

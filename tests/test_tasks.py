@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from idefics_eval.errors import UserError
-from idefics_eval.tasks import load_task, parse_task, task_files
+from idefics_eval.prompts import resolve_template
+from idefics_eval.tasks import is_prompt_file, load_task, parse_task, task_files
 
 VQAV2 = (Path(__file__).resolve().parents[1] / "tasks" / "vqav2.yaml").read_text()
 
@@ -83,3 +85,18 @@ def test_a_file_libyaml_refuses_is_reported_by_the_pure_parser(tmp_path):
 
     with pytest.raises(UserError, match=r"line 1 is not valid YAML \(expected ',' or '\]', but got '<stream end>'\)"):
         read_yaml(tmp_path / "x.yaml", b"a: [1, 2")
+
+
+def test_a_task_file_replaced_by_a_prompt_file_of_its_size_and_mtime_is_read_again(tmp_path):
+    """Which files of a tasks folder are prompt files is cached per process (a training loop calls
+    `evaluate` again and again): a prompt copied over a task with `cp -p`, as long, keeps the old
+    size and mtime, and must still become the folder's template."""
+    path = tmp_path / "vqa.yaml"
+    task, prompt = "name: vqa\nmetric: vqa_accuracy\n", "example: '{question}'\n"
+    path.write_text(task)
+    assert not is_prompt_file(path) and resolve_template("vqa", tasks_dirs=(tmp_path,)) != path
+    stat = path.stat()
+    path.write_text(prompt + "#" * (len(task) - len(prompt) - 1) + "\n")
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert path.stat().st_size == stat.st_size
+    assert is_prompt_file(path) and resolve_template("vqa", tasks_dirs=(tmp_path,)) == path
