@@ -39,8 +39,8 @@ class Prompt:
 
     A prompt cut from the left to fit the context (truncation `left`, `model_requests.fit_prompt`)
     keeps its items whole and says what is cut: its first `cut_tokens` tokens after the start token
-    (`cut_left` removes them wherever token ids are built: `ModelAdapter.token_ids` and the family's
-    inputs), and `cut_images`, the images whose placeholder went with them, which `images` then
+    (`ModelAdapter.cut_ids`, by default `cut_left`, removes them wherever token ids are built:
+    `ModelAdapter.token_ids` and the family's inputs), and `cut_images`, the images whose placeholder went with them, which `images` then
     leaves out of the image inputs.
 
     A prompt with `chat` (a protocol's `chat_template: true`) is shown to the model as one user turn
@@ -80,7 +80,8 @@ class Prompt:
 def cut_left(ids: list[int], prompt: Prompt, add_start_token: bool) -> list[int]:
     """`ids` (the prompt's, or a longer sequence starting with them) less the prompt's `cut_tokens`
     from the left; the start token, where the task has one, stays first (as a tokenizer that adds it
-    after truncating keeps it). Every path that builds token ids goes through here."""
+    after truncating keeps it). Every path that builds token ids goes through it (by way of
+    `ModelAdapter.cut_ids`, where a family whose start token is not first has its own rule)."""
     if not prompt.cut_tokens:
         return ids
     start = 1 if add_start_token else 0

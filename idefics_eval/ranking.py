@@ -26,7 +26,7 @@ import torch
 from .engine import note_once
 from .image_cache import ImageFeatureCache, encode_images, shared_cache
 from .models import LoadedModel
-from .prompts import Prompt, cut_left
+from .prompts import Prompt
 
 
 def continuation_ids(tokenizer, context: str, full: str) -> tuple[list[int], int]:
@@ -82,7 +82,7 @@ class Ranker:
         return self._cut(context, self._ids_reused(context, continuations))
 
     def _cut(self, context: Prompt, requests: list[tuple[list[int], int]]) -> list[tuple[list[int], int]]:
-        return [(cut_left(ids, context, self.add_start_token), count) for ids, count in requests]
+        return [(self.adapter.cut_ids(ids, context, self.add_start_token), count) for ids, count in requests]
 
     def _ids_reused(self, context: Prompt, continuations: Sequence[Prompt]) -> list[tuple[list[int], int]]:
         """The uncut ids of `requests`.

@@ -277,6 +277,6 @@ def test_left_truncation_is_refused_for_a_family_whose_inputs_do_not_honour_the_
                 writes=False)
     assert canary.adapter.left_truncation
     check_context(p, canary)
-    other = SimpleNamespace(max_length=canary.max_length, name="tiny", adapter=SimpleNamespace(left_truncation=False, family="mllama"))
-    with pytest.raises(UserError, match="truncation: left is not implemented for mllama models"):
+    other = SimpleNamespace(max_length=canary.max_length, name="tiny", adapter=SimpleNamespace(left_truncation=False, family="llava_onevision"))
+    with pytest.raises(UserError, match="truncation: left is not implemented for llava_onevision models"):
         check_context(p, other)

@@ -179,6 +179,13 @@ class ModelAdapter:
         """The prompt's token ids, as the family's processor encodes them (tested equal), less the
         tokens cut from its left (`cut_left`)."""
         ids = self.tokenizer(self.prompt_text(prompt, add_start_token), add_special_tokens=False)["input_ids"]
+        return self.cut_ids(ids, prompt, add_start_token)
+
+    def cut_ids(self, ids: list[int], prompt: Prompt, add_start_token: bool) -> list[int]:
+        """`ids` (the prompt's uncut ids, or a longer sequence starting with them) less the prompt's
+        `cut_tokens`: by default `cut_left` (the start token is the first id); a family whose start
+        token is not always first (Llama 3.2 Vision) has its own rule. Every path that builds token
+        ids of a prompt goes through here."""
         return cut_left(ids, prompt, add_start_token)
 
     def cut_from_left(self, prompt: Prompt, count: int, add_start_token: bool) -> Prompt:

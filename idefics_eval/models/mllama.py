@@ -15,6 +15,7 @@ tokenizer adding nothing.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -72,6 +73,7 @@ class MllamaAdapter(ModelAdapter):
 
     family = "mllama"
     cached_features = True
+    left_truncation = True
     fast_generation = True
     prefix_ranking = True
     chat_templates = True
@@ -115,22 +117,64 @@ class MllamaAdapter(ModelAdapter):
         text = build_string_from_input(text, self.tokenizer.bos_token, IMAGE_TOKEN)
         return "".join(self.tokenizer.convert_ids_to_tokens(added)) + text
 
+    def start_ids(self, prompt: Prompt, add_start_token: bool) -> list[int]:
+        """The ids a prompt cut from the left keeps first: the tokens the tokenizer adds by itself
+        and `<|begin_of_text|>` (a chat prompt's start token alone; none without the start token)."""
+        if not add_start_token:
+            return []
+        added = [] if prompt.chat else self.tokenizer("", add_special_tokens=True)["input_ids"]
+        return [*added, self.tokenizer.bos_token_id]
+
+    def cut_ids(self, ids: list[int], prompt: Prompt, add_start_token: bool) -> list[int]:
+        """The start tokens (`start_ids`), then `ids` past them and the `cut_tokens` cut. The processor
+        writes an image that opens the text before `<|begin_of_text|>`; `cut_from_left` makes every
+        cut take such images, so the tokens cut are the first `cut_tokens` of the whole prompt's ids
+        other than the start tokens, and the start token stays where a prompt not opening with an
+        image has it."""
+        if not prompt.cut_tokens:
+            return ids
+        start = self.start_ids(prompt, add_start_token)
+        return start + ids[len(start) + prompt.cut_tokens :]
+
+    def cut_from_left(self, prompt: Prompt, count: int, add_start_token: bool) -> Prompt:
+        """At least `count` tokens after the start token cut, and at least the images that open the
+        prompt before it (see `cut_ids`); `cut_images`: the `<|image|>` tokens cut."""
+        ids = self.token_ids(prompt, add_start_token)
+        start = self.start_ids(prompt, add_start_token)
+        opening = 0
+        if start:
+            while ids[len(start) - 1 + opening] == self.image_token_id:
+                opening += 1
+        cut = replace(prompt, cut_tokens=max(count, opening))
+        images = ids.count(self.image_token_id) - self.cut_ids(ids, cut, add_start_token).count(self.image_token_id)
+        return replace(cut, cut_images=images)
+
     # -- the plain path ------------------------------------------------------------------------
 
     def build_inputs(self, prompts: Sequence[Prompt], add_start_token: bool) -> dict[str, torch.Tensor]:
-        """The processor's inputs; without the start token (which the processor always puts), the
-        processor's own parts: the tokenizer on the bare text, the image processor, the mask."""
+        """The processor's inputs. Without the start token (which the processor always puts), or for
+        prompts cut from the left, the processor's own parts: the processor's ids for the whole
+        prompts (the tokenizer's on the bare text without the start token) less each cut
+        (`cut_ids`), the image processor on the images kept, the cross-attention mask on those ids."""
         from ..engine import load_image  # engine imports the models package
 
+        cut = any(prompt.cut_tokens for prompt in prompts)
+        if add_start_token and not cut:
+            return self.on_device(dict(processor_inputs(self.processor, prompts, load_image, self)))
         if add_start_token:
-            inputs = dict(processor_inputs(self.processor, prompts, load_image, self))
+            whole = processor_inputs(self.processor, [replace(prompt, cut_tokens=0, cut_images=0) for prompt in prompts],
+                                     load_image, self)
+            rows = [ids[mask.bool()].tolist() for ids, mask in zip(whole["input_ids"], whole["attention_mask"])]
         else:
-            inputs = self.text_inputs(prompts, add_start_token=False)
-            images = [[load_image(ref) for ref in prompt.images] for prompt in prompts]
-            if any(images):
-                pixels = self.processor.image_processor(images, return_tensors="pt")
-                inputs["cross_attention_mask"] = self._cross_attention_mask(inputs["input_ids"], pixels.pop("num_tiles"))
-                inputs.update(pixels)
+            rows = [self.tokenizer(prompt_text(prompt, self), add_special_tokens=False)["input_ids"] for prompt in prompts]
+        input_ids, attention_mask = left_padded([self.cut_ids(ids, prompt, add_start_token) for ids, prompt in zip(rows, prompts)],
+                                                self.tokenizer.pad_token_id)
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        images = [[load_image(ref) for ref in prompt.images] for prompt in prompts]
+        if any(images):
+            pixels = self.processor.image_processor(images, return_tensors="pt")
+            inputs["cross_attention_mask"] = self._cross_attention_mask(input_ids, pixels.pop("num_tiles"))
+            inputs.update(pixels)
         return self.on_device(inputs)
 
     def image_inputs(self, prompt: Prompt) -> dict[str, torch.Tensor]:
@@ -152,11 +196,11 @@ class MllamaAdapter(ModelAdapter):
     def text_inputs(self, prompts: Sequence[Prompt], add_start_token: bool) -> dict[str, torch.Tensor]:
         """input_ids, attention_mask and cross_attention_mask as the processor builds them, the
         tiles of each image counted from its size alone (no pixels)."""
-        texts = [self.prompt_text(prompt, add_start_token) for prompt in prompts]
-        encoded = self.tokenizer(texts, add_special_tokens=False, padding="longest", padding_side="left", return_tensors="pt")
-        inputs = {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
+        input_ids, attention_mask = left_padded([self.token_ids(prompt, add_start_token) for prompt in prompts],
+                                                self.tokenizer.pad_token_id)
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if any(prompt.images for prompt in prompts):
-            inputs["cross_attention_mask"] = self._cross_attention_mask(inputs["input_ids"], self._tiles(prompts))
+            inputs["cross_attention_mask"] = self._cross_attention_mask(input_ids, self._tiles(prompts))
         return self.on_device(inputs)
 
     def sequence_inputs(self, sequences: Sequence[list[int]], prompt: Prompt) -> dict[str, torch.Tensor]:

@@ -7,6 +7,7 @@ all stay), the plain path's inputs equal the fast path's, and both paths predict
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -51,11 +52,10 @@ def own_ids(loaded, prompt, add_start_token: bool) -> list[int]:
     return loaded.adapter.build_inputs([prompt], add_start_token)["input_ids"][0].tolist()
 
 
-@pytest.mark.parametrize("task", TASKS)
-def test_left_truncation_drops_whole_image_blocks_on_both_paths(task, checkpoint, loaded, tmp_path, capsys):
-    adapter = loaded.adapter
+def needs(checkpoint: Path, loaded, task: str, tmp_path: Path):
+    """(the prepared run, each query's answer room, its need with no shots, and its 2-shot prompt
+    uncut with its need): the prompt's length in the processor's own ids plus the answer room."""
     p = prepare(config(checkpoint, task, tmp_path, 0), writes=False)
-    start = 1 if p.generation.add_start_token else 0
     reserve = {q.id: MAX_NEW_TOKENS if p.spec.request == "generate" else candidate_reserve(loaded, candidates_of(p.spec, q))
                for q in p.queries.examples}
     bare = {q.id: len(own_ids(loaded, prompt_view(config(checkpoint, task, tmp_path, 0), query_index=i).requests[0].prompt,
@@ -65,6 +65,35 @@ def test_left_truncation_drops_whole_image_blocks_on_both_paths(task, checkpoint
         prompt = prompt_view(config(checkpoint, task, tmp_path, 2), query_index=index).requests[0].prompt
         assert prompt.cut_tokens == 0 and len(prompt.images) == 3
         full[query.id] = (prompt, len(own_ids(loaded, prompt, p.generation.add_start_token)) + reserve[query.id])
+    return p, reserve, bare, full
+
+
+def assert_runs_agree(checkpoint: Path, task: str, tmp_path: Path, capsys, limit: int, cuts: dict[str, int]) -> None:
+    """`run` with the limit, on the fast paths and on the plain ones (model.generate; a full forward
+    pass per candidate): every prompt noted as cut, each line's `cut_tokens` those given, and the
+    same predictions and scores."""
+    results = {}
+    for path in ("fast", "plain"):
+        out = tmp_path / path
+        code, stdout, err = invoke(capsys, "run", "--task", task, "--model", str(checkpoint), "--data", str(DEMO_DATA / task),
+                                   "--shots", "2", "--limit", str(LIMIT), "--num-beams", "1", "--max-new-tokens", str(MAX_NEW_TOKENS),
+                                   "--max-length", str(limit), "--output-dir", str(out), "--no-progress",
+                                   "--protocol", str(tmp_path / "left.yaml"), *(["--plain-generation"] if path == "plain" else []))
+        assert code == 0, err
+        assert f"{LIMIT} of {LIMIT} prompts cut from the left to fit {limit} tokens" in stdout
+        (row,) = json.loads((out / "results.json").read_text())
+        assert row["num_truncated"] == LIMIT
+        lines = [json.loads(line) for line in (out / "predictions" / f"{task}_2shot.jsonl").read_text().splitlines()]
+        assert {line["id"]: (line["cut_tokens"], line["dropped_shots"]) for line in lines} == {q: (c, 0) for q, c in cuts.items()}
+        results[path] = [(line["id"], line["prediction"], [round(s, 4) for s in line.get("scores", [])]) for line in lines]
+    assert results["fast"] == results["plain"]
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_left_truncation_drops_whole_image_blocks_on_both_paths(task, checkpoint, loaded, tmp_path, capsys):
+    adapter = loaded.adapter
+    p, reserve, bare, full = needs(checkpoint, loaded, task, tmp_path)
+    start = 1 if p.generation.add_start_token else 0
     # The first query's cut ends two tokens into its first image's block: it must widen to the block's end.
     first_prompt, first_need = next(iter(full.values()))
     first_block = adapter.image_blocks(own_ids(loaded, first_prompt, p.generation.add_start_token), first_prompt)[0]
@@ -100,25 +129,82 @@ def test_left_truncation_drops_whole_image_blocks_on_both_paths(task, checkpoint
                                                    return_tensors="pt")
         for key in ("pixel_values", "pixel_attention_mask"):
             assert torch.equal(plain[key], pixels[key]), key
+    assert_runs_agree(checkpoint, task, tmp_path, capsys, limit, cuts)
 
-    results = {}
-    for path in ("fast", "plain"):
-        out = tmp_path / path
-        code, stdout, err = invoke(capsys, "run", "--task", task, "--model", str(checkpoint), "--data", str(DEMO_DATA / task),
-                                   "--shots", "2", "--limit", str(LIMIT), "--num-beams", "1", "--max-new-tokens", str(MAX_NEW_TOKENS),
-                                   "--max-length", str(limit), "--output-dir", str(out), "--no-progress",
-                                   "--protocol", str(tmp_path / "left.yaml"), *(["--plain-generation"] if path == "plain" else []))
-        assert code == 0, err
-        assert f"{LIMIT} of {LIMIT} prompts cut from the left to fit {limit} tokens" in stdout
-        lines = [json.loads(line) for line in (out / "predictions" / f"{task}_2shot.jsonl").read_text().splitlines()]
-        assert {line["id"]: (line["cut_tokens"], line["dropped_shots"]) for line in lines} == {q: (c, 0) for q, c in cuts.items()}
-        results[path] = [(line["id"], line["prediction"], [round(s, 4) for s in line.get("scores", [])]) for line in lines]
-    assert results["fast"] == results["plain"]
+
+@pytest.fixture(scope="module")
+def llama_vision(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("families") / "mllama"
+    save_family_demo("mllama", folder, seed=0)
+    return folder, load_model(str(folder), device="cpu", dtype="float32", progress=False)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_llama_vision_cut_keeps_its_start_token_first_and_drops_the_images_cut(task, llama_vision, tmp_path, capsys):
+    """Llama 3.2 Vision's processor writes an image that opens the prompt (ScienceQA's) before
+    `<|begin_of_text|>`: the tokens cut are the first of the processor's ids other than the start
+    token, which stays first; the cross-attention mask and the pixels hold the images kept only."""
+    checkpoint, loaded = llama_vision
+    adapter = loaded.adapter
+    p, _, bare, full = needs(checkpoint, loaded, task, tmp_path)
+    assert p.generation.add_start_token
+    bos, image_id = adapter.tokenizer.bos_token_id, adapter.image_token_id
+
+    def body(ids: list[int]) -> list[int]:
+        """The ids less the start token (the demo tokenizer adds no other)."""
+        at = ids.index(bos)
+        return ids[:at] + ids[at + 1:]
+
+    first_prompt, first_need = next(iter(full.values()))
+    first_own = own_ids(loaded, first_prompt, True)
+    assert (first_own[0] == image_id) == (task == "scienceqa")  # ScienceQA's prompt opens with its image
+    limit = first_need - (body(first_own).index(image_id) + 2)  # the cut takes the first image and a token after it
+    assert max(bare.values()) <= limit < min(need for _, need in full.values())
+
+    cuts = {}
+    for index, (query_id, (prompt, need)) in enumerate(full.items()):
+        view = prompt_view(config(checkpoint, task, tmp_path, 2, max_length=limit), query_index=index)
+        shown, kept = view.to_json(), view.requests[0].prompt
+        own = own_ids(loaded, prompt, True)
+        cut = shown["cut_tokens"]
+        assert cut == need - limit and shown["dropped_shots"] == 0
+        assert shown["input_ids"] == [bos, *body(own)[cut:]]
+        assert kept.cut_images == body(own)[:cut].count(image_id) >= 1 and kept.images == prompt.images[kept.cut_images:]
+        cuts[query_id] = cut
+
+        whole = prompt_view(config(checkpoint, task, tmp_path, 0), query_index=index).requests[0].prompt
+        plain = adapter.build_inputs([kept, whole], True)
+        fast = adapter.text_inputs([kept, whole], True)
+        assert set(fast) == {"input_ids", "attention_mask", "cross_attention_mask"}
+        for key in fast:
+            assert plain[key].tolist() == fast[key].tolist(), key
+        pixels = adapter.processor.image_processor([[load_image(ref) for ref in kept.images], [load_image(ref) for ref in whole.images]],
+                                                   return_tensors="pt")
+        assert torch.equal(plain["pixel_values"], pixels["pixel_values"])
+        # The tokens before the first image kept (the end of a cut image's text) see no image.
+        row, mask = plain["input_ids"][0].tolist(), plain["cross_attention_mask"][0]
+        assert mask.shape[1] == len(kept.images) and not mask[: row.index(image_id)].any() and mask[row.index(image_id):].any()
+    assert_runs_agree(checkpoint, task, tmp_path, capsys, limit, cuts)
+
+
+def test_llama_vision_cut_takes_every_image_before_the_start_token(llama_vision, tmp_path):
+    """Two images open the prompt, both before `<|begin_of_text|>`: a cut of one token takes both,
+    so that the start token stays first with no image before it."""
+    checkpoint, loaded = llama_vision
+    adapter = loaded.adapter
+    shown = prompt_view(config(checkpoint, "scienceqa", tmp_path, 2), query_index=0).requests[0].prompt
+    prompt = replace(shown, items=(shown.images[1], *shown.items))
+    own = own_ids(loaded, prompt, True)
+    assert own[:3] == [adapter.image_token_id, adapter.image_token_id, adapter.tokenizer.bos_token_id]
+    cut = adapter.cut_from_left(prompt, 1, True)
+    assert (cut.cut_tokens, cut.cut_images) == (2, 2) and cut.images == prompt.images[2:]
+    assert adapter.token_ids(cut, True) == own[2:]
+    assert adapter.build_inputs([cut], True)["input_ids"][0].tolist() == own[2:]
 
 
 def test_the_families_that_honour_a_left_cut_are_those_tested_here():
-    """The others (Llama 3.2 Vision, LLaVA-OneVision) refuse `truncation: left` (tests/test_truncation.py)."""
+    """The others (LLaVA-OneVision) refuse `truncation: left` (tests/test_truncation.py)."""
     from idefics_eval.models import SUPPORTED_FAMILIES, adapter_class
 
     honoured = [family for family in SUPPORTED_FAMILIES if adapter_class(family, "tiny").left_truncation]
-    assert sorted(honoured) == sorted(["idefics", *FAMILIES])
+    assert sorted(honoured) == sorted(["idefics", *FAMILIES, "mllama"])
