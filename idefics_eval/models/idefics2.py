@@ -120,20 +120,24 @@ class Idefics2Adapter(ModelAdapter):
         return replace(prompt, cut_tokens=end - start, cut_images=cut_images)
 
     def image_blocks(self, ids: list[int], prompt: Prompt) -> list[tuple[int, int]]:
-        """(first, past last) position of each image's placeholder tokens in the prompt's `ids`."""
+        """(first, past last) position of each image's placeholder tokens in the prompt's `ids`. A
+        fake token closing an image is the next image's opener too where that image has none of its
+        own (Idefics2 merges the two); Idefics3 writes both, and each is its own image's."""
         placeholders = set(self.tokenizer.convert_tokens_to_ids(list(self.image_tokens)))
         at_images = [at for at, token in enumerate(ids) if token == self.image_token_id]
-        blocks, used = [], 0
+        blocks, used, floor = [], 0, 0
         for size in self.image_sizes(prompt):
             first, last = at_images[used], at_images[used + size - 1]
             used += size
-            while first > 0 and ids[first - 1] in placeholders and ids[first - 1] != self.image_token_id:
+            while first > floor and ids[first - 1] in placeholders and ids[first - 1] != self.image_token_id:
                 first -= 1
             past = last + 1
-            shared = past + 1 < len(ids) and ids[past + 1] in placeholders  # the next image's opener too
+            after = ids[past + 1] if past + 1 < len(ids) else None
+            shared = after in placeholders and after != self.fake_token_id  # the next image opens with this fake token
             if past < len(ids) and ids[past] == self.fake_token_id and not shared:
                 past += 1
             blocks.append((first, past))
+            floor = past
         return blocks
 
     def image_sizes(self, prompt: Prompt) -> list[int]:

@@ -132,6 +132,24 @@ def test_left_truncation_drops_whole_image_blocks_on_both_paths(task, checkpoint
     assert_runs_agree(checkpoint, task, tmp_path, capsys, limit, cuts)
 
 
+def test_a_cut_into_the_first_of_two_adjacent_images_takes_all_its_tokens(checkpoint, loaded, tmp_path):
+    """Two images with no text between them (a shot's image right after another): a cut ending in
+    the first image's block takes every token of it (Idefics3's closing fake token too, which a
+    second fake token, the next image's own, follows), and the ids kept after the start token are
+    the family's own for a prompt opening with the second image."""
+    adapter = loaded.adapter
+    shown = prompt_view(config(checkpoint, "vqav2", tmp_path, 2), query_index=0).requests[0].prompt
+    first = shown.items.index(shown.images[0])
+    prompt = replace(shown, items=(*shown.items[:first], shown.images[1], *shown.items[first:]))
+    own = own_ids(loaded, prompt, True)
+    begin, _ = adapter.image_blocks(own, prompt)[0]
+    cut = adapter.cut_from_left(prompt, begin + 2 - 1, True)  # two tokens into the first image (after <s>)
+    assert cut.cut_images == 1 and cut.images == prompt.images[1:]
+    rest = replace(prompt, items=prompt.items[first + 1:])  # opens with the second image
+    assert adapter.token_ids(cut, True) == own[:1] + adapter.token_ids(rest, False)
+    assert adapter.build_inputs([cut], True)["input_ids"][0].tolist() == adapter.token_ids(cut, True)
+
+
 @pytest.fixture(scope="module")
 def llama_vision(tmp_path_factory):
     folder = tmp_path_factory.mktemp("families") / "mllama"
