@@ -12,7 +12,9 @@ Two protocols:
   Support embeddings live in a FAISS `IndexFlatIP` cached under `cache_dir/indexes/<fingerprint>/`;
   query embeddings under `cache_dir/embeddings/<fingerprint>.npy`.
   The caches cannot lie: the fingerprint hashes the split, the encoder's name and every image's
-  bytes (`ExampleSet.content_fingerprint`), so an image replaced in place is embedded again; and
+  bytes (`ExampleSet.content_fingerprint`), so an image replaced in place is embedded again; the
+  model's own tower, which a training loop changes in place under one name, is keyed by a hash
+  of all its weights too (`cache_entry`, the folder or file name then hashing both); and
   each entry is written with a meta file (written last) holding what it was built from and its
   SHA-256, checked before use (`cache_files`), so a damaged entry is reported in one warning line
   naming the file and rebuilt, never used.
@@ -53,7 +55,10 @@ _SEARCH_BATCH = 1024  # query images per FAISS search call (also the "retrieve" 
 
 
 class ImageEncoder(Protocol):
-    """Embeds images for RICES. `name` identifies the encoder and its weights (it keys the caches)."""
+    """Embeds images for RICES. `name` identifies the encoder and its weights (it keys the caches).
+    An encoder whose weights can change under one name (the evaluated model's own tower, trained
+    in place between two `evaluate` calls) also has `weights_digest`, which keys the caches beside
+    it (`cache_entry`)."""
 
     name: str
 
@@ -89,6 +94,17 @@ def embedding_fingerprint(split: ExampleSet, encoder_name: str, n_images: int | 
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+def cache_entry(fingerprint: str, encoder: ImageEncoder) -> tuple[str, dict]:
+    """The name of the cache entry of embeddings `fingerprint` (see `embedding_fingerprint`) by
+    `encoder`, and what its meta records of the encoder: the fingerprint itself and the encoder's
+    name, or for an encoder with a `weights_digest` a hash of both, and the digest."""
+    digest = getattr(encoder, "weights_digest", None)
+    if digest is None:
+        return fingerprint, {"encoder": encoder.name}
+    name = hashlib.sha256(f"{fingerprint}\x1f{digest}".encode()).hexdigest()[:16]
+    return name, {"encoder": encoder.name, "weights_digest": digest}
+
+
 def embed(
     images: Sequence[tuple[str, ImageRef]],
     encoder: ImageEncoder,
@@ -100,16 +116,17 @@ def embed(
 ) -> np.ndarray:
     """L2-normalised float32 embeddings of `images`, one row each, in order.
 
-    Cached as `cache_dir/embeddings/<fingerprint>.npy` with its meta `<fingerprint>.json` (encoder,
-    row count, SHA-256) when `cache_dir` is given; a damaged or mismatched entry is reported in
-    one line and rewritten.
+    Cached as `cache_dir/embeddings/<entry>.npy` with its meta `<entry>.json` (encoder, row count,
+    SHA-256) when `cache_dir` is given, the entry named by `cache_entry`; a damaged or mismatched
+    entry is reported in one line and rewritten.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    meta = {"fingerprint": fingerprint, "encoder": encoder.name, "count": len(images)}
     folder = Path(cache_dir) / "embeddings" if cache_dir is not None else None
     if folder is not None:
-        cached = read_entry(folder / f"{fingerprint}.npy", folder / f"{fingerprint}.json", meta,
+        entry, encoder_meta = cache_entry(fingerprint, encoder)
+        meta = {"fingerprint": fingerprint, **encoder_meta, "count": len(images)}
+        cached = read_entry(folder / f"{entry}.npy", folder / f"{entry}.json", meta,
                             lambda data: _decode_npy(data, len(images)))
         if cached is not None:
             return cached
@@ -124,7 +141,7 @@ def embed(
             bar.update(len(batch))
     vectors = _normalise(np.concatenate(rows)) if rows else np.zeros((0, 0), np.float32)
     if folder is not None:
-        write_entry(folder / f"{fingerprint}.npy", _encode_npy(vectors), folder / f"{fingerprint}.json", meta)
+        write_entry(folder / f"{entry}.npy", _encode_npy(vectors), folder / f"{entry}.json", meta)
     return vectors
 
 
@@ -152,23 +169,26 @@ def load_or_build_index(
 ) -> tuple[faiss.IndexFlatIP, list[str], str]:
     """The support images' FAISS index, its image ids in row order, and its fingerprint.
 
-    Loaded from `cache_dir/indexes/<fingerprint>/` (index.faiss, and meta.json: what the index was
-    built from and its SHA-256, written last) when a complete, matching, intact copy is there;
-    otherwise embedded, built and saved (a damaged copy is reported in one line and replaced).
+    Loaded from `cache_dir/indexes/<entry>/` (index.faiss, and meta.json: what the index was
+    built from and its SHA-256, written last; the entry named by `cache_entry`) when a complete,
+    matching, intact copy is there; otherwise embedded, built and saved (a damaged copy is
+    reported in one line and replaced).
     """
     images = support.unique_images()
     ids = [image_id for image_id, _ in images]
     fingerprint = embedding_fingerprint(support, encoder.name, len(images))
-    meta = {
-        "image_ids": ids,
-        "encoder": encoder.name,
-        "dataset_fingerprint": support.fingerprint,
-        "content_fingerprint": support.content_fingerprint,
-        "split": support.name,
-        "count": len(ids),
-    }
-    folder = Path(cache_dir) / "indexes" / fingerprint if cache_dir is not None else None
-    if folder is not None:
+    folder = None
+    if cache_dir is not None:
+        entry, encoder_meta = cache_entry(fingerprint, encoder)
+        folder = Path(cache_dir) / "indexes" / entry
+        meta = {
+            "image_ids": ids,
+            **encoder_meta,
+            "dataset_fingerprint": support.fingerprint,
+            "content_fingerprint": support.content_fingerprint,
+            "split": support.name,
+            "count": len(ids),
+        }
         index = read_entry(folder / "index.faiss", folder / "meta.json", meta, lambda data: _decode_index(data, len(ids)))
         if index is not None:
             return index, ids, fingerprint

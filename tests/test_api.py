@@ -15,7 +15,7 @@ from idefics_eval import api, image_cache
 from idefics_eval.cli import run as cli_run
 from idefics_eval.demo.model import build_model, build_processor
 from idefics_eval.errors import UserError
-from idefics_eval.models import weights_fingerprint
+from idefics_eval.models import VisionTowerEncoder, weights_digest, weights_fingerprint
 from idefics_eval.plan import DEMO_DATA
 from idefics_eval.runner import RunConfig, run
 from idefics_eval.tasks import builtin_dir
@@ -183,3 +183,34 @@ def test_features_are_not_reused_after_the_weights_change_in_place(tmp_path, mon
     assert weights_fingerprint(model) == fingerprint
     idefics_eval.evaluate(model, processor, ["vqav2"], output_dir=tmp_path / "after", **fast())
     assert first > 0 and len(computed) == 2 * first
+
+
+def test_rices_embeddings_are_not_reused_after_the_vision_tower_changes_in_place(tmp_path, monkeypatch):
+    """With a --cache-dir, RICES embeddings from the model's own vision tower outlive the run: a
+    second `evaluate` takes them while the tower is as it was, and embeds again once one weight the
+    tower's fingerprint does not sample has changed."""
+    model, processor = build_model(0), build_processor()
+    encoded = []
+    encode = VisionTowerEncoder.encode
+    monkeypatch.setattr(VisionTowerEncoder, "encode", lambda self, images: encoded.append(len(images)) or encode(self, images))
+    options = fast(shots=[2], cache_dir=tmp_path / "cache")  # the default protocol's encoder: the model's tower
+    idefics_eval.evaluate(model, processor, ["vqav2"], output_dir=tmp_path / "first", **options)
+    first = sum(encoded)
+    idefics_eval.evaluate(model, processor, ["vqav2"], output_dir=tmp_path / "again", **options)
+    assert first > 0 and sum(encoded) == first
+    fingerprint = weights_fingerprint(model.model.vision_model)
+    with torch.no_grad():
+        model.model.vision_model.embeddings.patch_embedding.weight.view(-1)[1] += 1.0  # not sampled
+    assert weights_fingerprint(model.model.vision_model) == fingerprint
+    idefics_eval.evaluate(model, processor, ["vqav2"], output_dir=tmp_path / "trained", **options)
+    assert sum(encoded) == 2 * first
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_weights_digest_sees_a_change_of_any_value(dtype):
+    tower = build_model(0).model.vision_model.to(dtype)
+    before = weights_digest(tower)
+    assert weights_digest(tower) == before
+    with torch.no_grad():
+        tower.embeddings.patch_embedding.weight.view(-1)[1] += 1.0
+    assert weights_digest(tower) != before
