@@ -73,7 +73,7 @@ def check_context(p: Prepared, loaded: LoadedModel) -> None:
     adapter = loaded.adapter
     if p.truncation == "left" and not adapter.left_truncation:
         raise UserError(f"{p.protocol.path if p.protocol else 'the protocol'}: truncation: left is not implemented for "
-                        f"{adapter.family} models (only for IDEFICS, Idefics2, Idefics3, SmolVLM and Llama 3.2 Vision); "
+                        f"{adapter.family} models; "
                         f"use truncation: drop-shots for {loaded.name}")
     if p.template.chat:
         adapter.check_chat_template(f"{p.protocol.path if p.protocol else 'the protocol'}: chat_template", loaded.name)

@@ -77,14 +77,13 @@ class Prompt:
         return text
 
 
-def cut_left(ids: list[int], prompt: Prompt, add_start_token: bool) -> list[int]:
+def cut_left(ids: list[int], prompt: Prompt, start: int) -> list[int]:
     """`ids` (the prompt's, or a longer sequence starting with them) less the prompt's `cut_tokens`
-    from the left; the start token, where the task has one, stays first (as a tokenizer that adds it
-    after truncating keeps it). Every path that builds token ids goes through it (by way of
+    from the left; its `start` first ids, the start token where the task has one, stay first (as a
+    tokenizer that adds it after truncating keeps it). Every path that builds token ids goes through it (by way of
     `ModelAdapter.cut_ids`, where a family whose start token is not first has its own rule)."""
     if not prompt.cut_tokens:
         return ids
-    start = 1 if add_start_token else 0
     return ids[:start] + ids[start + prompt.cut_tokens :]
 
 

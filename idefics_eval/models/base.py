@@ -54,6 +54,18 @@ def check_tokenizer(processor, name: str, tokens: Sequence[str], family: str) ->
         raise UserError(f"the tokenizer of {name} does not know {missing[0]}; it is not an {family} tokenizer")
 
 
+def cut_whole_blocks(prompt: Prompt, count: int, start: int, blocks: Sequence[tuple[int, int]]) -> Prompt:
+    """`prompt` with at least `count` tokens cut after its `start` first ones, where each image is the
+    block of ids `blocks` gives it ((first, past last) position, in the uncut ids, in order): a cut
+    that would end inside a block is widened to the block's end, and the image goes whole."""
+    end, cut_images = start + count, 0
+    for first, past in blocks:
+        if first >= end:
+            break
+        end, cut_images = max(end, past), cut_images + 1
+    return replace(prompt, cut_tokens=end - start, cut_images=cut_images)
+
+
 def generation_positions(attention_mask: torch.Tensor, length: int) -> torch.Tensor:
     """The position ids `generate` gives the last `length` tokens of left-padded rows: real tokens
     count from 0 after the padding, padding is 0 (`_prepare_position_ids_for_generation`)."""
@@ -183,10 +195,10 @@ class ModelAdapter:
 
     def cut_ids(self, ids: list[int], prompt: Prompt, add_start_token: bool) -> list[int]:
         """`ids` (the prompt's uncut ids, or a longer sequence starting with them) less the prompt's
-        `cut_tokens`: by default `cut_left` (the start token is the first id); a family whose start
-        token is not always first (Llama 3.2 Vision) has its own rule. Every path that builds token
-        ids of a prompt goes through here."""
-        return cut_left(ids, prompt, add_start_token)
+        `cut_tokens`: by default `cut_left` (the start token `<s>` is the first id); a family whose
+        start token is not always first (Llama 3.2 Vision) or not one token has its own rule. Every
+        path that builds token ids of a prompt goes through here."""
+        return cut_left(ids, prompt, 1 if add_start_token else 0)
 
     def cut_from_left(self, prompt: Prompt, count: int, add_start_token: bool) -> Prompt:
         """`prompt` with at least its first `count` tokens after the start token cut (`Prompt.cut_tokens`)

@@ -210,7 +210,7 @@ def cut_inputs(inputs: dict, prompts: Sequence[Prompt], tokenizer, add_start_tok
     left, and the image attention mask the processor builds for the cut ids. (The processor cannot
     cut them itself: truncating from the left, it would keep the first images, not the last.)"""
     rows = [ids[mask.bool()].tolist() for ids, mask in zip(inputs["input_ids"], inputs["attention_mask"])]
-    input_ids, attention_mask = left_padded([cut_left(ids, p, add_start_token) for ids, p in zip(rows, prompts)],
+    input_ids, attention_mask = left_padded([cut_left(ids, p, 1 if add_start_token else 0) for ids, p in zip(rows, prompts)],
                                             tokenizer.pad_token_id)
     pixels, kept = inputs["pixel_values"], [len(p.images) for p in prompts]
     cut_pixels = pixels.new_zeros(len(prompts), max(1, *kept), *pixels.shape[2:])

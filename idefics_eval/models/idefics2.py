@@ -28,8 +28,8 @@ from PIL import Image
 from transformers import Idefics2ForConditionalGeneration, Idefics2Processor
 
 from ..errors import UserError
-from ..prompts import FAKE_TOKEN, IMAGE, Prompt, cut_left
-from .base import EncodeImages, Forward, ModelAdapter, check_tokenizer, generation_positions, left_padded
+from ..prompts import FAKE_TOKEN, IMAGE, Prompt
+from .base import EncodeImages, Forward, ModelAdapter, check_tokenizer, cut_whole_blocks, generation_positions, left_padded
 
 IMAGE_TOKENS = (IMAGE, FAKE_TOKEN)
 
@@ -111,13 +111,7 @@ class Idefics2Adapter(ModelAdapter):
         whole, so the ids kept are the processor's for the images kept, less a prefix of text. A fake
         token two images share stays, as the next image's opener."""
         ids = self.token_ids(prompt, add_start_token)
-        start = 1 if add_start_token else 0
-        end, cut_images = start + count, 0
-        for begin, block_end in self.image_blocks(ids, prompt):
-            if begin >= end:
-                break
-            end, cut_images = max(end, block_end), cut_images + 1
-        return replace(prompt, cut_tokens=end - start, cut_images=cut_images)
+        return cut_whole_blocks(prompt, count, 1 if add_start_token else 0, self.image_blocks(ids, prompt))
 
     def image_blocks(self, ids: list[int], prompt: Prompt) -> list[tuple[int, int]]:
         """(first, past last) position of each image's placeholder tokens in the prompt's `ids`. A
@@ -159,14 +153,14 @@ class Idefics2Adapter(ModelAdapter):
 
     def build_inputs(self, prompts: Sequence[Prompt], add_start_token: bool) -> dict[str, torch.Tensor]:
         """The processor's inputs; for prompts cut from the left, its ids for the whole prompts less
-        each cut (`cut_left`), and its pixels for the images kept (a processor asked to truncate
+        each cut (`cut_ids`), and its pixels for the images kept (a processor asked to truncate
         would cut the text's right and keep the first images)."""
         if not any(prompt.cut_tokens for prompt in prompts):
             return self.on_device(processor_inputs(self.processor, prompts, add_start_token, self))
         whole = [replace(prompt, cut_tokens=0, cut_images=0) for prompt in prompts]
         inputs = processor_inputs(self.processor, whole, add_start_token, self)
         rows = [ids[mask.bool()].tolist() for ids, mask in zip(inputs["input_ids"], inputs["attention_mask"])]
-        input_ids, attention_mask = left_padded([cut_left(ids, prompt, add_start_token) for ids, prompt in zip(rows, prompts)],
+        input_ids, attention_mask = left_padded([self.cut_ids(ids, prompt, add_start_token) for ids, prompt in zip(rows, prompts)],
                                                 self.tokenizer.pad_token_id)
         out = {"input_ids": input_ids, "attention_mask": attention_mask}
         if any(prompt.images for prompt in prompts):

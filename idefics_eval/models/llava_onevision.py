@@ -15,13 +15,20 @@ processor needs torchvision, which this harness does not depend on. The harness 
 videos, so it loads the processor without that part: the same class, image processor and
 tokenizer, so the same ids, pixels and image sizes (tested against the processor's own
 `__call__`).
+
+A prompt cut from the left (`truncation: left`) keeps the features its images have in the whole
+prompt: an image shown among several stays so even where the cut leaves it alone, so the ids are
+the whole prompt's less a prefix and the features of the images kept are the whole prompt's less
+those of the images cut.
 """
 
 from __future__ import annotations
 
 import inspect
+import itertools
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -38,8 +45,8 @@ from transformers.utils import CHAT_TEMPLATE_FILE
 
 from ..errors import UserError
 from ..examples import ImageRef
-from ..prompts import Prompt
-from .base import EncodeImages, Forward, ModelAdapter, generation_positions, left_padded
+from ..prompts import Prompt, cut_left
+from .base import EncodeImages, Forward, ModelAdapter, cut_whole_blocks, generation_positions, left_padded
 
 IMAGE_TOKEN, VIDEO_TOKEN = "<image>", "<video>"
 PROCESSOR_CONFIG = "processor_config.json"
@@ -107,6 +114,29 @@ def processor_inputs(
     )
 
 
+def every_image(prompt: Prompt) -> list[ImageRef]:
+    """The prompt's images, those cut from its left too: how each is shown (alone or among several)
+    and how many tokens it takes are the whole prompt's, so that a cut only removes tokens."""
+    return [item for item in prompt.items if not isinstance(item, str)]
+
+
+def batch_num_images(patched: Sequence[bool]) -> torch.Tensor:
+    """The `batch_num_images` under which the model shows each of a batch's images as `patched`
+    says, image by image (True: alone, by its anyres crops; False: as one of several). The model
+    reads it only so, as `[n == 1] * n` for each entry in turn, zipped with the images: a run of
+    images shown among several is one entry, a prompt's lone image is 1, and a single image shown
+    among several (a prompt cut to its last image) is 2, the zip dropping the second, which only the
+    last image of a batch can do without shifting the ones after it."""
+    counts = []
+    for alone, run in itertools.groupby(patched):
+        length = len(list(run))
+        counts += [1] * length if alone else [max(length, 2)]
+    if [n == 1 for n in counts for _ in range(n)][: len(patched)] != list(patched):
+        raise UserError("--plain-generation: LLaVA-OneVision cannot be given, in one batch, a prompt cut from the left "
+                        "to its last image and then a prompt with one image; add --batch-size 1")
+    return torch.tensor(counts, dtype=torch.long)
+
+
 class LlavaOnevisionAdapter(ModelAdapter):
     """Every fast path holds: the forward pass takes the embeddings with the image features already
     in place (`inputs_embeds`), so decoding and ranking run on the key/value cache. Only the
@@ -115,6 +145,7 @@ class LlavaOnevisionAdapter(ModelAdapter):
 
     family = "llava_onevision"
     cached_features = True
+    left_truncation = True
     fast_generation = True
     prefix_ranking = True
     chat_templates = True
@@ -155,15 +186,48 @@ class LlavaOnevisionAdapter(ModelAdapter):
 
     def prompt_text(self, prompt: Prompt, add_start_token: bool) -> str:
         """The processor's text (`prompt_text`: the task's, or the chat template's) with each
-        `<image>` repeated once per feature of its image, in order, as the processor expands it."""
-        from ..engine import load_image
-
-        several = len(prompt.images) > 1
+        `<image>` repeated once per feature of its image, in order, as the processor expands it
+        (for every image, those cut from the left too: `cut_ids` cuts the ids)."""
         pieces = prompt_text(prompt, self.start_text(add_start_token), self).split(IMAGE_TOKEN)
         text = pieces[0]
-        for ref, piece in zip(prompt.images, pieces[1:], strict=True):
-            text += self.processor.image_token * self._features(load_image(ref), several) + piece
+        for size, piece in zip(self.image_sizes(prompt), pieces[1:], strict=True):
+            text += self.processor.image_token * size + piece
         return text
+
+    def image_sizes(self, prompt: Prompt) -> list[int]:
+        """How many `<image>` tokens each of the prompt's images (cut or not) takes."""
+        from ..engine import load_image
+
+        images = every_image(prompt)
+        return [self._features(load_image(ref), len(images) > 1) for ref in images]
+
+    @property
+    def image_token_id(self) -> int:
+        return self.tokenizer.convert_tokens_to_ids(self.processor.image_token)
+
+    def start_length(self, add_start_token: bool) -> int:
+        """How many ids `start_text` is: what a cut keeps first."""
+        return len(self.tokenizer(self.start_text(add_start_token), add_special_tokens=False)["input_ids"])
+
+    def cut_ids(self, ids: list[int], prompt: Prompt, add_start_token: bool) -> list[int]:
+        """`cut_left` after the start text's ids (none where the tokenizer has no start token: Qwen2's)."""
+        return cut_left(ids, prompt, self.start_length(add_start_token))
+
+    def cut_from_left(self, prompt: Prompt, count: int, add_start_token: bool) -> Prompt:
+        """An image here is its run of `<image>` tokens, one per feature (the whole prompt's: shown
+        among several where it has several images): a cut that would end inside one is widened to its
+        end and the image goes whole, its features and size with it."""
+        ids = self.token_ids(prompt, add_start_token)
+        return cut_whole_blocks(prompt, count, self.start_length(add_start_token), self.image_blocks(ids, prompt))
+
+    def image_blocks(self, ids: list[int], prompt: Prompt) -> list[tuple[int, int]]:
+        """(first, past last) position of each image's `<image>` tokens in the prompt's `ids`."""
+        at_images = [at for at, token in enumerate(ids) if token == self.image_token_id]
+        blocks, used = [], 0
+        for size in self.image_sizes(prompt):
+            blocks.append((at_images[used], at_images[used + size - 1] + 1))
+            used += size
+        return blocks
 
     def _features(self, image: Image.Image, several: bool) -> int:
         """How many features the model puts in place of `image`, alone or among several."""
@@ -177,35 +241,57 @@ class LlavaOnevisionAdapter(ModelAdapter):
     # -- the plain path ------------------------------------------------------------------------
 
     def build_inputs(self, prompts: Sequence[Prompt], add_start_token: bool) -> dict[str, torch.Tensor]:
+        """The processor's inputs; for prompts cut from the left, its inputs for the whole prompts
+        less each cut (`cut_ids`) and less the pixels and sizes of the images cut (`kept_images`)."""
         from ..engine import load_image  # engine imports the models package
 
-        return self.on_device(processor_inputs(self.processor, prompts, load_image, self.start_text(add_start_token), self))
+        start = self.start_text(add_start_token)
+        if not any(prompt.cut_tokens for prompt in prompts):
+            return self.on_device(processor_inputs(self.processor, prompts, load_image, start, self))
+        whole = processor_inputs(self.processor, [replace(prompt, cut_tokens=0, cut_images=0) for prompt in prompts],
+                                 load_image, start, self)
+        rows = [ids[mask.bool()].tolist() for ids, mask in zip(whole["input_ids"], whole["attention_mask"])]
+        input_ids, attention_mask = left_padded([self.cut_ids(ids, prompt, add_start_token) for ids, prompt in zip(rows, prompts)],
+                                                self.tokenizer.pad_token_id)
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if any(prompt.images for prompt in prompts):
+            inputs.update(self.kept_images(whole, prompts))
+            inputs["batch_num_images"] = batch_num_images([len(every_image(p)) == 1 for p in prompts for _ in p.images])
+        return self.on_device(inputs)
+
+    def kept_images(self, pixels, prompts: Sequence[Prompt]) -> dict[str, torch.Tensor]:
+        """The processor's `pixel_values` and `image_sizes` (one row per image) for the whole
+        prompts, less those of each prompt's images cut from the left (its first `cut_images`)."""
+        kept, at = [], 0
+        for prompt, count in zip(prompts, pixels["batch_num_images"].tolist(), strict=True):
+            kept += range(at + prompt.cut_images, at + count)
+            at += count
+        return {"pixel_values": pixels["pixel_values"][kept], "image_sizes": pixels["image_sizes"][kept]}
 
     def image_inputs(self, prompt: Prompt) -> dict[str, torch.Tensor]:
         from ..engine import load_image
 
         if not prompt.images:
             return {}
-        pixels = self.processor.image_processor([[load_image(ref) for ref in prompt.images]], return_tensors="pt")
-        return self.on_device({"pixel_values": pixels["pixel_values"], "image_sizes": pixels["image_sizes"]})
+        pixels = self.processor.image_processor([[load_image(ref) for ref in every_image(prompt)]], return_tensors="pt")
+        return self.on_device(self.kept_images(pixels, [prompt]))
 
     def full_inputs(self, sequences: Sequence[list[int]], prompt: Prompt, images: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Each row shows the prompt's images again, with the positions `generate` would give it."""
+        """Each row shows the prompt's images again (as the whole prompt shows them), with the
+        positions `generate` would give it."""
         rows, inputs = len(sequences), self.sequence_inputs(sequences, prompt)
         inputs["position_ids"] = generation_positions(inputs["attention_mask"], inputs["input_ids"].shape[1])
         if not images:
             return inputs
-        count = images["image_sizes"].shape[0]
+        alone = [len(every_image(prompt)) == 1] * (len(prompt.images) * rows)
         return {**inputs, "pixel_values": images["pixel_values"].repeat(rows, *[1] * (images["pixel_values"].dim() - 1)),
                 "image_sizes": images["image_sizes"].repeat(rows, 1),
-                "batch_num_images": torch.full((rows,), count, dtype=torch.long, device=self.device)}
+                "batch_num_images": batch_num_images(alone).to(self.device)}
 
     # -- the fast path -------------------------------------------------------------------------
 
     def text_inputs(self, prompts: Sequence[Prompt], add_start_token: bool) -> dict[str, torch.Tensor]:
-        texts = [self.prompt_text(prompt, add_start_token) for prompt in prompts]
-        encoded = self.tokenizer(texts, add_special_tokens=False, padding="longest", padding_side="left", return_tensors="pt")
-        return self.on_device({"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]})
+        return self.sequence_inputs([self.token_ids(prompt, add_start_token) for prompt in prompts], None)
 
     def sequence_inputs(self, sequences: Sequence[list[int]], prompt: Prompt) -> dict[str, torch.Tensor]:
         input_ids, attention_mask = left_padded(sequences, self.tokenizer.pad_token_id)
@@ -250,14 +336,14 @@ class LlavaOnevisionAdapter(ModelAdapter):
         """(image tokens of the batch, hidden): the features in the order their tokens appear, row by row."""
         from ..engine import load_image
 
-        several = [ref for prompt in prompts if len(prompt.images) > 1 for ref in prompt.images]
+        several = [ref for prompt in prompts if len(every_image(prompt)) > 1 for ref in prompt.images]
         cached = iter(encode(several)) if several else iter(())
         parts = []
         for prompt in prompts:
-            if len(prompt.images) == 1:
+            if len(every_image(prompt)) == 1:
                 parts.append(self._anyres_features(load_image(prompt.images[0])))
             else:
-                parts += [next(cached) for _ in prompt.images]
+                parts += [next(cached) for _ in prompt.images]  # those kept, shown as among the whole prompt's
         return torch.cat(parts) if parts else None
 
     def forward(self, inputs: dict[str, torch.Tensor], features, cache=None, logits_to_keep: int = 1) -> Forward:

@@ -1,5 +1,5 @@
 """A protocol's `truncation: left` on the families whose images are blocks of tokens (Idefics2, and
-whichever others set `left_truncation`): with a limit that cuts every query's 2-shot prompt, the
+whichever others set `left_truncation`): with a limit that cuts every query's few-shot prompt, the
 ids the model reads are the processor's own for the whole prompt less the cut, the cut never
 splits an image's block (the images kept are exactly the later ones, and their `<image>` tokens
 all stay), the plain path's inputs equal the fast path's, and both paths predict and score alike."""
@@ -17,14 +17,18 @@ from test_truncation import DEMO_DATA, LEFT, LIMIT, MAX_NEW_TOKENS
 
 from idefics_eval.dry_run import prompt_view
 from idefics_eval.demo.families import save_family_demo
-from idefics_eval.engine import load_image
+from idefics_eval.engine import GenerationSettings, Generator, load_image
+from idefics_eval.errors import UserError
+from idefics_eval.image_cache import ImageFeatureCache
 from idefics_eval.model_requests import candidate_reserve, candidates_of
 from idefics_eval.models import load_model
 from idefics_eval.plan import RunConfig, prepare
+from idefics_eval.ranking import Ranker
 from idefics_eval.prompts import IMAGE
 
-FAMILIES = ["idefics2", "idefics3", "smolvlm"]
+FAMILIES = ["idefics2", "idefics3", "smolvlm", "llava_onevision"]
 TASKS = ["vqav2", "scienceqa"]
+SHOTS = 4  # enough that a prompt cut into its second image is still longer than its query alone
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
@@ -53,7 +57,7 @@ def own_ids(loaded, prompt, add_start_token: bool) -> list[int]:
 
 
 def needs(checkpoint: Path, loaded, task: str, tmp_path: Path):
-    """(the prepared run, each query's answer room, its need with no shots, and its 2-shot prompt
+    """(the prepared run, each query's answer room, its need with no shots, and its SHOTS-shot prompt
     uncut with its need): the prompt's length in the processor's own ids plus the answer room."""
     p = prepare(config(checkpoint, task, tmp_path, 0), writes=False)
     reserve = {q.id: MAX_NEW_TOKENS if p.spec.request == "generate" else candidate_reserve(loaded, candidates_of(p.spec, q))
@@ -62,8 +66,8 @@ def needs(checkpoint: Path, loaded, task: str, tmp_path: Path):
                               p.generation.add_start_token)) + reserve[q.id] for i, q in enumerate(p.queries.examples)}
     full = {}
     for index, query in enumerate(p.queries.examples):
-        prompt = prompt_view(config(checkpoint, task, tmp_path, 2), query_index=index).requests[0].prompt
-        assert prompt.cut_tokens == 0 and len(prompt.images) == 3
+        prompt = prompt_view(config(checkpoint, task, tmp_path, SHOTS), query_index=index).requests[0].prompt
+        assert prompt.cut_tokens == 0 and len(prompt.images) == SHOTS + 1
         full[query.id] = (prompt, len(own_ids(loaded, prompt, p.generation.add_start_token)) + reserve[query.id])
     return p, reserve, bare, full
 
@@ -76,59 +80,81 @@ def assert_runs_agree(checkpoint: Path, task: str, tmp_path: Path, capsys, limit
     for path in ("fast", "plain"):
         out = tmp_path / path
         code, stdout, err = invoke(capsys, "run", "--task", task, "--model", str(checkpoint), "--data", str(DEMO_DATA / task),
-                                   "--shots", "2", "--limit", str(LIMIT), "--num-beams", "1", "--max-new-tokens", str(MAX_NEW_TOKENS),
+                                   "--shots", str(SHOTS), "--limit", str(LIMIT), "--num-beams", "1", "--max-new-tokens", str(MAX_NEW_TOKENS),
                                    "--max-length", str(limit), "--output-dir", str(out), "--no-progress",
                                    "--protocol", str(tmp_path / "left.yaml"), *(["--plain-generation"] if path == "plain" else []))
         assert code == 0, err
         assert f"{LIMIT} of {LIMIT} prompts cut from the left to fit {limit} tokens" in stdout
         (row,) = json.loads((out / "results.json").read_text())
         assert row["num_truncated"] == LIMIT
-        lines = [json.loads(line) for line in (out / "predictions" / f"{task}_2shot.jsonl").read_text().splitlines()]
+        lines = [json.loads(line) for line in (out / "predictions" / f"{task}_{SHOTS}shot.jsonl").read_text().splitlines()]
         assert {line["id"]: (line["cut_tokens"], line["dropped_shots"]) for line in lines} == {q: (c, 0) for q, c in cuts.items()}
         results[path] = [(line["id"], line["prediction"], [round(s, 4) for s in line.get("scores", [])]) for line in lines]
     assert results["fast"] == results["plain"]
 
 
+def kept_pixels(adapter, batch) -> dict[str, torch.Tensor]:
+    """The image processor's inputs for the images a batch's prompts keep. Idefics2/3 and SmolVLM:
+    those of the images kept, processed for themselves. LLaVA-OneVision: those of the whole
+    prompts' images (each shown as in the whole prompt: among several, where it has several) less
+    the rows of the images cut."""
+    if adapter.family != "llava_onevision":
+        pixels = adapter.processor.image_processor([[load_image(ref) for ref in prompt.images] for prompt in batch],
+                                                   return_tensors="pt")
+        return {key: pixels[key] for key in ("pixel_values", "pixel_attention_mask")}
+    every = [[item for item in prompt.items if not isinstance(item, str)] for prompt in batch]
+    pixels = adapter.processor.image_processor([[load_image(ref) for ref in refs] for refs in every], return_tensors="pt")
+    rows, at = [], 0
+    for prompt, refs in zip(batch, every):
+        rows += range(at + prompt.cut_images, at + len(refs))
+        at += len(refs)
+    return {key: pixels[key][rows] for key in ("pixel_values", "image_sizes")}
+
+
+@pytest.mark.parametrize("block", [0, 1], ids=["into-the-first-image", "into-the-second-image"])
 @pytest.mark.parametrize("task", TASKS)
-def test_left_truncation_drops_whole_image_blocks_on_both_paths(task, checkpoint, loaded, tmp_path, capsys):
+def test_left_truncation_drops_whole_image_blocks_on_both_paths(task, block, checkpoint, loaded, tmp_path, capsys):
+    """The shortest prompt's cut ends two tokens into its first image's block, or its second's (which
+    leaves LLaVA-OneVision the query's image alone, still shown as one of several)."""
     adapter = loaded.adapter
     p, reserve, bare, full = needs(checkpoint, loaded, task, tmp_path)
     start = 1 if p.generation.add_start_token else 0
-    # The first query's cut ends two tokens into its first image's block: it must widen to the block's end.
-    first_prompt, first_need = next(iter(full.values()))
-    first_block = adapter.image_blocks(own_ids(loaded, first_prompt, p.generation.add_start_token), first_prompt)[0]
-    limit = first_need - (first_block[0] + 2 - start)
+    # The shortest prompt's cut ends two tokens into an image's block: it must widen to the block's end.
+    shortest = min(full, key=lambda query_id: full[query_id][1])  # every other query is cut more
+    short_prompt, short_need = full[shortest]
+    short_block = adapter.image_blocks(own_ids(loaded, short_prompt, p.generation.add_start_token), short_prompt)[block]
+    limit = short_need - (short_block[0] + 2 - start)
     assert max(bare.values()) <= limit < min(need for _, need in full.values())  # every query fits alone, none with its shots
 
     image_id = adapter.tokenizer.convert_tokens_to_ids(IMAGE)
     cuts = {}
     for index, (query_id, (prompt, need)) in enumerate(full.items()):
-        view = prompt_view(config(checkpoint, task, tmp_path, 2, max_length=limit), query_index=index)
+        view = prompt_view(config(checkpoint, task, tmp_path, SHOTS, max_length=limit), query_index=index)
         shown, kept = view.to_json(), view.requests[0].prompt
         own = own_ids(loaded, prompt, p.generation.add_start_token)
         cut = shown["cut_tokens"]
         assert cut >= need - limit and shown["dropped_shots"] == 0 and shown["input_ids"] == own[:start] + own[start + cut:]
-        assert 1 <= kept.cut_images <= 2 and kept.images == prompt.images[kept.cut_images:]
+        assert 1 <= kept.cut_images <= SHOTS and kept.images == prompt.images[kept.cut_images:]
         sizes = adapter.image_sizes(prompt)
         assert own[start:start + cut].count(image_id) == sum(sizes[:kept.cut_images])  # cut images go whole ...
         assert shown["input_ids"].count(image_id) == sum(sizes[kept.cut_images:])  # ... and kept ones stay whole
-        if not cuts:
-            assert cut == first_block[1] - start > need - limit  # widened past the block, and the prompt is that much shorter
+        if query_id == shortest:
+            assert kept.cut_images == block + 1
+            assert cut == short_block[1] - start > need - limit  # widened past the block, and the prompt is that much shorter
             assert len(shown["input_ids"]) + reserve[query_id] < limit
         cuts[query_id] = cut
 
         # The plain path's inputs for the cut prompt, in a batch with an uncut one: the fast path's ids
         # and masks, and the processor's pixels for the images kept.
         whole = prompt_view(config(checkpoint, task, tmp_path, 0), query_index=index).requests[0].prompt
-        plain = adapter.build_inputs([kept, whole], p.generation.add_start_token)
-        fast = adapter.text_inputs([kept, whole], p.generation.add_start_token)
+        batch = [whole, kept]  # this order: LLaVA-OneVision's plain path refuses the other (batch_num_images)
+        plain = adapter.build_inputs(batch, p.generation.add_start_token)
+        fast = adapter.text_inputs(batch, p.generation.add_start_token)
         assert set(fast) == {"input_ids", "attention_mask"}
         for key in fast:
             assert plain[key].tolist() == fast[key].tolist(), key
-        pixels = adapter.processor.image_processor([[load_image(ref) for ref in kept.images], [load_image(ref) for ref in whole.images]],
-                                                   return_tensors="pt")
-        for key in ("pixel_values", "pixel_attention_mask"):
-            assert torch.equal(plain[key], pixels[key]), key
+        for key, pixels in kept_pixels(adapter, batch).items():
+            assert torch.equal(plain[key], pixels), key
     assert_runs_agree(checkpoint, task, tmp_path, capsys, limit, cuts)
 
 
@@ -138,7 +164,7 @@ def test_a_cut_into_the_first_of_two_adjacent_images_takes_all_its_tokens(checkp
     second fake token, the next image's own, follows), and the ids kept after the start token are
     the family's own for a prompt opening with the second image."""
     adapter = loaded.adapter
-    shown = prompt_view(config(checkpoint, "vqav2", tmp_path, 2), query_index=0).requests[0].prompt
+    shown = prompt_view(config(checkpoint, "vqav2", tmp_path, SHOTS), query_index=0).requests[0].prompt
     first = shown.items.index(shown.images[0])
     prompt = replace(shown, items=(*shown.items[:first], shown.images[1], *shown.items[first:]))
     own = own_ids(loaded, prompt, True)
@@ -148,6 +174,42 @@ def test_a_cut_into_the_first_of_two_adjacent_images_takes_all_its_tokens(checkp
     rest = replace(prompt, items=prompt.items[first + 1:])  # opens with the second image
     assert adapter.token_ids(cut, True) == own[:1] + adapter.token_ids(rest, False)
     assert adapter.build_inputs([cut], True)["input_ids"][0].tolist() == adapter.token_ids(cut, True)
+
+
+@pytest.fixture(scope="module")
+def llava(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("families") / "llava_onevision"
+    save_family_demo("llava_onevision", folder, seed=0)
+    return folder, load_model(str(folder), device="cpu", dtype="float32", progress=False)
+
+
+def test_llava_onevision_prompt_cut_to_its_last_image_still_shows_it_among_several(llava, tmp_path):
+    """LLaVA-OneVision shows a prompt's lone image by its anyres crops, and each of several images
+    whole: a prompt cut to the query's image keeps the tokens and features that image has in the
+    whole prompt (one of several), on the fast and the plain paths of generation and of ranking."""
+    checkpoint, loaded = llava
+    adapter = loaded.adapter
+    shown = prompt_view(config(checkpoint, "vqav2", tmp_path, SHOTS), query_index=0).requests[0].prompt
+    own = own_ids(loaded, shown, True)
+    cut = adapter.cut_from_left(shown, adapter.image_blocks(own, shown)[-2][0] + 2 - 1, True)  # into the last shot's image
+    assert cut.cut_images == SHOTS and cut.images == shown.images[-1:]
+    alone = prompt_view(config(checkpoint, "vqav2", tmp_path, 0), query_index=0).requests[0].prompt
+    image_id = adapter.image_token_id
+    among_several = adapter.image_sizes(shown)[-1]
+    assert adapter.token_ids(cut, True).count(image_id) == among_several < adapter.token_ids(alone, True).count(image_id)
+    assert adapter.token_ids(cut, True) == own[:1] + own[1 + cut.cut_tokens:]
+
+    settings = GenerationSettings(max_new_tokens=MAX_NEW_TOKENS)
+    batch = [alone, cut]  # one image alone, then one among several
+    fast = Generator(loaded, settings, ImageFeatureCache()).generate_fast(batch)
+    assert Generator(loaded, settings, ImageFeatureCache(), fast=False).generate_plain(batch) == fast
+    with pytest.raises(UserError, match="--batch-size 1"):  # the model cannot be told the other order
+        adapter.build_inputs([cut, alone], True)
+
+    words = [" red", " blue", " two"]
+    continuations = [replace(cut, items=(*cut.items[:-1], cut.items[-1] + word)) for word in words]
+    ranker = Ranker(loaded, 2, ImageFeatureCache())
+    assert ranker.loglikelihoods(cut, continuations, "sum") == pytest.approx(ranker.loglikelihoods_full(cut, continuations, "sum"), abs=1e-4)
 
 
 @pytest.fixture(scope="module")
@@ -173,15 +235,16 @@ def test_llama_vision_cut_keeps_its_start_token_first_and_drops_the_images_cut(t
         at = ids.index(bos)
         return ids[:at] + ids[at + 1:]
 
-    first_prompt, first_need = next(iter(full.values()))
-    first_own = own_ids(loaded, first_prompt, True)
-    assert (first_own[0] == image_id) == (task == "scienceqa")  # ScienceQA's prompt opens with its image
-    limit = first_need - (body(first_own).index(image_id) + 2)  # the cut takes the first image and a token after it
+    shortest = min(full, key=lambda query_id: full[query_id][1])  # every other query is cut more
+    short_prompt, short_need = full[shortest]
+    short_own = own_ids(loaded, short_prompt, True)
+    assert (short_own[0] == image_id) == (task == "scienceqa")  # ScienceQA's prompt opens with its image
+    limit = short_need - (body(short_own).index(image_id) + 2)  # the cut takes the first image and a token after it
     assert max(bare.values()) <= limit < min(need for _, need in full.values())
 
     cuts = {}
     for index, (query_id, (prompt, need)) in enumerate(full.items()):
-        view = prompt_view(config(checkpoint, task, tmp_path, 2, max_length=limit), query_index=index)
+        view = prompt_view(config(checkpoint, task, tmp_path, SHOTS, max_length=limit), query_index=index)
         shown, kept = view.to_json(), view.requests[0].prompt
         own = own_ids(loaded, prompt, True)
         cut = shown["cut_tokens"]
@@ -210,7 +273,7 @@ def test_llama_vision_cut_takes_every_image_before_the_start_token(llama_vision,
     so that the start token stays first with no image before it."""
     checkpoint, loaded = llama_vision
     adapter = loaded.adapter
-    shown = prompt_view(config(checkpoint, "scienceqa", tmp_path, 2), query_index=0).requests[0].prompt
+    shown = prompt_view(config(checkpoint, "scienceqa", tmp_path, SHOTS), query_index=0).requests[0].prompt
     prompt = replace(shown, items=(shown.images[1], *shown.items))
     own = own_ids(loaded, prompt, True)
     assert own[:3] == [adapter.image_token_id, adapter.image_token_id, adapter.tokenizer.bos_token_id]
@@ -221,8 +284,9 @@ def test_llama_vision_cut_takes_every_image_before_the_start_token(llama_vision,
 
 
 def test_the_families_that_honour_a_left_cut_are_those_tested_here():
-    """The others (LLaVA-OneVision) refuse `truncation: left` (tests/test_truncation.py)."""
+    """Every family here; a new family's adapter refuses `truncation: left` until it sets the flag
+    (tests/test_truncation.py), and then it is tested here."""
     from idefics_eval.models import SUPPORTED_FAMILIES, adapter_class
 
     honoured = [family for family in SUPPORTED_FAMILIES if adapter_class(family, "tiny").left_truncation]
-    assert sorted(honoured) == sorted(["idefics", *FAMILIES, "mllama"])
+    assert sorted(honoured) == sorted(["idefics", *FAMILIES, "mllama"]) == sorted(SUPPORTED_FAMILIES)
