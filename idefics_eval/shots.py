@@ -379,7 +379,7 @@ class RicesSelector(ShotSelector):
                 f"query embeddings have {vectors.shape[1]} dimensions, the cached index {index.d}: "
                 f"encoder {self._encoder_name!r} must change its name when its weights change"
             )
-        rows_examples = [np.array(self._by_support_image[i], dtype=np.int64) for i in image_ids]
+        index_rows = _IndexRows.of([self._by_support_image[i] for i in image_ids])
         support_images = dict(self._support_images)
         rows_of: dict[str, list[int]] = {}  # image identity -> the index rows holding that image
         for row, image_id in enumerate(image_ids):
@@ -388,6 +388,10 @@ class RicesSelector(ShotSelector):
         for q in queries.examples:
             by_query_image.setdefault(q.image_id, []).append(q)
         query_images = list(by_query_image)
+        # (query image, index row) pairs to leave out, each as one number: query image * ntotal + row
+        own_rows = np.array([c * index.ntotal + row for c, image_id in enumerate(query_images)
+                             for row in rows_of.get(self._identity(image_id, by_query_image[image_id][0].image), ())],
+                            dtype=np.int64)
         # Rank max_k + 1 per query image: enough to drop a query's own id and still have max_k.
         need = self.max_k + 1
         pending = np.arange(len(query_images))
@@ -399,36 +403,62 @@ class RicesSelector(ShotSelector):
                 for start in range(0, len(pending), _SEARCH_BATCH):
                     chunk = pending[start : start + _SEARCH_BATCH]
                     scores, rows = index.search(vectors[chunk], k_search)
-                    for c, image_scores, image_rows in zip(chunk, scores, rows):
-                        image_id = query_images[c]
-                        skip = rows_of.get(self._identity(image_id, by_query_image[image_id][0].image), [])
-                        found = _rank(image_scores, image_rows, rows_examples, skip, need, complete)
-                        if found is None:
-                            unresolved.append(c)
-                            continue
-                        ranked, similarity = found
-                        for q in by_query_image[image_id]:
-                            own = ranked != self._by_id.get(q.id, -1)
-                            self._top[q.id] = ranked[own][: self.max_k]
-                            self._similarity[q.id] = similarity[own][: self.max_k]
-                        bar.update(1)
-                pending = np.array(unresolved, dtype=np.int64)
+                    skip = np.isin(chunk[:, None] * index.ntotal + rows, own_rows)
+                    resolved, ranked, similarity = _rank(scores, rows, skip, index_rows, need, complete)
+                    unresolved.append(chunk[~resolved])
+                    for c, image_ranked, image_similarity in zip(chunk[resolved], ranked, similarity):
+                        for q in by_query_image[query_images[c]]:
+                            own = image_ranked != self._by_id.get(q.id, -1)
+                            self._top[q.id] = image_ranked[own][: self.max_k]
+                            self._similarity[q.id] = image_similarity[own][: self.max_k]
+                    bar.update(int(resolved.sum()))
+                pending = np.concatenate(unresolved)
                 k_search = min(index.ntotal, 2 * k_search)
 
 
-def _rank(scores, rows, rows_examples, skip_rows, need: int, complete: bool) -> tuple[np.ndarray, np.ndarray] | None:
-    """The `need` best support positions of the searched images (the query's own image, rows
-    `skip_rows`, left out) by (similarity desc, support order) and their similarities; None if the
-    search may have cut off a tie or better."""
-    keep = (rows >= 0) & ~np.isin(rows, skip_rows)
-    groups = [rows_examples[row] for row in rows[keep]]
-    positions = np.concatenate(groups) if groups else np.zeros(0, np.int64)
-    similarity = np.repeat(scores[keep], [len(group) for group in groups])
-    # Unsearched images score <= the last searched one: only strictly better candidates are certain.
-    if not complete and np.count_nonzero(similarity > scores[-1]) < need:
-        return None
-    best = np.lexsort((positions, -similarity))[:need]
-    return positions[best], similarity[best]
+@dataclass(frozen=True)
+class _IndexRows:
+    """The support positions each index row (a distinct support image) stands for, as one flat
+    array, so a search batch's rows expand to their examples in a few NumPy calls: row r's
+    positions are `positions[starts[r] : starts[r] + counts[r]]`."""
+
+    positions: np.ndarray
+    starts: np.ndarray
+    counts: np.ndarray
+
+    @classmethod
+    def of(cls, positions_per_row: list[list[int]]) -> _IndexRows:
+        counts = np.array([len(positions) for positions in positions_per_row], dtype=np.int64)
+        positions = np.array([p for positions in positions_per_row for p in positions], dtype=np.int64)
+        return cls(positions, np.cumsum(counts) - counts, counts)
+
+
+def _rank(scores: np.ndarray, rows: np.ndarray, skip: np.ndarray, index_rows: _IndexRows, need: int,
+          complete: bool) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
+    """For each searched query image (a row of FAISS's `scores` and `rows`; `skip` marks the rows
+    of the query's own image, left out) the `need` best support positions by (similarity desc,
+    support order) and their similarities. Returns `resolved` (per query image: False where the
+    search may have cut off a tie or better) and, for the resolved images in order, their positions
+    and similarities. One pass over the whole batch: per-image NumPy calls cost more than the work."""
+    owner, column = np.nonzero((rows >= 0) & ~skip)  # image-major, then search rank
+    kept = rows[owner, column]
+    lengths = index_rows.counts[kept]
+    ends = np.cumsum(lengths)
+    within = np.arange(ends[-1] if len(ends) else 0) - np.repeat(ends - lengths, lengths)
+    positions = index_rows.positions[np.repeat(index_rows.starts[kept], lengths) + within]
+    owners = np.repeat(owner, lengths)
+    similarity = np.repeat(scores[owner, column], lengths)
+    if complete:
+        resolved = np.ones(len(rows), dtype=bool)
+    else:  # unsearched images score <= the last searched one: only strictly better candidates are certain
+        better = np.bincount(owners[similarity > scores[owners, -1]], minlength=len(rows))
+        resolved = better >= need
+    order = np.lexsort((positions, -similarity, owners))
+    ranked_owner = owners[order]
+    first = np.searchsorted(ranked_owner, np.arange(len(rows)))  # where each image's candidates begin
+    best = order[(np.arange(len(order)) - first[ranked_owner] < need) & resolved[ranked_owner]]
+    bounds = np.searchsorted(owners[best], np.flatnonzero(resolved)[1:])
+    return resolved, np.split(positions[best], bounds), np.split(similarity[best], bounds)
 
 
 def build_selector(

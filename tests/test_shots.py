@@ -140,18 +140,66 @@ def test_random_shots_have_no_similarity():
     assert random.similarities(QUERIES.examples[0], 3) == [None, None, None]
 
 
-def test_rank_refuses_a_cut_off_that_may_hide_a_tie():
-    from idefics_eval.shots import _rank
+def rank_one_image(scores, rows, positions_per_row, skip_rows, need, complete):
+    """The per-query-image ranking `shots._rank` replaced (its plain path): None if the search may
+    have cut off a tie or better, else the `need` best positions by (similarity desc, support order)."""
+    keep = (rows >= 0) & ~np.isin(rows, skip_rows)
+    groups = [np.array(positions_per_row[row], dtype=np.int64) for row in rows[keep]]
+    positions = np.concatenate(groups) if groups else np.zeros(0, np.int64)
+    similarity = np.repeat(scores[keep], [len(group) for group in groups])
+    if not complete and np.count_nonzero(similarity > scores[-1]) < need:
+        return None
+    best = np.lexsort((positions, -similarity))[:need]
+    return positions[best], similarity[best]
 
-    rows_examples = [np.array(positions) for positions in ([0, 5], [1], [2], [3], [4])]  # image row -> support positions
-    scores = np.array([1.0, 0.9, 0.5, 0.5], dtype=np.float32)  # row 4 is the query's own image
-    rows = np.array([4, 0, 2, 3])  # unsearched row 1 may tie at 0.5, and its example comes first
-    assert _rank(scores, rows, rows_examples, 4, 3, complete=False) is None
-    assert _rank(scores, rows, rows_examples, 4, 2, complete=False)[0].tolist() == [0, 5]
-    full_scores = np.array([1.0, 0.9, 0.5, 0.5, 0.5], dtype=np.float32)
-    ranked, similarity = _rank(full_scores, np.array([4, 0, 3, 2, 1]), rows_examples, 4, 4, complete=True)
+
+def rank_batch(scores, rows, positions_per_row, skip_rows, need, complete):
+    """`shots._rank` on a batch, as a list like `rank_one_image`'s per image (None: unresolved)."""
+    from idefics_eval.shots import _IndexRows, _rank
+
+    skip = np.array([np.isin(image_rows, own) for image_rows, own in zip(rows, skip_rows)]).reshape(rows.shape)
+    resolved, ranked, similarity = _rank(scores, rows, skip, _IndexRows.of(positions_per_row), need, complete)
+    found = iter(zip(ranked, similarity))
+    return [next(found) if ok else None for ok in resolved]
+
+
+def test_rank_refuses_a_cut_off_that_may_hide_a_tie():
+    positions_per_row = [[0, 5], [1], [2], [3], [4]]  # image row -> support positions
+    scores = np.array([[1.0, 0.9, 0.5, 0.5]], dtype=np.float32)  # row 4 is the query's own image
+    rows = np.array([[4, 0, 2, 3]])  # unsearched row 1 may tie at 0.5, and its example comes first
+    assert rank_batch(scores, rows, positions_per_row, [[4]], 3, complete=False) == [None]
+    assert rank_batch(scores, rows, positions_per_row, [[4]], 2, complete=False)[0][0].tolist() == [0, 5]
+    full_scores = np.array([[1.0, 0.9, 0.5, 0.5, 0.5]], dtype=np.float32)
+    ((ranked, similarity),) = rank_batch(full_scores, np.array([[4, 0, 3, 2, 1]]), positions_per_row, [[4]], 4, True)
     assert ranked.tolist() == [0, 5, 1, 2]
     assert similarity.tolist() == pytest.approx([0.9, 0.9, 0.5, 0.5])
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_rank_of_a_batch_equals_the_ranking_of_each_image_alone(seed):
+    """Adversarial batches: scores from three values (ties everywhere, across and within images),
+    images with several examples in shuffled support order, own rows to leave out (none, one, several,
+    not searched), rows FAISS could not fill (-1), and cut-offs that may or may not hide a tie."""
+    rng = np.random.default_rng(seed)
+    n_rows, batch = int(rng.integers(1, 12)), int(rng.integers(1, 9))
+    k = int(rng.integers(1, n_rows + 1))
+    counts = rng.integers(1, 4, n_rows)
+    positions_per_row = [p.tolist() for p in np.split(rng.permutation(counts.sum()), np.cumsum(counts)[:-1])]
+    scores = -np.sort(-rng.choice(np.float32([0.1, 0.5, 0.9]), (batch, k)), axis=1)
+    rows = np.array([rng.permutation(n_rows)[:k] for _ in range(batch)])
+    unfilled = rng.integers(0, k + 1, batch) if rng.random() < 0.3 else np.full(batch, k)
+    for image, n in enumerate(unfilled):
+        rows[image, n:], scores[image, n:] = -1, -np.finfo(np.float32).max
+    skip_rows = [rng.choice(n_rows, int(rng.integers(0, min(n_rows, 2) + 1)), replace=False).tolist() for _ in range(batch)]
+    need = int(rng.integers(1, 8))
+    for complete in (False, True):
+        expected = [rank_one_image(s, r, positions_per_row, own, need, complete)
+                    for s, r, own in zip(scores, rows, skip_rows)]
+        got = rank_batch(scores, rows, positions_per_row, skip_rows, need, complete)
+        assert [e is None for e in expected] == [g is None for g in got]
+        for e, g in zip(expected, got):
+            if e is not None:
+                assert e[0].tolist() == g[0].tolist() and e[1].tolist() == g[1].tolist()
 
 
 def test_exclusion_when_support_and_queries_are_the_same_split():
