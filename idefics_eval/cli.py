@@ -427,7 +427,7 @@ def tasks(tasks_dirs: tuple[Path, ...], prompts_dirs: tuple[Path, ...], show: st
               help="The model family (its config.model_type) of the tiny random model.")
 @click.option("--instruct", is_flag=True,
               help="Write it as the family's instruct checkpoint, with a chat template shaped like the real one's "
-                   "(mllama, llava_onevision).")
+                   "(every family but idefics, whose checkpoints ship none).")
 def demo_model(directory: Path, family: str, instruct: bool, **options) -> None:
     """Write the embedded tiny IDEFICS (or another family's tiny model) as a checkpoint folder that `--model DIR` loads."""
     from .demo.families import save_family_demo

@@ -6,6 +6,9 @@ many `<image>` tokens. Images keep their aspect ratio (shortest edge 32, longest
 batch of differently shaped images is padded and `pixel_attention_mask` marks the real pixels, as
 with the real checkpoints. The tokenizer is the IDEFICS demo's byte-level BPE (it already knows
 `<fake_token_around_image>` and `<image>`), set to start every text with `<s>` as Mistral's does.
+
+`instruct=True` makes it an instruct checkpoint (as idefics2-8b): the same weights and tokenizer
+(`<end_of_utterance>` is already in it), and a chat template of the real one's layout (`CHAT_TEMPLATE`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,23 @@ DEMO_NAME = "idefics-eval/demo-tiny-random-idefics2"
 IMAGE_SEQ_LEN = 4  # <image> tokens per image: the resampler's latents
 EXTRA_TOKENS = ("<end_of_utterance>",)  # the processor adds it; the model's vocabulary must hold it
 
+# The token layout of idefics2-8b's template (Idefics3 and SmolVLM write the same turns after their
+# start token), written here: each message as its role, capitalised, and a colon (and a space unless
+# its first item is an image), its items in order (`<image>` for an image), `<end_of_utterance>` and a
+# newline; to generate, `Assistant:`. No system turn, no start token.
+CHAT_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{{- message['role'] | capitalize -}}"
+    "{%- if message['content'] is string -%}{{- ': ' + message['content'] -}}{%- else -%}"
+    "{{- ':' if message['content'][0]['type'] == 'image' else ': ' -}}"
+    "{%- for part in message['content'] -%}"
+    "{%- if part['type'] == 'image' -%}{{- '<image>' -}}{%- elif part['type'] == 'text' -%}{{- part['text'] -}}{%- endif -%}"
+    "{%- endfor -%}{%- endif -%}"
+    "{{- '<end_of_utterance>\n' -}}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- 'Assistant:' -}}{%- endif -%}"
+)
+
 
 def family_tokenizer(extra_tokens: tuple[str, ...] = ()) -> PreTrainedTokenizerFast:
     """The demo tokenizer with `extra_tokens` as special tokens, adding `<s>` in front of every text
@@ -35,11 +55,12 @@ def family_tokenizer(extra_tokens: tuple[str, ...] = ()) -> PreTrainedTokenizerF
     return tokenizer
 
 
-def build_processor(do_image_splitting: bool = False) -> Idefics2Processor:
+def build_processor(do_image_splitting: bool = False, instruct: bool = False) -> Idefics2Processor:
     image_processor = Idefics2ImageProcessorPil(
         size={"shortest_edge": 32, "longest_edge": 48}, do_image_splitting=do_image_splitting
     )
-    return Idefics2Processor(image_processor=image_processor, tokenizer=family_tokenizer(EXTRA_TOKENS), image_seq_len=IMAGE_SEQ_LEN)
+    return Idefics2Processor(image_processor=image_processor, tokenizer=family_tokenizer(EXTRA_TOKENS), image_seq_len=IMAGE_SEQ_LEN,
+                             chat_template=CHAT_TEMPLATE if instruct else None)
 
 
 def build_config(tokenizer: PreTrainedTokenizerFast) -> Idefics2Config:
@@ -77,18 +98,19 @@ def build_config(tokenizer: PreTrainedTokenizerFast) -> Idefics2Config:
     )
 
 
-def build_model(seed: int = 0) -> Idefics2ForConditionalGeneration:
-    """The tiny model with weights drawn from `seed` (same seed, same torch version: same weights)."""
+def build_model(seed: int = 0, instruct: bool = False) -> Idefics2ForConditionalGeneration:
+    """The tiny model with weights drawn from `seed` (same seed, same torch version: same weights);
+    an instruct one has the same weights under its own name."""
     config = build_config(family_tokenizer(EXTRA_TOKENS))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = Idefics2ForConditionalGeneration(config)
-    model.config.name_or_path = f"{DEMO_NAME}-seed{seed}"
+    model.config.name_or_path = f"{DEMO_NAME}{'-instruct' if instruct else ''}-seed{seed}"
     return model.eval()
 
 
-def save_demo_model(directory: Path, seed: int = 0) -> None:
+def save_demo_model(directory: Path, seed: int = 0, instruct: bool = False) -> None:
     """Write the tiny Idefics2 and its processor as a checkpoint folder (`--model DIR` loads it)."""
     from .model import save_checkpoint
 
-    save_checkpoint(build_model(seed), build_processor(), directory)
+    save_checkpoint(build_model(seed, instruct), build_processor(instruct=instruct), directory)

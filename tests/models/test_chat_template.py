@@ -4,10 +4,8 @@ turn's start; the fast and plain paths' inputs equal the processor's on the text
 `processor.apply_chat_template`; a ranked candidate follows the assistant turn's start; a
 checkpoint or family without a template is refused in one line.
 
-The tiny Idefics2/3 and SmolVLM checkpoints have no chat template (base models): the tests give
-their processor a small one in the Idefics2 style, written here. The tiny Llama 3.2 Vision and
-LLaVA-OneVision makers write instruct checkpoints themselves (`instruct=True`), each with a template
-of its real instruct checkpoint's layout."""
+Every family's tiny maker but IDEFICS's writes an instruct checkpoint (`instruct=True`, `demo-model
+--instruct`), each with a template of its real instruct checkpoint's layout; the tests use those."""
 
 from __future__ import annotations
 
@@ -16,7 +14,6 @@ from dataclasses import replace
 
 import pytest
 import torch
-from transformers import AutoProcessor
 
 from idefics_eval.demo import idefics2 as demo_idefics2
 from idefics_eval.demo import idefics3 as demo_idefics3
@@ -26,7 +23,6 @@ from idefics_eval.demo.families import save_family_demo
 from idefics_eval.engine import GenerationSettings, Generator
 from idefics_eval.image_cache import ImageFeatureCache
 from idefics_eval.models import adapter_class, load_model, load_prompt_side
-from idefics_eval.models.llava_onevision import load_processor as load_llava_processor
 from idefics_eval.plan import demo_data
 from idefics_eval.prompts import load_template, most_common_answer
 from idefics_eval.ranking import Ranker
@@ -35,31 +31,39 @@ from idefics_eval.tasks import load_task
 from conftest import invoke
 from family_prompts import example
 
-TEMPLATE = ("{% for message in messages %}{{ message['role'] | capitalize }}:{% for part in message['content'] %}"
-            "{% if part['type'] == 'image' %}<image>{% else %}{{ part['text'] }}{% endif %}{% endfor %}"
-            "<end_of_utterance>\n{% endfor %}{% if add_generation_prompt %}Assistant:{% endif %}")
-FAMILIES = ["idefics2", "idefics3", "smolvlm"]
-INSTRUCT_MAKERS = {"mllama": demo_mllama, "llava_onevision": demo_llava_onevision}  # maker modules
-ALL_FAMILIES = FAMILIES + list(INSTRUCT_MAKERS)
+FAMILIES = ["idefics2", "idefics3", "smolvlm", "mllama", "llava_onevision"]
+# What each tiny instruct checkpoint's template writes after a user turn, to start the assistant's.
+CLOSING = {"idefics2": "<end_of_utterance>\nAssistant:", "idefics3": "<end_of_utterance>\nAssistant:",
+           "smolvlm": "<end_of_utterance>\nAssistant:",
+           "mllama": "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
+           "llava_onevision": "<|im_end|>\n<|im_start|>assistant\n"}
 
 
-def chat_adapter(family: str, template: str | None = TEMPLATE):
-    """The family's adapter on its tiny processor and config (no weights), with `template` (for a
-    family whose maker writes instruct checkpoints: its instruct processor's own, or none)."""
-    if family in INSTRUCT_MAKERS:
-        maker = INSTRUCT_MAKERS[family]
-        processor = maker.build_processor(instruct=template is not None)
-        config = maker.build_config(instruct=True) if family == "llava_onevision" else maker.build_config()
-        return adapter_class(family, f"tiny-{family}")(processor, config)
+def chat_adapter(family: str, instruct: bool = True):
+    """The family's adapter on its tiny processor and config (no weights): its instruct checkpoint's
+    (with its chat template), or with `instruct=False` its base checkpoint's (none)."""
     if family == "idefics2":
-        processor = demo_idefics2.build_processor()
+        processor = demo_idefics2.build_processor(instruct=instruct)
         config = demo_idefics2.build_config(processor.tokenizer)
-    else:
-        processor = demo_idefics3.build_processor(family)
+    elif family in ("idefics3", "smolvlm"):
+        processor = demo_idefics3.build_processor(family, instruct=instruct)
         config = demo_idefics3.build_config(family, processor.tokenizer)
-    processor.chat_template = template
+    else:
+        maker = {"mllama": demo_mllama, "llava_onevision": demo_llava_onevision}[family]
+        processor = maker.build_processor(instruct=instruct)
+        config = maker.build_config(instruct=True) if family == "llava_onevision" else maker.build_config()
     processor.tokenizer.padding_side = "left"
     return adapter_class(family, f"tiny-{family}")(processor, config)
+
+
+def templated(processor, prompt) -> str:
+    """What a user of the processor writes for a chat prompt: `processor.apply_chat_template` on the
+    user turn (an image content item where each image stands) with the assistant turn's start, less a
+    start token the template writes."""
+    content = [{"type": "text", "text": i} if isinstance(i, str) else {"type": "image"} for i in prompt.items]
+    text = processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False)
+    bos = processor.tokenizer.bos_token
+    return text.removeprefix(bos)
 
 
 def chat_prompts(candidate: str | None = None):
@@ -69,7 +73,7 @@ def chat_prompts(candidate: str | None = None):
     return [chat.render([example(i) for i in range(count)], query, most_common_answer, candidate) for count in (0, 1, 4)]
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", ["idefics2", "idefics3", "smolvlm"])
 @pytest.mark.parametrize("add_start_token", [True, False])
 def test_fast_and_plain_ids_equal_the_processor_on_the_templated_text(family, add_start_token):
     adapter = chat_adapter(family)
@@ -80,10 +84,8 @@ def test_fast_and_plain_ids_equal_the_processor_on_the_templated_text(family, ad
         assert torch.equal(built[key], text[key]), key
     processor = adapter.processor
     for prompt, ids in zip(prompts, (adapter.token_ids(p, add_start_token) for p in prompts)):
-        content = [{"type": "text", "text": i} if isinstance(i, str) else {"type": "image"} for i in prompt.items]
-        by_hand = processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
-                                                tokenize=False)
-        assert by_hand.startswith("User:Instruction:") and by_hand.endswith("Answer:<end_of_utterance>\nAssistant:")
+        by_hand = templated(processor, prompt)
+        assert by_hand.startswith("User: Instruction:") and by_hand.endswith("Answer:<end_of_utterance>\nAssistant:")
         images = [ref.load() for ref in prompt.images]
         expected = processor(text=[(processor.tokenizer.bos_token if add_start_token else "") + by_hand], images=[images],
                              add_special_tokens=False, return_tensors="pt")
@@ -105,10 +107,10 @@ def test_without_chat_template_the_prompt_is_the_task_s():
     assert not plain.chat and "User:" not in adapter.prompt_text(plain, True)
 
 
-@pytest.mark.parametrize("family", ALL_FAMILIES)
+@pytest.mark.parametrize("family", FAMILIES)
 def test_a_checkpoint_without_a_template_is_refused(family):
     with pytest.raises(Exception, match=rf"^p.yaml: chat_template: tiny-{family} has no chat template \(a base checkpoint\?\)"):
-        chat_adapter(family, template=None).check_chat_template("p.yaml: chat_template", f"tiny-{family}")
+        chat_adapter(family, instruct=False).check_chat_template("p.yaml: chat_template", f"tiny-{family}")
     chat_adapter(family).check_chat_template("p.yaml: chat_template", f"tiny-{family}")  # has one: passes
 
 
@@ -118,24 +120,15 @@ def test_idefics_is_refused_saying_why():
 
 
 def by_hand(processor, prompts):
-    """What a user of the processor writes for chat prompts, batched: `processor.apply_chat_template`
-    on the user turn (an image content item where each image stands) with the assistant turn's start,
-    the start token in front unless the template wrote it, then the processor on those texts and the
-    images, left-padded, its tokenizer adding no special tokens."""
-    bos = processor.tokenizer.bos_token
-    texts = []
-    for prompt in prompts:
-        content = [{"type": "text", "text": i} if isinstance(i, str) else {"type": "image"} for i in prompt.items]
-        text = processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
-                                             tokenize=False)
-        texts.append(text if text.startswith(bos) else bos + text)
+    """`templated` batched: the start token, each prompt's templated text, then the processor on
+    those texts and the images, left-padded, its tokenizer adding no special tokens."""
+    texts = [processor.tokenizer.bos_token + templated(processor, prompt) for prompt in prompts]
     images = [[ref.load() for ref in prompt.images] for prompt in prompts]
-    processor.tokenizer.padding_side = "left"
     return processor(text=texts, images=images, padding="longest", padding_side="left", add_special_tokens=False,
                      return_tensors="pt")
 
 
-@pytest.mark.parametrize("family", ALL_FAMILIES)
+@pytest.mark.parametrize("family", FAMILIES)
 def test_a_batch_s_inputs_equal_the_processor_on_apply_chat_template(family):
     adapter = chat_adapter(family)
     prompts = chat_prompts()  # 0, 1 and 4 shots in one batch
@@ -152,15 +145,18 @@ def test_a_batch_s_inputs_equal_the_processor_on_apply_chat_template(family):
 
 
 @pytest.mark.parametrize(("family", "opening", "closing"), [
+    *((family, "<s>User: Instruction:", "Answer:<end_of_utterance>\nAssistant:") for family in ("idefics2", "idefics3", "smolvlm")),
     ("mllama", "<s><|start_header_id|>user<|end_header_id|>\n\nInstruction:",
      "Answer:<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"),
     ("llava_onevision", "<s><|im_start|>user\n<image>\n<image>\n<image>\n<image>\n<image>\nInstruction:",
      "Answer:<|im_end|>\n<|im_start|>assistant\n"),
 ])
 def test_the_instruct_makers_templates_have_the_real_ones_layout(family, opening, closing):
-    """Llama 3.2 Vision Instruct: one header per turn, the items in order, <|eot_id|>; no system turn
-    when there are images. LLaVA-OneVision (llava-hf): the turn's images first, one line each, then its
-    text. Both are written by the maker, and the adapter templates with them."""
+    """Idefics2/3, SmolVLM: `User: ` (no space when the turn opens with an image), the items in order,
+    `<end_of_utterance>`, a newline, `Assistant:`. Llama 3.2 Vision Instruct: one header per turn, the
+    items in order, <|eot_id|>; no system turn when there are images. LLaVA-OneVision (llava-hf): the
+    turn's images first, one line each, then its text. All are written by the makers, and the adapter
+    templates with them."""
     adapter = chat_adapter(family)
     prompt = chat_prompts()[2]  # 4 shots: 5 images
     content = [{"type": "text", "text": i} if isinstance(i, str) else {"type": "image"} for i in prompt.items]
@@ -172,6 +168,19 @@ def test_the_instruct_makers_templates_have_the_real_ones_layout(family, opening
     if family == "mllama":
         assert text.count("<|image|>") == 5 and "Today Date" not in text
         assert "Image:<|image|>Question: What is shape 0?" in text  # each image where it stands
+
+
+@pytest.mark.parametrize(("family", "writes_start_token"), [("idefics2", False), ("idefics3", True), ("smolvlm", True)])
+def test_the_idefics2_style_turn_opens_without_a_space_before_an_image(family, writes_start_token):
+    """As idefics2-8b's template (and Idefics3-8B-Llama3's, SmolVLM-Instruct's after their start
+    token, which idefics2-8b's does not write)."""
+    adapter = chat_adapter(family)
+    prompt = replace(chat_prompts()[0], items=(example(0).image, "What?"))
+    text = adapter.processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What?"}]}], add_generation_prompt=True,
+        tokenize=False)
+    assert text == ("<s>" if writes_start_token else "") + "User:<image>What?<end_of_utterance>\nAssistant:"
+    assert adapter.chat_text(prompt) == "User:<image>What?<end_of_utterance>\nAssistant:"
 
 
 def protocol_file(tmp_path, section: str = "default") -> str:
@@ -198,72 +207,24 @@ def test_protocol_chat_template_must_be_a_boolean(tmp_path, capsys):
 
 @pytest.mark.parametrize("section", ["default", "task"])
 def test_the_dry_run_shows_the_templated_prompt(tmp_path, capsys, section):
-    folder = tmp_path / "idefics2"
-    save_family_demo("idefics2", folder, seed=0)
     protocol = protocol_file(tmp_path, section)
-    args = ("prompt", "--task", "vqav2", "--model", str(folder), "--data", demo_data(load_task("vqav2")), "--shots", "1",
-            "--protocol", protocol,
-            "--cache-dir", str(tmp_path / "cache"), "--json")
-    code, _, err = invoke(capsys, *args)
-    assert code == 2 and f"{folder} has no chat template" in err and err.count("\n") == 1  # a base checkpoint
-    processor = AutoProcessor.from_pretrained(folder)
-    processor.chat_template = TEMPLATE
-    processor.save_pretrained(folder)
-    code, out, err = invoke(capsys, *args)
+
+    def dry_run(folder):
+        return invoke(capsys, "prompt", "--task", "vqav2", "--model", str(folder), "--data", demo_data(load_task("vqav2")),
+                      "--shots", "1", "--protocol", protocol, "--cache-dir", str(tmp_path / "cache"), "--json")
+
+    save_family_demo("idefics2", tmp_path / "base", seed=0)
+    code, _, err = dry_run(tmp_path / "base")
+    assert code == 2 and f"{tmp_path / 'base'} has no chat template" in err and err.count("\n") == 1
+    save_family_demo("idefics2", tmp_path / "instruct", seed=0, instruct=True)
+    code, out, err = dry_run(tmp_path / "instruct")
     assert code == 0, err
     text = json.loads(out)["text"]
-    assert text.startswith("<s>User:Instruction:") and text.endswith("Answer:<end_of_utterance>\nAssistant:")
-    side = load_prompt_side(str(folder))
-    assert side.adapter.chat_template == TEMPLATE
+    assert text.startswith("<s>User: Instruction:") and text.endswith("Answer:<end_of_utterance>\nAssistant:")
+    assert load_prompt_side(str(tmp_path / "instruct")).adapter.chat_template == demo_idefics2.CHAT_TEMPLATE
 
 
-@pytest.fixture(scope="module")
-def instruct(tmp_path_factory):
-    """The tiny Idefics2, loaded, with the test's chat template."""
-    folder = tmp_path_factory.mktemp("instruct") / "idefics2"
-    save_family_demo("idefics2", folder, seed=0)
-    loaded = load_model(str(folder), device="cpu", dtype="float32", progress=False)
-    loaded.processor.chat_template = TEMPLATE
-    return loaded
-
-
-@pytest.mark.parametrize("num_beams", [1, 3])
-def test_fast_generation_equals_generate_on_chat_prompts(instruct, num_beams):
-    generator = Generator(instruct, GenerationSettings(max_new_tokens=6, num_beams=num_beams), ImageFeatureCache())
-    assert generator.fast
-    prompts = chat_prompts()
-    assert torch.equal(generator.generate_ids_fast(prompts), generator.generate_ids_plain(prompts))
-
-
-def test_prefix_cached_ranking_of_chat_prompts_equals_full_forwards(instruct):
-    context = chat_prompts()[2]
-    continuations = [chat_prompts(candidate=c)[2] for c in ("red", "dark blue", "colour9")]
-    ranker = Ranker(instruct, 2, ImageFeatureCache())
-    with torch.no_grad():
-        fast = ranker.loglikelihoods(context, continuations, "sum")
-        assert fast == pytest.approx(ranker.loglikelihoods_full(context, continuations, "sum"), abs=1e-4)
-    tokenizer = instruct.processor.tokenizer
-    ids, scored = ranker.requests(context, continuations)[1]
-    assert tokenizer.decode(ids[-scored:]) == " dark blue"  # after "Assistant:", not inside the user turn
-
-
-def test_a_run_under_chat_template_records_the_templated_prompts(tmp_path, capsys):
-    folder = tmp_path / "idefics2"
-    save_family_demo("idefics2", folder, seed=0)
-    processor = AutoProcessor.from_pretrained(folder)
-    processor.chat_template = TEMPLATE
-    processor.save_pretrained(folder)
-    out = tmp_path / "run"
-    code, _, err = invoke(capsys, "run", "--model", str(folder), "--demo-data", "--task", "vqav2,hatefulmemes", "--shots", "2",
-                          "--limit", "3", "--protocol", protocol_file(tmp_path), "--output-dir", str(out), "--no-progress")
-    assert code == 0, err
-    for task in ("vqav2", "hatefulmemes"):
-        line = json.loads((out / "samples" / f"{task}_2shot.jsonl").read_text().splitlines()[0])
-        assert line["prompt"].startswith("User:") or line["prompt"].startswith("<s>User:")
-        assert line["prompt"].endswith("<end_of_utterance>\nAssistant:")
-
-
-@pytest.fixture(scope="module", params=list(INSTRUCT_MAKERS))
+@pytest.fixture(scope="module", params=FAMILIES)
 def instruct_family(request, tmp_path_factory):
     """(family, folder, loaded model) of the family's tiny instruct checkpoint, as its maker writes it."""
     folder = tmp_path_factory.mktemp("instruct") / request.param
@@ -272,7 +233,7 @@ def instruct_family(request, tmp_path_factory):
 
 
 @pytest.mark.parametrize("num_beams", [1, 3])
-def test_fast_generation_equals_generate_on_the_instruct_makers_chat_prompts(instruct_family, num_beams):
+def test_fast_generation_equals_generate_on_chat_prompts(instruct_family, num_beams):
     _, _, loaded = instruct_family
     assert loaded.adapter.chat_template is not None  # loaded back from the checkpoint's files
     generator = Generator(loaded, GenerationSettings(max_new_tokens=6, num_beams=num_beams), ImageFeatureCache())
@@ -281,32 +242,32 @@ def test_fast_generation_equals_generate_on_the_instruct_makers_chat_prompts(ins
     assert torch.equal(generator.generate_ids_fast(prompts), generator.generate_ids_plain(prompts))
 
 
-def test_prefix_cached_ranking_of_the_instruct_makers_chat_prompts_equals_full_forwards(instruct_family):
+def test_prefix_cached_ranking_of_chat_prompts_equals_full_forwards(instruct_family):
     _, _, loaded = instruct_family
     context = chat_prompts()[2]
-    continuations = [chat_prompts(candidate=c)[2] for c in ("red", "dark blue")]
+    continuations = [chat_prompts(candidate=c)[2] for c in ("red", "dark blue", "colour9")]
+    ranker = Ranker(loaded, 2, ImageFeatureCache())
     with torch.no_grad():
-        ranker = Ranker(loaded, 2, ImageFeatureCache())
         fast = ranker.loglikelihoods(context, continuations, "sum")
         assert fast == pytest.approx(ranker.loglikelihoods_full(context, continuations, "sum"), abs=1e-4)
+    ids, scored = ranker.requests(context, continuations)[1]
+    assert loaded.adapter.tokenizer.decode(ids[-scored:]) == " dark blue"  # after the assistant turn's start
 
 
-def test_a_run_of_an_instruct_maker_s_checkpoint_under_chat_template(instruct_family, tmp_path, capsys):
+def test_a_run_under_chat_template_records_the_templated_prompts(instruct_family, tmp_path, capsys):
     family, folder, _ = instruct_family
     out = tmp_path / "run"
     code, _, err = invoke(capsys, "run", "--model", str(folder), "--demo-data", "--task", "vqav2,hatefulmemes", "--shots", "2",
                           "--limit", "3", "--protocol", protocol_file(tmp_path), "--output-dir", str(out), "--no-progress",
                           "--cache-dir", str(tmp_path / "cache"))
     assert code == 0, err
-    closing = {"mllama": "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
-               "llava_onevision": "<|im_end|>\n<|im_start|>assistant\n"}[family]
     for task in ("vqav2", "hatefulmemes"):
         line = json.loads((out / "samples" / f"{task}_2shot.jsonl").read_text().splitlines()[0])
-        assert line["prompt"].endswith(closing), line["prompt"][-80:]
+        assert line["prompt"].endswith(CLOSING[family]), line["prompt"][-80:]
 
 
-@pytest.mark.parametrize("family", list(INSTRUCT_MAKERS))
-def test_a_base_checkpoint_of_the_instruct_makers_families_is_refused_in_one_line(family, tmp_path, capsys):
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_base_checkpoint_is_refused_in_one_line(family, tmp_path, capsys):
     folder = tmp_path / family
     save_family_demo(family, folder, seed=0)  # a base checkpoint: no template
     code, _, err = invoke(capsys, "prompt", "--task", "vqav2", "--model", str(folder), "--demo-data", "--shots", "1",
@@ -314,12 +275,22 @@ def test_a_base_checkpoint_of_the_instruct_makers_families_is_refused_in_one_lin
     assert code == 2 and f"{folder} has no chat template" in err and err.count("\n") == 1
 
 
-def test_demo_model_instruct_is_refused_for_a_family_without_an_instruct_maker(tmp_path, capsys):
-    code, _, err = invoke(capsys, "demo-model", str(tmp_path / "m"), "--family", "idefics2", "--instruct")
-    assert code == 2 and "--instruct: no tiny instruct checkpoint for idefics2" in err and err.count("\n") == 1
-    code, _, err = invoke(capsys, "demo-model", str(tmp_path / "l"), "--family", "llava_onevision", "--instruct")
+@pytest.mark.parametrize("family", FAMILIES)
+def test_demo_model_instruct_writes_the_maker_s_template(family, tmp_path, capsys):
+    code, out, err = invoke(capsys, "demo-model", str(tmp_path / "m"), "--family", family, "--instruct")
     assert code == 0, err
-    assert load_llava_processor(tmp_path / "l").chat_template == demo_llava_onevision.CHAT_TEMPLATE
+    assert out == f"wrote the tiny {family} instruct (seed 0) to {tmp_path / 'm'}\n"
+    maker = {"idefics2": demo_idefics2, "idefics3": demo_idefics3, "smolvlm": demo_idefics3, "mllama": demo_mllama,
+             "llava_onevision": demo_llava_onevision}[family]
+    side = load_prompt_side(str(tmp_path / "m"))
+    assert side.adapter.chat_template == maker.CHAT_TEMPLATE
+
+
+def test_demo_model_instruct_is_refused_for_idefics_in_one_line(tmp_path, capsys):
+    code, _, err = invoke(capsys, "demo-model", str(tmp_path / "m"), "--family", "idefics", "--instruct")
+    assert code == 2 and err.count("\n") == 1
+    assert "--instruct: IDEFICS checkpoints ship no chat template" in err
+    assert not (tmp_path / "m").exists()
 
 
 def test_idefics_instruct_turns_are_a_prompt_file_s_business(tmp_path, capsys):
