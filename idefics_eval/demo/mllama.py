@@ -31,17 +31,22 @@ CHAT_TOKENS = ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>")  # ids 
 # The token layout of Llama-3.2-Vision-Instruct's template, written here: the start token; a system
 # turn (knowledge cut-off and date) only when no message holds an image; each message as its role's
 # header, a blank line, its items in order (`<|image|>` for an image), `<|eot_id|>`; then, to
-# generate, the assistant's header and a blank line. The real one takes today's date when it can;
-# this one always writes its fallback date (a tiny checkpoint's prompts must not change by the day).
+# generate, the assistant's header and a blank line. Like the real one, it dates the system turn
+# `date_string` if given, else today (`strftime_now`), else its fallback; the harness always gives
+# `date_string` (`ModelAdapter.chat_text`), so prompts do not change with the day.
 CHAT_TEMPLATE = (
     "{{- bos_token -}}"
+    "{%- if date_string is not defined -%}"
+    "{%- if strftime_now is defined -%}{%- set date_string = strftime_now('%d %b %Y') -%}"
+    "{%- else -%}{%- set date_string = '26 Jul 2024' -%}{%- endif -%}"
+    "{%- endif -%}"
     "{%- set found = namespace(image=false) -%}"
     "{%- for message in messages -%}{%- if message['content'] is not string -%}"
     "{%- for part in message['content'] -%}{%- if part['type'] == 'image' -%}{%- set found.image = true -%}{%- endif -%}"
     "{%- endfor -%}{%- endif -%}{%- endfor -%}"
     "{%- if not found.image -%}"
     "{{- '<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\n'"
-    " + 'Today Date: ' + (date_string | default('26 Jul 2024')) + '\n\n<|eot_id|>' -}}"
+    " + 'Today Date: ' + date_string + '\n\n<|eot_id|>' -}}"
     "{%- endif -%}"
     "{%- for message in messages -%}"
     "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' -}}"

@@ -31,6 +31,10 @@ from ..errors import UserError
 from ..examples import ImageRef
 from ..prompts import IMAGE, Prompt, cut_left
 
+# The date a chat template writes where it would write today's (`date_string`: Llama 3.x's "Today
+# Date"): the fallback of Llama 3.1's and 3.2's own templates, so prompts never change with the day.
+CHAT_DATE = "26 Jul 2024"
+
 # What the image cache gives an adapter: the features of these images, in order (`image_cache.encode_images`).
 EncodeImages = Callable[[Sequence[ImageRef]], torch.Tensor]
 
@@ -175,10 +179,23 @@ class ModelAdapter:
         """A chat prompt's text before the family expands its images: one user turn holding its items,
         each image as the template writes it (`chat_image_token`, where the template puts it), the
         assistant turn's start, and its `reply`, all through the checkpoint's own template. A start
-        token the template writes is dropped: the task's add_start_token decides it."""
+        token the template writes is dropped: the task's add_start_token decides it.
+
+        The text never depends on the day of the run: a template that dates its prompts from
+        `date_string` (Llama 3.x's, in a system turn) gets `CHAT_DATE`, and transformers' clock
+        (`strftime_now`, a global of its template environment, which a render variable shadows) is
+        hidden, so a template that reads it anyway is refused in one line."""
         content = [{"type": "text", "text": item} if isinstance(item, str) else {"type": "image"} for item in prompt.items]
-        text = self.tokenizer.apply_chat_template([{"role": "user", "content": content}], chat_template=self.chat_template,
-                                                  add_generation_prompt=True, tokenize=False)
+        try:
+            text = self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": content}], chat_template=self.chat_template, add_generation_prompt=True,
+                tokenize=False, date_string=CHAT_DATE, strftime_now=None)
+        except TypeError:  # it called strftime_now, which the harness does not give it
+            if "strftime_now" not in self.chat_template:
+                raise
+            raise UserError(f"the chat template of {self.config.name_or_path or self.family} writes today's date "
+                            "(strftime_now), so its prompts would change with the day of the run; make it read "
+                            "date_string, or remove chat_template from the protocol") from None
         if text.count(self.chat_image_token) != sum(not isinstance(item, str) for item in prompt.items):
             raise UserError(f"the chat template of {self.config.name_or_path or self.family} does not write one "
                             f"{self.chat_image_token} per image; remove chat_template from the protocol")

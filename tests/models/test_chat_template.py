@@ -9,11 +9,13 @@ Every family's tiny maker but IDEFICS's writes an instruct checkpoint (`instruct
 
 from __future__ import annotations
 
+import datetime
 import json
 from dataclasses import replace
 
 import pytest
 import torch
+from transformers.utils import chat_template_utils
 
 from idefics_eval.demo import idefics2 as demo_idefics2
 from idefics_eval.demo import idefics3 as demo_idefics3
@@ -21,8 +23,10 @@ from idefics_eval.demo import llava_onevision as demo_llava_onevision
 from idefics_eval.demo import mllama as demo_mllama
 from idefics_eval.demo.families import save_family_demo
 from idefics_eval.engine import GenerationSettings, Generator
+from idefics_eval.errors import UserError
 from idefics_eval.image_cache import ImageFeatureCache
 from idefics_eval.models import adapter_class, load_model, load_prompt_side
+from idefics_eval.models.base import CHAT_DATE
 from idefics_eval.plan import demo_data
 from idefics_eval.prompts import load_template, most_common_answer
 from idefics_eval.ranking import Ranker
@@ -308,3 +312,59 @@ def test_idefics_instruct_turns_are_a_prompt_file_s_business(tmp_path, capsys):
     text = json.loads(out)["text"]
     assert text.startswith("<s>User:<fake_token_around_image>") and text.count("<end_of_utterance>\nAssistant:") == 3
     assert text.endswith("<end_of_utterance>\nAssistant:")
+
+
+class Today:
+    """transformers' clock (`strftime_now` reads `datetime.now()` in its chat-template module) set to `day`."""
+
+    def __init__(self, monkeypatch):
+        self.monkeypatch = monkeypatch
+
+    def __call__(self, day: datetime.datetime) -> None:
+        fixed = type("FixedDatetime", (datetime.datetime,), {"now": classmethod(lambda cls, tz=None: day)})
+        self.monkeypatch.setattr(chat_template_utils, "datetime", fixed)
+
+
+DAYS = (datetime.datetime(2026, 12, 3), datetime.datetime(2027, 6, 1))
+# A template that dates its one turn as Llama 3.x's do: date_string if given, else today (transformers' strftime_now).
+DATED = ("{%- if date_string is not defined -%}{%- set date_string = strftime_now('%d %b %Y') -%}{%- endif -%}"
+         "Today {{ date_string }}:{%- for part in messages[0]['content'] -%}{{- part['text'] -}}{%- endfor -%}")
+
+
+def text_only_chat_prompt():
+    return replace(chat_prompts()[0], items=("Question: What is red? Answer:",))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_templated_text_does_not_depend_on_the_day_of_the_run(family, monkeypatch):
+    adapter, today = chat_adapter(family), Today(monkeypatch)
+    adapter.processor.chat_template = DATED
+    prompt = text_only_chat_prompt()
+    rendered = []
+    for day in DAYS:
+        today(day)
+        by_hand = adapter.processor.apply_chat_template([{"role": "user", "content": [{"type": "text", "text": "x"}]}],
+                                                        tokenize=False)
+        assert by_hand == f"Today {day:%d %b %Y}:x"  # the template, left to itself, dates by the day
+        rendered.append(adapter.chat_text(prompt))
+    assert rendered == [f"Today {CHAT_DATE}:Question: What is red? Answer:"] * 2
+
+
+def test_llama_s_system_turn_is_dated_the_same_whatever_the_day(monkeypatch):
+    """The tiny Llama 3.2 Vision instruct template, as the real one, writes a dated system turn for a
+    prompt with no image: the harness's date, not the day's."""
+    adapter, today = chat_adapter("mllama"), Today(monkeypatch)
+    rendered = []
+    for day in DAYS:
+        today(day)
+        rendered.append(adapter.prompt_text(text_only_chat_prompt(), True))
+    assert rendered[0] == rendered[1]
+    assert f"Today Date: {CHAT_DATE}\n\n<|eot_id|>" in rendered[0]
+
+
+def test_a_template_that_reads_the_clock_anyway_is_refused_in_one_line():
+    adapter = chat_adapter("idefics2")
+    adapter.processor.chat_template = "{{ strftime_now('%d %b %Y') }}{{ messages[0]['content'][0]['text'] }}"
+    with pytest.raises(UserError, match=r"^the chat template of .* writes today's date \(strftime_now\), so its prompts "
+                                        r"would change with the day of the run; [^\n]*$"):
+        adapter.chat_text(text_only_chat_prompt())
