@@ -232,20 +232,23 @@ class ShotSelector:
         # Ids name the same things only within one dataset. Across datasets (NoCaps queries, COCO
         # shots) only the image key says two images are one, and example ids say nothing.
         self._same_dataset = _dataset_of(queries) == _dataset_of(support)
-        self._by_support_image: dict[str, list[int]] = {}  # support image_id -> its examples' positions
-        for position, example in enumerate(support.examples):
-            self._by_support_image.setdefault(example.image_id, []).append(position)
-        self._support_images = support.unique_images()
-        # image identity -> positions of the examples about it (within a dataset the identity is the image id)
-        self._by_image: dict[str, list[int]] = self._by_support_image if self._same_dataset else {}
+        self._support_images = support.unique_images()  # rows of the RICES index, in this order
+        self._row_of_image: dict[str, int] = {image_id: row for row, (image_id, _) in enumerate(self._support_images)}
+        row_of_position = np.fromiter((self._row_of_image[e.image_id] for e in support.examples), np.int64, len(support))
+        self._image_rows = _ImageRows.grouping(row_of_position, len(self._support_images))
+        self._rows_of_key: dict[str, list[int]] = {}  # across datasets: image key -> the support rows showing it
         if not self._same_dataset:
-            for image_id, image in self._support_images:
-                self._by_image.setdefault(image.key, []).extend(self._by_support_image[image_id])
+            for row, (_, image) in enumerate(self._support_images):
+                self._rows_of_key.setdefault(image.key, []).append(row)
         self._by_id = {e.id: position for position, e in enumerate(support.examples)} if self._same_dataset else {}
 
-    def _identity(self, image_id: str, image: ImageRef) -> str:
-        """What makes two images one: the image id within a dataset, the image key across datasets."""
-        return image_id if self._same_dataset else image.key
+    def _own_rows(self, query: Example) -> Sequence[int]:
+        """The support images (their rows) that are the query's image: within a dataset the one with
+        its image id, across datasets those with its image key."""
+        if not self._same_dataset:
+            return self._rows_of_key.get(query.image.key, ())
+        row = self._row_of_image.get(query.image_id)
+        return () if row is None else (row,)
 
     @property
     def fingerprint(self) -> str:
@@ -289,7 +292,7 @@ class ShotSelector:
 
     def _excluded(self, query: Example) -> list[int]:
         """Sorted support positions that can never be shots for `query`."""
-        excluded = set(self._by_image.get(self._identity(query.image_id, query.image), ()))
+        excluded = {int(p) for row in self._own_rows(query) for p in self._image_rows.of(row)}
         if query.id in self._by_id:
             excluded.add(self._by_id[query.id])
         return sorted(excluded)
@@ -379,19 +382,15 @@ class RicesSelector(ShotSelector):
                 f"query embeddings have {vectors.shape[1]} dimensions, the cached index {index.d}: "
                 f"encoder {self._encoder_name!r} must change its name when its weights change"
             )
-        index_rows = _IndexRows.of([self._by_support_image[i] for i in image_ids])
-        support_images = dict(self._support_images)
-        rows_of: dict[str, list[int]] = {}  # image identity -> the index rows holding that image
-        for row, image_id in enumerate(image_ids):
-            rows_of.setdefault(image_id if self._same_dataset else support_images[image_id].key, []).append(row)
+        if image_ids != [image_id for image_id, _ in self._support_images]:
+            raise ValueError("the index's rows are not the support split's distinct images in order")
         by_query_image: dict[str, list[Example]] = {}
         for q in queries.examples:
             by_query_image.setdefault(q.image_id, []).append(q)
-        query_images = list(by_query_image)
+        query_images = list(by_query_image.values())  # each distinct query image's examples
         # (query image, index row) pairs to leave out, each as one number: query image * ntotal + row
-        own_rows = np.array([c * index.ntotal + row for c, image_id in enumerate(query_images)
-                             for row in rows_of.get(self._identity(image_id, by_query_image[image_id][0].image), ())],
-                            dtype=np.int64)
+        own_rows = np.array([c * index.ntotal + row for c, image_queries in enumerate(query_images)
+                             for row in self._own_rows(image_queries[0])], dtype=np.int64)
         # Rank max_k + 1 per query image: enough to drop a query's own id and still have max_k.
         need = self.max_k + 1
         pending = np.arange(len(query_images))
@@ -404,10 +403,10 @@ class RicesSelector(ShotSelector):
                     chunk = pending[start : start + _SEARCH_BATCH]
                     scores, rows = index.search(vectors[chunk], k_search)
                     skip = np.isin(chunk[:, None] * index.ntotal + rows, own_rows)
-                    resolved, ranked, similarity = _rank(scores, rows, skip, index_rows, need, complete)
+                    resolved, ranked, similarity = _rank(scores, rows, skip, self._image_rows, need, complete)
                     unresolved.append(chunk[~resolved])
                     for c, image_ranked, image_similarity in zip(chunk[resolved], ranked, similarity):
-                        for q in by_query_image[query_images[c]]:
+                        for q in query_images[c]:
                             own = image_ranked != self._by_id.get(q.id, -1)
                             self._top[q.id] = image_ranked[own][: self.max_k]
                             self._similarity[q.id] = image_similarity[own][: self.max_k]
@@ -417,23 +416,26 @@ class RicesSelector(ShotSelector):
 
 
 @dataclass(frozen=True)
-class _IndexRows:
-    """The support positions each index row (a distinct support image) stands for, as one flat
-    array, so a search batch's rows expand to their examples in a few NumPy calls: row r's
-    positions are `positions[starts[r] : starts[r] + counts[r]]`."""
+class _ImageRows:
+    """The support positions of the examples about each distinct support image (a row of the RICES
+    index), as one flat array, so a search batch's rows expand to their examples in a few NumPy
+    calls: row r's positions, in support order, are `positions[starts[r] : starts[r] + counts[r]]`."""
 
     positions: np.ndarray
     starts: np.ndarray
     counts: np.ndarray
 
     @classmethod
-    def of(cls, positions_per_row: list[list[int]]) -> _IndexRows:
-        counts = np.array([len(positions) for positions in positions_per_row], dtype=np.int64)
-        positions = np.array([p for positions in positions_per_row for p in positions], dtype=np.int64)
-        return cls(positions, np.cumsum(counts) - counts, counts)
+    def grouping(cls, row_of_position: np.ndarray, n_rows: int) -> _ImageRows:
+        """From each support position's image row."""
+        counts = np.bincount(row_of_position, minlength=n_rows)
+        return cls(np.argsort(row_of_position, kind="stable"), np.cumsum(counts) - counts, counts)
+
+    def of(self, row: int) -> np.ndarray:
+        return self.positions[self.starts[row] : self.starts[row] + self.counts[row]]
 
 
-def _rank(scores: np.ndarray, rows: np.ndarray, skip: np.ndarray, index_rows: _IndexRows, need: int,
+def _rank(scores: np.ndarray, rows: np.ndarray, skip: np.ndarray, image_rows: _ImageRows, need: int,
           complete: bool) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
     """For each searched query image (a row of FAISS's `scores` and `rows`; `skip` marks the rows
     of the query's own image, left out) the `need` best support positions by (similarity desc,
@@ -442,10 +444,10 @@ def _rank(scores: np.ndarray, rows: np.ndarray, skip: np.ndarray, index_rows: _I
     and similarities. One pass over the whole batch: per-image NumPy calls cost more than the work."""
     owner, column = np.nonzero((rows >= 0) & ~skip)  # image-major, then search rank
     kept = rows[owner, column]
-    lengths = index_rows.counts[kept]
+    lengths = image_rows.counts[kept]
     ends = np.cumsum(lengths)
     within = np.arange(ends[-1] if len(ends) else 0) - np.repeat(ends - lengths, lengths)
-    positions = index_rows.positions[np.repeat(index_rows.starts[kept], lengths) + within]
+    positions = image_rows.positions[np.repeat(image_rows.starts[kept], lengths) + within]
     owners = np.repeat(owner, lengths)
     similarity = np.repeat(scores[owner, column], lengths)
     if complete:

@@ -155,10 +155,14 @@ def rank_one_image(scores, rows, positions_per_row, skip_rows, need, complete):
 
 def rank_batch(scores, rows, positions_per_row, skip_rows, need, complete):
     """`shots._rank` on a batch, as a list like `rank_one_image`'s per image (None: unresolved)."""
-    from idefics_eval.shots import _IndexRows, _rank
+    from idefics_eval.shots import _ImageRows, _rank
 
-    skip = np.array([np.isin(image_rows, own) for image_rows, own in zip(rows, skip_rows)]).reshape(rows.shape)
-    resolved, ranked, similarity = _rank(scores, rows, skip, _IndexRows.of(positions_per_row), need, complete)
+    row_of_position = np.zeros(sum(map(len, positions_per_row)), dtype=np.int64)
+    for row, positions in enumerate(positions_per_row):
+        row_of_position[positions] = row
+    image_rows = _ImageRows.grouping(row_of_position, len(positions_per_row))
+    skip = np.array([np.isin(searched, own) for searched, own in zip(rows, skip_rows)]).reshape(rows.shape)
+    resolved, ranked, similarity = _rank(scores, rows, skip, image_rows, need, complete)
     found = iter(zip(ranked, similarity))
     return [next(found) if ok else None for ok in resolved]
 
@@ -184,7 +188,7 @@ def test_rank_of_a_batch_equals_the_ranking_of_each_image_alone(seed):
     n_rows, batch = int(rng.integers(1, 12)), int(rng.integers(1, 9))
     k = int(rng.integers(1, n_rows + 1))
     counts = rng.integers(1, 4, n_rows)
-    positions_per_row = [p.tolist() for p in np.split(rng.permutation(counts.sum()), np.cumsum(counts)[:-1])]
+    positions_per_row = [sorted(p.tolist()) for p in np.split(rng.permutation(counts.sum()), np.cumsum(counts)[:-1])]
     scores = -np.sort(-rng.choice(np.float32([0.1, 0.5, 0.9]), (batch, k)), axis=1)
     rows = np.array([rng.permutation(n_rows)[:k] for _ in range(batch)])
     unfilled = rng.integers(0, k + 1, batch) if rng.random() < 0.3 else np.full(batch, k)
