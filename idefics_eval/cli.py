@@ -397,8 +397,10 @@ def score(run_dir: Path | None, predictions_file: Path | None, task: str | None,
 def submission(run_dir: Path, task: str, shots: int | None, seed: int | None, output: Path, data: str | None,
                tasks_dirs: tuple[Path, ...]) -> None:
     """Write a test-split run's predictions as its evaluation server's JSON file, checked against the split."""
+    from .results import check_not_a_run_file
     from .submission import write_submission
 
+    check_not_a_run_file(output)
     count = write_submission(run_dir, task, output, shots, seed, data, tuple(tasks_dirs))
     click.echo(f"wrote {output}: {count} entries, every question of the split once")
 
@@ -632,8 +634,9 @@ def _write_or_print(text: str, output: Path | None) -> None:
     if output is None:
         click.echo(text, nl=False)
         return
-    from .results import write_text_atomic
+    from .results import check_not_a_run_file, write_text_atomic
 
+    check_not_a_run_file(output)
     try:
         write_text_atomic(output, text)
     except OSError as error:

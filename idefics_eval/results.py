@@ -154,6 +154,19 @@ def atomic_file(path: Path, mode: str = "w", **open_args):
         temporary.unlink(missing_ok=True)
 
 
+RUN_FOLDER_FILES = ("results.json", "manifest.json", "config.yaml")  # and every file of its predictions/ and samples/
+
+
+def check_not_a_run_file(output: Path) -> None:
+    """Refuse `-o` naming a file of a run folder (its results, manifest, config, predictions or sample
+    logs): a report, comparison or submission written there would destroy the run it was made from."""
+    output = Path(output)
+    for folder, inside in ((output.parent, output.name in RUN_FOLDER_FILES),
+                           (output.parent.parent, output.parent.name in ("predictions", "samples"))):
+        if inside and any((folder / name).is_file() for name in RUN_FOLDER_FILES[:2]):
+            raise UserError(f"{output} is a file of the run folder {folder}; writing there would destroy the run; choose another -o")
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
     with atomic_file(path, encoding="utf-8") as handle:
         json.dump(data, handle, indent=2, ensure_ascii=False)

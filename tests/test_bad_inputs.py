@@ -734,3 +734,21 @@ def test_an_unreachable_clip_encoder_says_how_to_do_without_it(monkeypatch):
         ClipEncoder("nobody/no-such-clip", torch.device("cpu"))
     message = str(caught.value)
     assert "nobody/no-such-clip" in message and "--rices-encoder model" in message and "\n" not in message
+
+
+RUN_FILES = ["results.json", "manifest.json", "config.yaml", "predictions/vqav2_0shot.jsonl", "samples/vqav2_0shot.jsonl"]
+
+
+@pytest.mark.parametrize("target", RUN_FILES)
+def test_a_report_written_over_a_file_of_a_run_folder_is_refused(target, previous, tmp_path, capsys):
+    """`-o` naming a run's own results, manifest, config, predictions or sample log would destroy the run."""
+    folder = tmp_path / "run"
+    shutil.copytree(previous, folder)
+    before = {path: path.read_bytes() for path in folder.rglob("*") if path.is_file()}
+    output = str(folder / target)
+    for command in (["export", str(previous), "--allow-partial", "-o", output], ["compare", str(previous), str(previous), "-o", output],
+                    ["score", str(previous), "-o", output], ["submission", str(previous), "--task", "vqav2_testdev", "-o", output]):
+        code, err = invoke(capsys, *command)
+        assert code == 2 and f"{output} is a file of the run folder {folder}" in err, (command, err)
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert {path: path.read_bytes() for path in folder.rglob("*") if path.is_file()} == before
