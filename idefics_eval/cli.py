@@ -437,9 +437,12 @@ def demo_model(directory: Path, family: str, instruct: bool, **options) -> None:
     seed = _old_spelling(options, "demo_seed", "old_seed")
     seed = 0 if seed is None else seed
 
-    if directory.exists() and any(directory.iterdir()):
-        raise UserError(f"{directory} is not empty; choose a new folder for the checkpoint")
-    save_family_demo(family, directory, seed, instruct)
+    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+        raise UserError(f"{directory} is not an empty folder; choose a new folder for the checkpoint")
+    try:
+        save_family_demo(family, directory, seed, instruct)
+    except OSError as error:
+        raise UserError(f"cannot write the checkpoint to {directory}: {error.strerror or error}; choose another folder") from None
     kind = " instruct" if instruct else ""
     click.echo(f"wrote the tiny {'IDEFICS' if family == 'idefics' else family}{kind} (seed {seed}) to {directory}")
 
@@ -677,6 +680,10 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"error: {one_line(error.format_message())}", err=True)
         sys.exit(2)
     except Exception as error:  # an internal error: one line unless --debug
+        if _out_of_space(error):  # the user's to fix, and the same command continues once there is room
+            click.echo(f"error: no space left on the device{f' writing {error.filename}' if error.filename else ''}; free some "
+                       "space (or choose another --output-dir / --cache-dir) and rerun the same command: it keeps what was written", err=True)
+            sys.exit(2)
         if "--debug" in args:
             raise
         click.echo(f"internal error: {type(error).__name__}: {one_line(error)} (re-run with --debug for the traceback)", err=True)
@@ -684,6 +691,12 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         if argv is None:  # called with a list (tests, scripts), the caller's process goes on: its garbage is collected
             _skip_the_exit_collections()
+
+
+def _out_of_space(error: Exception) -> bool:
+    import errno
+
+    return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 def _skip_the_exit_collections() -> None:

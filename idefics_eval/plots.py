@@ -244,7 +244,11 @@ def plot_results(folders: Sequence[Path], output_dir: Path, references: Sequence
                  intervals: bool = False, resamples: int = 1000, seed: int = 0, tasks_dirs: tuple[Path, ...] = ()) -> list[Path]:
     """Write `shot_scaling.png` for the results folders into `output_dir`; return the files written."""
     figure = results_figure(folders, references, selection, intervals, resamples, seed, tasks_dirs)
-    return [save(figure, Path(output_dir) / "shot_scaling.png")]
+    path = Path(output_dir) / "shot_scaling.png"
+    try:
+        return [save(figure, path)]
+    except OSError as error:
+        raise UserError(f"cannot write {path}: {error.strerror or error}; choose another -o") from None
 
 
 def results_figure(folders: Sequence[Path], references: Sequence[str] = (), selection: str = "rices", intervals: bool = False,

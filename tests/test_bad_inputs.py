@@ -752,3 +752,45 @@ def test_a_report_written_over_a_file_of_a_run_folder_is_refused(target, previou
         assert code == 2 and f"{output} is a file of the run folder {folder}" in err, (command, err)
         assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert {path: path.read_bytes() for path in folder.rglob("*") if path.is_file()} == before
+
+
+def test_a_full_disk_during_the_run_is_one_line_and_the_rerun_continues(tmp_path, capsys, monkeypatch):
+    """No space left (ENOSPC) is the user's to fix, not an internal error: one line, status 2, and
+    the same command continues once there is space."""
+    import errno
+
+    original = predictions.PredictionWriter.write
+    calls = []
+
+    def full_after_one_batch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(predictions.PredictionWriter, "write", full_after_one_batch)
+    out = tmp_path / "run"
+    command = ["run", "--task", "vqav2", "--demo", "--shots", "0", "--limit", "2", "--batch-size", "1", "--num-beams", "1",
+               "--max-new-tokens", "3", "--cache-dir", str(tmp_path / "cache"), "--output-dir", str(out), "--no-progress"]
+    code, err = invoke(capsys, *command)
+    assert code == 2 and "no space left on the device" in err and "rerun the same command" in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    monkeypatch.setattr(predictions.PredictionWriter, "write", original)
+    assert invoke(capsys, *command)[0] == 0
+    assert json.loads((out / "results.json").read_text())[0]["num_examples"] == 2
+
+
+def test_plot_into_a_place_it_cannot_write_is_one_line(previous, tmp_path, capsys):
+    code, err = invoke(capsys, "plot", str(previous), "-o", str(blocked(tmp_path)))
+    assert code == 2 and "cannot write" in err and "choose another -o" in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("where", ["a file", "under a file"])
+def test_demo_model_into_a_place_it_cannot_write_is_one_line(where, tmp_path, capsys):
+    target = blocked(tmp_path) if where == "under a file" else tmp_path / "file"
+    (tmp_path / "file").write_text("x")
+    code, err = invoke(capsys, "demo-model", str(target))
+    assert code == 2 and str(target) in err and "choose" in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert (tmp_path / "file").read_text() == "x"
