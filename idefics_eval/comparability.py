@@ -113,6 +113,8 @@ def settings(row: Result) -> dict[str, str]:
         found["protocol"] = config["protocol"].get("name") + _short(config["protocol"].get("digest"))
     if "generation_options" in config:
         found["generation options"] = _options(config["generation_options"], config.get("request", "generate"))
+    if "chat_template" in config:  # the checkpoint's template wrapped the prompts (its digest)
+        found["chat_template"] = config["chat_template"][:8]
     if row.shots == 0 and "zero_shot" in config:  # a few-shot row's numbers do not depend on it
         found["zero_shot"] = config["zero_shot"]
     if row.shots > 0:

@@ -7,6 +7,7 @@ earlier run used.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from contextlib import contextmanager
@@ -28,12 +29,15 @@ def identity_of(p: Prepared, loaded: LoadedModel) -> dict:
     """What determines every predictions file of this task: a rerun in the same folder must match.
 
     Round-tripped through JSON so that it compares equal to the copy read back from the manifest.
-    A selection-split run (`--split selection`) adds `split`, the draw's record (splits.py).
-    What the shots depend on (support data, selection, index) is recorded per file instead, since
-    zero-shot files do not depend on it.
+    A selection-split run (`--split selection`) adds `split`, the draw's record (splits.py). A task
+    whose prompts go through the checkpoint's chat template (the protocol's `chat_template: true`)
+    adds `chat_template`, the template's digest: the weights' fingerprint does not change when a
+    checkpoint's template does, and the prompts do. What the shots depend on (support data,
+    selection, index) is recorded per file instead, since zero-shot files do not depend on it.
     """
     from .model_requests import context_limit  # torch: the model is loaded by now
 
+    chat = {"chat_template": hashlib.sha256(loaded.adapter.chat_template.encode()).hexdigest()} if p.template.chat else {}
     return plain({
         "task": {"name": p.spec.name, "version": p.spec.version, "digest": p.spec.digest},
         "prompt": {"name": p.template.name, "version": p.template.version, "digest": p.template.digest},
@@ -42,7 +46,7 @@ def identity_of(p: Prepared, loaded: LoadedModel) -> dict:
         "generation": asdict(p.generation) | {"max_length": context_limit(p, loaded), "truncation": p.truncation},
         "protocol": (p.protocol or load_protocol()).identity,
         "zero_shot": p.config.zero_shot or "none",
-    } | ({"split": p.split} if p.split else {}))  # a selection split's draw; absent: the reporting split
+    } | ({"split": p.split} if p.split else {}) | chat)  # a selection split's draw; absent: the reporting split
 
 
 # Generation settings recorded since 2026-12-03, with the value every earlier run used implicitly

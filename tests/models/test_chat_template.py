@@ -10,6 +10,7 @@ Every family's tiny maker but IDEFICS's writes an instruct checkpoint (`instruct
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 from dataclasses import replace
 
@@ -17,6 +18,7 @@ import pytest
 import torch
 from transformers.utils import chat_template_utils
 
+from idefics_eval.comparability import differences
 from idefics_eval.demo import idefics2 as demo_idefics2
 from idefics_eval.demo import idefics3 as demo_idefics3
 from idefics_eval.demo import llava_onevision as demo_llava_onevision
@@ -30,6 +32,7 @@ from idefics_eval.models.base import CHAT_DATE
 from idefics_eval.plan import demo_data
 from idefics_eval.prompts import load_template, most_common_answer
 from idefics_eval.ranking import Ranker
+from idefics_eval.results import read_results
 from idefics_eval.tasks import load_task
 
 from conftest import invoke
@@ -368,3 +371,40 @@ def test_a_template_that_reads_the_clock_anyway_is_refused_in_one_line():
     with pytest.raises(UserError, match=r"^the chat template of .* writes today's date \(strftime_now\), so its prompts "
                                         r"would change with the day of the run; [^\n]*$"):
         adapter.chat_text(text_only_chat_prompt())
+
+
+def test_the_chat_template_is_part_of_the_run_s_identity(tmp_path, capsys):
+    """The weights' fingerprint stays when a checkpoint's template changes, and the prompts do not:
+    the template's digest is recorded (manifest identity, results rows), so a changed template does
+    not resume the old folder and its rows are not reported as comparable with the old ones."""
+    folder = tmp_path / "idefics2"
+    save_family_demo("idefics2", folder, seed=0, instruct=True)
+    out, protocol = tmp_path / "run", protocol_file(tmp_path)
+
+    def run(*extra):
+        return invoke(capsys, "run", "--model", str(folder), "--demo-data", "--task", "vqav2", "--shots", "0", "--limit", "2",
+                      "--output-dir", str(out), "--no-progress", "--cache-dir", str(tmp_path / "cache"), *extra)
+
+    code, _, err = run("--protocol", protocol)
+    assert code == 0, err
+    before = read_results(out / "results.json")[0]
+    assert before.config["chat_template"] == hashlib.sha256(demo_idefics2.CHAT_TEMPLATE.encode()).hexdigest()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["vqav2/rices"]["identity"]["chat_template"] == before.config["chat_template"]
+
+    changed = demo_idefics2.CHAT_TEMPLATE.replace("'Assistant:'", "'Assistant: '")
+    (folder / "chat_template.jinja").write_text(changed)
+    code, _, err = run("--protocol", protocol)
+    assert code == 2 and err.count("\n") == 1
+    assert "predictions made with a different chat_template;" in err
+    code, _, err = run("--protocol", protocol, "--overwrite")
+    assert code == 0, err
+    after = read_results(out / "results.json")[0]
+    assert after.config["chat_template"] == hashlib.sha256(changed.encode()).hexdigest()
+    old, new = before.config["chat_template"][:8], after.config["chat_template"][:8]
+    assert differences(before, after) == [f"chat_template {old} vs {new}"]
+
+    out = tmp_path / "plain"  # without the protocol's chat_template: nothing recorded (older folders still resume)
+    code, _, err = run()
+    assert code == 0, err
+    assert "chat_template" not in read_results(out / "results.json")[0].config
