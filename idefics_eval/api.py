@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tempfile
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -93,7 +93,8 @@ def evaluate(
     _warn_if_not_cli_placement(parameter.device, parameter.dtype)
     root = Path(output_dir) if output_dir is not None else Path(tempfile.mkdtemp(prefix="idefics-eval-"))
     config = RunConfig(
-        task=names[0], shots=tuple(shots), output_dir=root, limit=limit, selection=selection, seeds=tuple(seeds),
+        task=names[0], shots=_counts(shots, "shots", "shot counts"), output_dir=root, limit=limit, selection=selection,
+        seeds=_counts(seeds, "seeds", "seeds"),
         rices_encoder=rices_encoder, protocol=protocol, split=split, zero_shot=zero_shot, batch_size=batch_size, num_beams=num_beams,
         max_new_tokens=max_new_tokens, max_length=max_length, cache_dir=Path(cache_dir) if cache_dir is not None else None,
         image_cache_mb=image_cache_mb, image_cache_dir=Path(image_cache_dir) if image_cache_dir is not None else None,
@@ -108,6 +109,13 @@ def evaluate(
         loaded = LoadedModel(model, processor, name or str(model.config.name_or_path or "in-memory"),
                              weights_fingerprint(model), parameter.device, parameter.dtype)
         return run_tasks(configs, loaded=loaded)
+
+
+def _counts(value: Sequence[int], keyword: str, what: str) -> tuple[int, ...]:
+    """`shots` or `seeds` as a tuple: one number or a string such as "0,4" is refused (each entry is checked with the run's options)."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise UserError(f"{keyword}={value!r}: give a list of {what}, like [0, 4]")
+    return tuple(value)
 
 
 def _per_task(value: str | Mapping[str, str] | None, tasks: Sequence[str], keyword: str) -> dict[str, str]:

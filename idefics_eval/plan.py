@@ -195,8 +195,12 @@ def _check_values(config: RunConfig) -> None:
     """Each option's value on its own."""
     if not config.shots:
         raise UserError("--shots is empty; give shot counts like 0,4,8")
-    if config.limit is not None and config.limit < 1:
-        raise UserError(f"--limit {config.limit}: give a positive number of queries")
+    for flag, counts in (("--shots", config.shots), ("--seeds", config.seeds)):  # the API passes them unparsed
+        for count in counts:
+            if type(count) is not int or count < 0:
+                raise UserError(f"{flag} {list(counts)}: {count!r} is not a whole number of 0 or more; give counts like 0,4,8")
+    if config.limit is not None and (type(config.limit) is not int or config.limit < 1):
+        raise UserError(f"--limit {config.limit!r}: give a positive number of queries")
     for flag, value in (("--num-beams", config.num_beams), ("--max-new-tokens", config.max_new_tokens),
                         ("--max-length", config.max_length)):
         if value is not None and (type(value) is not int or value < 1):  # 0 would silently mean "the task's"

@@ -214,3 +214,23 @@ def test_the_weights_digest_sees_a_change_of_any_value(dtype):
     with torch.no_grad():
         tower.embeddings.patch_embedding.weight.view(-1)[1] += 1.0
     assert weights_digest(tower) != before
+
+
+WRONG_COUNTS = {  # each once gave a TypeError from deep in the run, or (negative shots) no rows and no word
+    "shots as one number": ({"shots": 4}, "shots=4: give a list of shot counts"),
+    "shots as a string": ({"shots": "0,4"}, "shots='0,4': give a list of shot counts"),
+    "negative shots": ({"shots": [-1]}, "--shots [-1]: -1 is not a whole number of 0 or more"),
+    "shots of text": ({"shots": ["4"]}, "--shots ['4']: '4' is not a whole number of 0 or more"),
+    "seeds as one number": ({"seeds": 3, "selection": "random"}, "seeds=3: give a list of seeds"),
+    "negative seeds": ({"seeds": [-2], "selection": "random"}, "--seeds [-2]: -2 is not a whole number of 0 or more"),
+    "limit as text": ({"limit": "2"}, "--limit '2': give a positive number of queries"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(WRONG_COUNTS))
+def test_wrong_shot_seed_and_limit_values_are_one_user_error(case, tmp_path):
+    options, message = WRONG_COUNTS[case]
+    with pytest.raises(UserError) as refused:
+        api.evaluate(build_model(0), build_processor(), ["vqav2"], output_dir=tmp_path, **({"limit": 2, "demo_data": True} | options))
+    assert message in str(refused.value)
+    assert not (tmp_path / "results.json").exists()
