@@ -27,6 +27,7 @@ from .engine import note_once
 from .image_cache import ImageFeatureCache, encode_images, shared_cache
 from .models import LoadedModel
 from .prompts import Prompt
+from .trie_attention import TrieAttention, TrieBlocks
 
 
 def continuation_ids(tokenizer, context: str, full: str) -> tuple[list[int], int]:
@@ -148,8 +149,8 @@ class Ranker:
         The candidates' remainders (their tokens after the shared prefix) form a trie: a token sequence
         that begins several candidates ("tiger" in "tiger shark" and "tiger cat") runs once. Its
         nodes run as one sequence on top of the prefix's cache, each attending to the prefix and its
-        own ancestors only (a block mask, positions by depth), so one pass scores hundreds of
-        candidates. A candidate's last token never runs: its probability is read at its parent.
+        own ancestors only (a block mask, positions by depth; the self-attention computed over those
+        keys alone: `TrieAttention`), so one pass scores hundreds of candidates. A candidate's last token never runs: its probability is read at its parent.
         """
         if not self.adapter.prefix_ranking:
             return self.loglikelihoods_full(context, continuations, normalize)
@@ -177,9 +178,8 @@ class Ranker:
     def packed_tokens(self, shared: int, longest: int) -> int:
         """Candidate tokens per packed pass: as many as a batch of `batch_size` full sequences holds, so
         that `--batch-size` (and its GPU probe) bounds a pass's memory as elsewhere, but at most the
-        model's width (at least 512): every token of a pass attends to the whole pass (masked), and
-        beyond that the wasted attention costs more than fewer passes save (measured on CPU with
-        widths 128 and 512: docs/performance.md)."""
+        model's width (at least 512): a node's attention no longer grows with its pass
+        (`TrieAttention`), but on CPU passes of 1,024 nodes or more were no faster (docs/performance.md)."""
         width = getattr(self.loaded.model.config, "hidden_size", PACKED_TOKENS)
         return max(longest, min(self.batch_size * (shared + longest), max(PACKED_TOKENS, width)))
 
@@ -189,8 +189,11 @@ class Ranker:
         count = len(packed.tokens)
         mask = torch.zeros((count, state.shared + count), dtype=dtype, device=device)
         mask[:, state.shared :].masked_fill_(~packed.visible.to(device), torch.finfo(dtype).min)
-        return self._continuation(state, packed.tokens[None].to(device), mask[None, None],
-                                  (state.shared + packed.depths[None]).to(device))[0]
+        mask = mask[None, None]
+        trie = TrieAttention(mask, packed.blocks)
+        with trie.running(self.loaded.model):
+            return self._continuation(state, packed.tokens[None].to(device), mask,
+                                      (state.shared + packed.depths[None]).to(device))[0]
 
     @torch.no_grad()
     def loglikelihoods_batched(self, context: Prompt, continuations: Sequence[Prompt], normalize: str) -> list[float]:
@@ -288,12 +291,13 @@ class _Prefix:
 @dataclass
 class _Pass:
     """One packed pass: the trie nodes' tokens and depths, which earlier nodes each sees (itself and
-    its ancestors: `visible`, nodes x nodes), and the log-probabilities it yields: `targets[j]` read
-    at node `rows[j]`, added to candidate `owners[j]`."""
+    its ancestors: `visible`, nodes x nodes; the same in blocks for `TrieAttention`: `blocks`), and
+    the log-probabilities it yields: `targets[j]` read at node `rows[j]`, added to candidate `owners[j]`."""
 
     tokens: torch.Tensor
     depths: torch.Tensor
     visible: torch.Tensor
+    blocks: TrieBlocks
     rows: torch.Tensor
     targets: torch.Tensor
     owners: torch.Tensor
@@ -351,5 +355,5 @@ class _Plan:
         visible = torch.zeros((len(tokens), len(tokens)), dtype=torch.bool)
         visible[seen_rows, seen_columns] = True
         long = [torch.tensor(values, dtype=torch.long) for values in (tokens, depths, rows, targets, owners)]
-        self.passes.append(_Pass(long[0], long[1], visible, *long[2:]))
+        self.passes.append(_Pass(long[0], long[1], visible, TrieBlocks.of(visible), *long[2:]))
 

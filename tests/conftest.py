@@ -68,3 +68,18 @@ def tiny_clip(tmp_path_factory):
     model.save_pretrained(folder)
     CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
     return folder
+
+
+@pytest.fixture
+def trie_calls(monkeypatch) -> list:
+    """The query shapes of every self-attention call that took the packed passes' blocked attention
+    (`trie_attention.TrieAttention.attend`), which every pass takes here, however small (`SAVING`):
+    a family whose layers fell back to sdpa leaves it empty."""
+    from idefics_eval import trie_attention
+    from idefics_eval.trie_attention import TrieAttention
+
+    monkeypatch.setattr(trie_attention, "SAVING", 0)
+
+    calls, attend = [], TrieAttention.attend
+    monkeypatch.setattr(TrieAttention, "attend", lambda self, query, *rest: calls.append(query.shape) or attend(self, query, *rest))
+    return calls

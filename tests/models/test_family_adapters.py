@@ -91,7 +91,7 @@ def test_batch_sizes_one_and_eight_give_the_same_answers(loaded):
 
 
 @pytest.mark.parametrize("add_start_token", [True, False])
-def test_prefix_cached_ranking_equals_one_full_forward_per_candidate(loaded, add_start_token):
+def test_prefix_cached_ranking_equals_one_full_forward_per_candidate(loaded, add_start_token, trie_calls):
     template = load_template("vqa")
     for shots in (0, 4):
         context = template.render([example(i) for i in range(shots)], example(9), most_common_answer)
@@ -104,6 +104,7 @@ def test_prefix_cached_ranking_equals_one_full_forward_per_candidate(loaded, add
             full = ranker.loglikelihoods_full(context, continuations, normalize)
             assert fast == pytest.approx(full, abs=1e-4, rel=1e-6), normalize
             assert max(range(len(fast)), key=fast.__getitem__) == max(range(len(full)), key=full.__getitem__)
+    assert trie_calls  # the passes' self-attention took the blocked path
 
 
 def test_images_are_encoded_once_per_run(loaded):

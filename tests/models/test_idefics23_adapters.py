@@ -81,7 +81,7 @@ def test_fast_generation_equals_generate_and_batch_sizes_agree(loaded, num_beams
     assert len(set(one)) > 1  # the images and questions reach the answers
 
 
-def test_prefix_cached_ranking_equals_one_full_forward_per_candidate(loaded):
+def test_prefix_cached_ranking_equals_one_full_forward_per_candidate(loaded, trie_calls):
     template = load_template("vqa")
     shots, query = [example(i) for i in range(4)], example(9)
     context = template.render(shots, query, most_common_answer)
@@ -94,6 +94,7 @@ def test_prefix_cached_ranking_equals_one_full_forward_per_candidate(loaded):
             full = ranker.loglikelihoods_full(context, continuations, normalize)
             assert fast == pytest.approx(full, abs=1e-4)
             assert max(range(len(fast)), key=fast.__getitem__) == max(range(len(full)), key=full.__getitem__)
+    assert trie_calls  # the passes' self-attention took the blocked path
 
 
 def test_vision_tower_embeddings_tell_images_apart(loaded):
