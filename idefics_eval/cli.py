@@ -50,7 +50,7 @@ MAX_LENGTH_OPTION = shared_option("--max-length", type=int, help="Context limit 
 TASKS_DIR_OPTION = shared_option("--tasks-dir", "tasks_dirs", multiple=True, type=click.Path(path_type=Path),
                                  help="Extra folder of task files; their prompt files go in its prompts/ subfolder or beside them "
                                       "(docs/task-files.md); repeatable.")
-RESAMPLES_OPTION = shared_option("--resamples", default=1000, show_default=True, help="Bootstrap resamples.")
+RESAMPLES_OPTION = shared_option("--resamples", type=click.IntRange(min=1), default=1000, show_default=True, help="Bootstrap resamples.")
 BOOTSTRAP_SEED_OPTION = shared_option("--bootstrap-seed", default=0, show_default=True,
                                       help="Seed of the bootstrap resampling: the same seed gives the same intervals.")
 PROMPTS_DIR_OPTION = shared_option("--prompts-dir", "prompts_dirs", multiple=True, type=click.Path(path_type=Path),
@@ -523,7 +523,8 @@ def sweep(**options) -> None:
 @click.option("--layout", type=click.Choice(["card", "long"]), default="card", show_default=True,
               help="card: the model card's table; long: one row per metric with its 95% bootstrap interval.")
 @SELECTION_OPTION(help="Which rows the card layout reports: those of RICES or of random shots.")
-@click.option("--decimals", default=1, show_default=True, help="Decimals in the card layout's markdown (CSV and JSON keep every digit).")
+@click.option("--decimals", type=click.IntRange(min=0), default=1, show_default=True,
+              help="Decimals in the card layout's markdown (CSV and JSON keep every digit).")
 @click.option("--no-ci", is_flag=True, help="Long layout without bootstrap intervals (no data needed).")
 @RESAMPLES_OPTION()
 @BOOTSTRAP_SEED_OPTION()

@@ -794,3 +794,19 @@ def test_demo_model_into_a_place_it_cannot_write_is_one_line(where, tmp_path, ca
     assert code == 2 and str(target) in err and "choose" in err, err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert (tmp_path / "file").read_text() == "x"
+
+
+REPORT_OPTION_CASES = {  # each once ran into an internal error (no resamples to take a percentile of) or printed 1.0E+2
+    "compare with no resamples": (["compare", "{run}", "{run}", "--resamples", "0"], "--resamples"),
+    "export long with negative resamples": (["export", "{run}", "--layout", "long", "--resamples", "-5"], "--resamples"),
+    "plot intervals with no resamples": (["plot", "{run}", "--ci", "--resamples", "0", "-o", "{tmp}/plots"], "--resamples"),
+    "export with negative decimals": (["export", "{run}", "--allow-partial", "--decimals", "-1"], "--decimals"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REPORT_OPTION_CASES))
+def test_bad_report_option_is_one_line(case, previous, tmp_path, capsys):
+    command, flag = REPORT_OPTION_CASES[case]
+    code, err = invoke(capsys, *(part.format(run=previous, tmp=tmp_path) for part in command))
+    assert code == 2 and flag in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
