@@ -10,7 +10,10 @@ Two protocols:
   returned with the MOST similar LAST, right before the query. Retrieval is by image, then expanded
   to the questions about that image (support order breaks ties, so results are deterministic).
   Support embeddings live in a FAISS `IndexFlatIP` cached under `cache_dir/indexes/<fingerprint>/`;
-  query embeddings under `cache_dir/embeddings/<fingerprint>.npy`.
+  query embeddings under `cache_dir/embeddings/<fingerprint>.npy`; what the search found for the
+  query images beside the index (`neighbours/`), keyed by the index's fingerprint, the query
+  embeddings' values, the query images' own rows, max_k and the FAISS version, so evaluating
+  checkpoint after checkpoint on the same queries searches once.
   The caches cannot lie: the fingerprint hashes the split, the encoder's name and every image's
   bytes (`ExampleSet.content_fingerprint`), so an image replaced in place is embedded again; the
   model's own tower, which a training loop changes in place under one name, is keyed by a hash
@@ -33,6 +36,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
+import shutil
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -199,6 +205,7 @@ def load_or_build_index(
     index = faiss.IndexFlatIP(vectors.shape[1])
     index.add(vectors)
     if folder is not None:
+        shutil.rmtree(folder / "neighbours", ignore_errors=True)  # found with the index this one replaces
         write_entry(folder / "index.faiss", faiss.serialize_index(index).tobytes(), folder / "meta.json", meta)
     return index, ids, fingerprint
 
@@ -375,8 +382,13 @@ class RicesSelector(ShotSelector):
         return [float(s) for s in self._prompt_order(self._similarity[query.id][:k])]
 
     def retrieve(self, index: faiss.IndexFlatIP, image_ids: list[str], queries: ExampleSet, vectors: np.ndarray,
-                 progress: bool = True):
-        """Fill the top-max_k lists of all queries; `vectors` holds one row per distinct query image."""
+                 cache_dir: Path | None = None, progress: bool = True):
+        """Fill the top-max_k lists of all queries; `vectors` holds one row per distinct query image.
+
+        With `cache_dir`, what the search finds is kept beside the support index
+        (`indexes/<fingerprint>/neighbours/`, see `_neighbours_key`), so a later run with the same
+        support, encoder, query images and max_k (every checkpoint of a training run evaluated on
+        the same queries) skips the search."""
         if vectors.shape[1] != index.d:
             raise ValueError(
                 f"query embeddings have {vectors.shape[1]} dimensions, the cached index {index.d}: "
@@ -391,11 +403,50 @@ class RicesSelector(ShotSelector):
         # (query image, index row) pairs to leave out, each as one number: query image * ntotal + row
         own_rows = np.array([c * index.ntotal + row for c, image_queries in enumerate(query_images)
                              for row in self._own_rows(image_queries[0])], dtype=np.int64)
+        if cache_dir is None:
+            neighbours = self._search(index, vectors, own_rows, progress)
+        else:
+            folder = Path(cache_dir) / "indexes" / self._fingerprint / "neighbours"
+            meta = self._neighbours_key(vectors, own_rows)
+            name = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:16]
+            payload, meta_path = folder / f"{name}.npz", folder / f"{name}.json"
+            neighbours = read_entry(payload, meta_path, meta, lambda data: _Neighbours.decode(
+                data, len(query_images), len(self.support), self.max_k + 1))
+            if neighbours is None:
+                neighbours = self._search(index, vectors, own_rows, progress)
+                write_entry(payload, neighbours.encode(), meta_path, meta)
+        for image_queries, (ranked, similarity) in zip(query_images, neighbours.per_image()):
+            for q in image_queries:
+                own = ranked != self._by_id.get(q.id, -1)
+                self._top[q.id] = ranked[own][: self.max_k]
+                self._similarity[q.id] = similarity[own][: self.max_k]
+
+    def _neighbours_key(self, vectors: np.ndarray, own_rows: np.ndarray) -> dict:
+        """Everything the search's result depends on: the support index (its fingerprint: the
+        support's examples and image bytes, the encoder), the query images' embeddings (their
+        values, not their names), the query images' own rows to leave out, max_k, the FAISS
+        version (its sums may round differently) and this code's `_NEIGHBOURS_VERSION`."""
+        import faiss
+
+        return {
+            "version": _NEIGHBOURS_VERSION,
+            "index_fingerprint": self._fingerprint,
+            "query_images": len(vectors),
+            "query_vectors_sha256": hashlib.sha256(np.ascontiguousarray(vectors, dtype=np.float32).tobytes()).hexdigest(),
+            "own_rows_sha256": hashlib.sha256(own_rows.tobytes()).hexdigest(),
+            "max_k": self.max_k,
+            "faiss": faiss.__version__,
+        }
+
+    def _search(self, index: faiss.IndexFlatIP, vectors: np.ndarray, own_rows: np.ndarray, progress: bool) -> _Neighbours:
+        """The best max_k + 1 support positions of each query image (`own_rows` left out), widening
+        the search where its cut-off may hide a tie."""
         # Rank max_k + 1 per query image: enough to drop a query's own id and still have max_k.
         need = self.max_k + 1
-        pending = np.arange(len(query_images))
+        found: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(vectors)
+        pending = np.arange(len(vectors))
         k_search = min(index.ntotal, need + 1)  # + the query's own image; wider only on ties at the cut
-        with tqdm(total=len(query_images), desc="retrieve", unit="img", disable=not progress) as bar:
+        with tqdm(total=len(vectors), desc="retrieve", unit="img", disable=not progress) as bar:
             while len(pending):
                 unresolved = []
                 complete = k_search == index.ntotal
@@ -405,14 +456,59 @@ class RicesSelector(ShotSelector):
                     skip = np.isin(chunk[:, None] * index.ntotal + rows, own_rows)
                     resolved, ranked, similarity = _rank(scores, rows, skip, self._image_rows, need, complete)
                     unresolved.append(chunk[~resolved])
-                    for c, image_ranked, image_similarity in zip(chunk[resolved], ranked, similarity):
-                        for q in query_images[c]:
-                            own = image_ranked != self._by_id.get(q.id, -1)
-                            self._top[q.id] = image_ranked[own][: self.max_k]
-                            self._similarity[q.id] = image_similarity[own][: self.max_k]
+                    for c, image_ranked, image_similarity in zip(chunk[resolved].tolist(), ranked, similarity):
+                        found[c] = image_ranked, image_similarity
                     bar.update(int(resolved.sum()))
                 pending = np.concatenate(unresolved)
                 k_search = min(index.ntotal, 2 * k_search)
+        return _Neighbours.of(found)
+
+
+_NEIGHBOURS_VERSION = 1  # raise when what `_search` returns for the same inputs changes
+
+
+@dataclass(frozen=True)
+class _Neighbours:
+    """What the RICES search found, query image after query image: image c's best support
+    positions (most similar first, ties by support order) are `positions[starts[c] : starts[c] +
+    counts[c]]`, their similarities the same slice of `similarity`."""
+
+    positions: np.ndarray
+    similarity: np.ndarray
+    counts: np.ndarray
+
+    @classmethod
+    def of(cls, found: list[tuple[np.ndarray, np.ndarray]]) -> _Neighbours:
+        counts = np.array([len(positions) for positions, _ in found], dtype=np.int64)
+        if not found:
+            return cls(np.zeros(0, np.int64), np.zeros(0, np.float32), counts)
+        positions, similarity = (np.concatenate(parts) for parts in zip(*found))
+        return cls(positions.astype(np.int64), similarity.astype(np.float32), counts)
+
+    def per_image(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        bounds = np.cumsum(self.counts)[:-1]
+        return list(zip(np.split(self.positions, bounds), np.split(self.similarity, bounds)))
+
+    def encode(self) -> bytes:
+        buffer = io.BytesIO()
+        np.savez(buffer, positions=self.positions, similarity=self.similarity, counts=self.counts)
+        return buffer.getvalue()
+
+    @classmethod
+    def decode(cls, data: bytes, n_images: int, n_support: int, need: int) -> _Neighbours:
+        """Raises ValueError unless `data` holds `n_images` images' lists of at most `need` support
+        positions below `n_support`, with finite similarities."""
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+                neighbours = cls(arrays["positions"], arrays["similarity"], arrays["counts"])
+        except (OSError, KeyError, zipfile.BadZipFile) as error:
+            raise ValueError(f"is not a neighbours file ({error})") from None
+        p, s, c = neighbours.positions, neighbours.similarity, neighbours.counts
+        if not (p.dtype == c.dtype == np.int64 and s.dtype == np.float32 and p.ndim == s.ndim == c.ndim == 1
+                and len(c) == n_images and len(p) == len(s) == c.sum() and ((c >= 0) & (c <= need)).all()
+                and ((p >= 0) & (p < n_support)).all() and np.isfinite(s).all()):
+            raise ValueError(f"does not hold the neighbours of {n_images} query images among {n_support} examples")
+        return neighbours
 
 
 @dataclass(frozen=True)
@@ -499,7 +595,7 @@ def build_selector(
         vectors = index.reconstruct_n(0, index.ntotal)
     else:
         vectors = embed(query_images, encoder, batch_size, cache_dir, query_fingerprint, "embed queries", progress)
-    selector.retrieve(index, image_ids, queries, vectors, progress)
+    selector.retrieve(index, image_ids, queries, vectors, cache_dir, progress)
     return selector
 
 

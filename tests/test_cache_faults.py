@@ -25,7 +25,7 @@ from idefics_eval.models import load_model
 from idefics_eval.plan import DEMO_DATA
 from idefics_eval.paths import Confinement
 from idefics_eval.runner import RunConfig, run
-from idefics_eval.shots import embed, embedding_fingerprint
+from idefics_eval.shots import RicesSelector, embed, embedding_fingerprint
 
 
 def config(out: Path, cache: Path | None, **overrides) -> RunConfig:
@@ -66,8 +66,9 @@ def cold(tmp_path_factory):
 
 
 # Every kind of file the RICES cache holds, and where a flipped byte does harm: a payload's last byte
-# is the high byte of its last float (FAISS and .npy both end with the vectors, little-endian); in a
-# meta file, a byte of what it describes or of the payload's recorded SHA-256.
+# is the high byte of its last float (FAISS and .npy both end with the vectors, little-endian), the
+# neighbours' .npz a byte of its arrays; in a meta file, a byte of what it describes or of the
+# payload's recorded SHA-256.
 def digest_byte(data: bytes) -> int:
     return data.index(b'"sha256": "') + 20
 
@@ -77,6 +78,8 @@ KINDS = {
     "indexes/*/meta.json": [lambda data: len(data) // 2, digest_byte],
     "embeddings/*.npy": [lambda data: len(data) - 1],
     "embeddings/*.json": [lambda data: len(data) // 2, digest_byte],
+    "indexes/*/neighbours/*.npz": [lambda data: len(data) // 2],
+    "indexes/*/neighbours/*.json": [lambda data: len(data) // 2, digest_byte],
 }
 DAMAGE = [(kind, offset) for kind, offsets in KINDS.items() for offset in offsets]
 
@@ -124,6 +127,28 @@ def test_a_damaged_spill_file_is_recomputed_not_read(tmp_path, caplog, monkeypat
     warnings = cache_warnings(caplog)
     assert warnings and all(w.endswith("failed its checksum; recomputing") and "\n" not in w for w in warnings)
     assert all(str(tmp_path / "features") in w and ".npy" in w for w in warnings)
+
+
+def test_a_second_run_takes_the_neighbours_from_the_cache_and_records_the_same(cold, tmp_path, monkeypatch):
+    """Evaluating again (the next checkpoint) on the same queries: no search, the same shots, results
+    and recorded fingerprints as the run that searched."""
+    reference, cold_cache = cold
+    cache = tmp_path / "cache"
+    shutil.copytree(cold_cache, cache)
+    monkeypatch.setattr(RicesSelector, "_search", lambda *args: pytest.fail("searched despite the neighbours cache"))
+    run(config(tmp_path / "warm", cache), loaded=fresh_model())
+    assert predictions(tmp_path / "warm") == reference
+    assert cache_files(cache) == cache_files(cold_cache)
+
+    monkeypatch.undo()
+    run(config(tmp_path / "uncached", None), loaded=fresh_model())
+    assert predictions(tmp_path / "uncached") == reference
+    volatile = ("started", "finished", "duration_s", "environment")
+    rows = [[{k: v for k, v in row.items() if k not in volatile} for row in json.loads((tmp_path / out / "results.json").read_text())]
+            for out in ("warm", "uncached")]
+    assert rows[0] == rows[1]
+    manifests = [json.loads((tmp_path / out / "manifest.json").read_text()) for out in ("warm", "uncached")]
+    assert manifests[0] == manifests[1] and "index_fingerprint" in json.dumps(manifests[0])
 
 
 def shots_of(out: Path) -> dict[str, list[str]]:

@@ -371,3 +371,105 @@ def test_more_shots_than_support_is_a_user_error(selection):
 def test_unknown_selection_is_a_user_error():
     with pytest.raises(UserError, match="rices, random"):
         ShotSettings("nearest")
+
+
+@pytest.fixture
+def searches(monkeypatch) -> list[int]:
+    """Counts RICES searches (the FAISS calls a neighbours cache hit skips)."""
+    from idefics_eval.shots import RicesSelector
+
+    calls = []
+    search = RicesSelector._search
+
+    def counted(self, *args):
+        calls.append(1)
+        return search(self, *args)
+
+    monkeypatch.setattr(RicesSelector, "_search", counted)
+    return calls
+
+
+def everything_selected(selector, queries: ExampleSet) -> list:
+    return [(ids(selector.select(q, selector.max_k)), selector.similarities(q, selector.max_k)) for q in queries.examples]
+
+
+def test_neighbours_are_saved_and_a_hit_gives_a_fresh_search_s_shots_without_searching(tmp_path, searches):
+    fresh = build_selector(ShotSettings("rices"), SUPPORT, QUERIES, 6, FakeEncoder(), cache_dir=None)
+    first = build_selector(ShotSettings("rices"), SUPPORT, QUERIES, 6, FakeEncoder(), tmp_path)
+    assert len(list((tmp_path / "indexes" / first.fingerprint / "neighbours").glob("*.npz"))) == 1
+    again = build_selector(ShotSettings("rices"), SUPPORT, QUERIES, 6, FakeEncoder(), tmp_path)
+    assert len(searches) == 2  # the fresh one and the first; the third read what the first found
+    assert everything_selected(again, QUERIES) == everything_selected(first, QUERIES) == everything_selected(fresh, QUERIES)
+    for query in QUERIES.examples:  # nested as without the cache
+        assert ids(again.select(query, 2)) == ids(fresh.select(query, 2))
+
+
+def restyled(split: ExampleSet, **changes) -> ExampleSet:
+    """`split` with its first example's image id or pixels changed."""
+    first = split.examples[0]
+    image = MemImage(changes["pixels"]) if "pixels" in changes else first.image
+    example = Example(first.id, changes.get("image_id", first.image_id), image, first.fields, first.answers)
+    return ExampleSet(split.name, split.source, [example, *split.examples[1:]])
+
+
+KEY_CHANGES = {
+    "max_k": lambda: dict(max_k=5),
+    "encoder": lambda: dict(encoder=FakeEncoder(name="fake:v2")),
+    "support": lambda: dict(support=ExampleSet("toy/train", "memory", SUPPORT.examples[1:])),
+    "query pixels": lambda: dict(queries=restyled(QUERIES, pixels=4242)),
+    # Same pixels, so the same embeddings, but now the support's own image img5 (same dataset): left out.
+    "query's own image": lambda: dict(queries=restyled(QUERIES, image_id="img5")),
+}
+
+
+@pytest.mark.parametrize("change", [*KEY_CHANGES, "faiss version", "neighbours version"])
+def test_any_change_to_what_the_search_depends_on_misses_the_neighbours(tmp_path, searches, monkeypatch, change):
+    settings = dict(support=SUPPORT, queries=QUERIES, max_k=4, encoder=FakeEncoder())
+    build_selector(ShotSettings("rices"), settings["support"], settings["queries"], settings["max_k"], settings["encoder"], tmp_path)
+    if change in KEY_CHANGES:
+        settings |= KEY_CHANGES[change]()
+    elif change == "faiss version":
+        import faiss
+
+        monkeypatch.setattr(faiss, "__version__", "0.0.0")
+    else:
+        monkeypatch.setattr("idefics_eval.shots._NEIGHBOURS_VERSION", -1)
+    args = settings["support"], settings["queries"], settings["max_k"]
+    changed = build_selector(ShotSettings("rices"), *args, settings["encoder"], tmp_path)
+    assert len(searches) == 2
+    fresh = build_selector(ShotSettings("rices"), *args, FakeEncoder(settings["encoder"].name), cache_dir=None)
+    assert everything_selected(changed, settings["queries"]) == everything_selected(fresh, settings["queries"])
+
+
+def test_damaged_or_foreign_neighbours_are_reported_and_found_again(tmp_path, searches, caplog):
+    reference = everything_selected(build_selector(ShotSettings("rices"), SUPPORT, QUERIES, 4, FakeEncoder(), None), QUERIES)
+    build_selector(ShotSettings("rices"), SUPPORT, QUERIES, 4, FakeEncoder(), tmp_path)
+    (payload,) = tmp_path.glob("indexes/*/neighbours/*.npz")
+    intact = payload.read_bytes()
+
+    payload.write_bytes(intact[: len(intact) // 2])  # truncated
+    with caplog.at_level("WARNING", logger="idefics_eval.cache_files"):
+        again = build_selector(ShotSettings("rices"), SUPPORT, QUERIES, 4, FakeEncoder(), tmp_path)
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert str(payload) in warning and warning.endswith("; rebuilding") and "\n" not in warning
+    assert len(searches) == 3 and everything_selected(again, QUERIES) == reference
+    assert payload.read_bytes() == intact  # rewritten
+
+    # Another entry's files under this entry's name (its meta records other inputs): not used.
+    other = build_selector(ShotSettings("rices"), SUPPORT, QUERIES, 5, FakeEncoder(), tmp_path)
+    (other_payload,) = set(tmp_path.glob("indexes/*/neighbours/*.npz")) - {payload}
+    other_payload.replace(payload)
+    other_payload.with_suffix(".json").replace(payload.with_suffix(".json"))
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="idefics_eval.cache_files"):
+        again = build_selector(ShotSettings("rices"), SUPPORT, QUERIES, 4, FakeEncoder(), tmp_path)
+    assert len(caplog.records) == 1 and len(searches) == 5 and everything_selected(again, QUERIES) == reference
+    assert everything_selected(other, QUERIES) != reference
+
+
+def test_a_rebuilt_index_drops_the_neighbours_found_with_the_old_one(tmp_path, searches):
+    first = build_selector(ShotSettings("rices"), SUPPORT, QUERIES, 4, FakeEncoder(), tmp_path)
+    folder = tmp_path / "indexes" / first.fingerprint
+    (folder / "index.faiss").write_bytes(b"damaged")
+    build_selector(ShotSettings("rices"), SUPPORT, QUERIES, 4, FakeEncoder(), tmp_path)
+    assert len(searches) == 2 and len(list((folder / "neighbours").glob("*.npz"))) == 1
