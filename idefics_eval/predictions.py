@@ -103,6 +103,9 @@ def _parse(line: str, where: str) -> Prediction:
     )
 
 
+DAMAGED_FIX = "restore the file, or delete it and rerun the evaluation, which redoes its queries"
+
+
 def read_predictions(path: Path) -> list[Prediction]:
     """A finished predictions file; every line must parse and every id appear once."""
     if not path.is_file():
@@ -114,9 +117,9 @@ def read_predictions(path: Path) -> list[Prediction]:
         try:  # decoded line by line, so that bytes that are not UTF-8 are reported with their line
             prediction = _parse(raw.decode("utf-8"), f"{path}:{number}")
         except UnicodeDecodeError:
-            raise UserError(f"{path}:{number} is not UTF-8 text; predictions files are UTF-8 JSON lines") from None
+            raise UserError(f"{path}:{number} is not UTF-8 text; predictions files are UTF-8 JSON lines; {DAMAGED_FIX}") from None
         except (json.JSONDecodeError, ValueError, TypeError, RecursionError):
-            raise UserError(f"{path}:{number} is not a JSON prediction line") from None
+            raise UserError(f"{path}:{number} is not a JSON prediction line; {DAMAGED_FIX}") from None
         if prediction.id in seen:
             raise UserError(f"{path}:{number}: query id {prediction.id} appears twice")
         seen.add(prediction.id)

@@ -810,3 +810,21 @@ def test_bad_report_option_is_one_line(case, previous, tmp_path, capsys):
     code, err = invoke(capsys, *(part.format(run=previous, tmp=tmp_path) for part in command))
     assert code == 2 and flag in err, err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_a_finished_predictions_file_cut_mid_line_says_how_to_recover(previous, tmp_path, capsys):
+    """A finished file cut short (a full disk, a partial copy) is refused, not guessed at; the line says
+    what to do, and doing it gives the file back as it was."""
+    folder = tmp_path / "run"
+    shutil.copytree(previous, folder)
+    path = folder / "predictions" / "vqav2_0shot.jsonl"
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) // 2])
+    command = ["run", "--task", "vqav2", "--demo", "--shots", "0", "--limit", "2", "--num-beams", "1", "--max-new-tokens", "3",
+               "--output-dir", str(folder), "--no-progress"]
+    code, err = invoke(capsys, *command)
+    assert code == 2 and f"{path}:2 is not a JSON prediction line" in err and "delete it and rerun" in err, err
+    assert len(err.strip().splitlines()) == 1 and path.read_bytes() == whole[: len(whole) // 2]
+    path.unlink()
+    assert invoke(capsys, *command)[0] == 0
+    assert path.read_bytes() == whole
