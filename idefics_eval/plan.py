@@ -217,6 +217,8 @@ def _check_values(config: RunConfig) -> None:
         raise UserError(f"--selection {config.selection!r}: use rices or random")
     if config.selection == "rices" and tuple(config.seeds) != (0,):
         raise UserError("--seeds applies to --selection random only (RICES shots do not depend on a seed)")
+    if config.selection == "random" and config.rices_encoder is not None:  # checked before the protocol's encoder fills it in
+        raise UserError("--rices-encoder applies to --selection rices only (random shots embed no images); leave it out")
 
 
 def _splits(config: RunConfig, spec: TaskSpec, data: str | None) -> tuple[ExampleSet, ExampleSet, tuple[Drawn, Drawn]]:

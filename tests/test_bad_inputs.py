@@ -240,6 +240,8 @@ RUN_CASES = {
     "data folder that does not exist": (lambda t: ["--data", str(t / "nowhere" / "data")], "data folder not found"),
     "winoground with shots": (lambda t: ["--task", "winoground", "--shots", "0,4"], "zero-shot only"),
     "seeds with rices": (lambda t: ["--seeds", "1,2"], "--seeds applies to --selection random"),
+    "rices encoder with random shots": (lambda t: ["--selection", "random", "--rices-encoder", "model"],
+                                        "--rices-encoder applies to --selection rices only"),
     "ROC AUC over one class": (lambda t: ["--task", "hatefulmemes", "--shots", "0", "--limit", "1"], "ROC AUC needs both classes"),
     "unknown dtype": (lambda t: ["--dtype", "float8"], "--dtype 'float8'"),
     "no model": (lambda t: ["--no-demo"], "no model"),
