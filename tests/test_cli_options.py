@@ -61,10 +61,14 @@ def sweep(capsys, checkpoints, tmp_path, *args):
 
 def test_sweep_passes_run_options_to_every_checkpoints_run(fake_checkpoints, runs, tmp_path, capsys):
     code, _, err = sweep(capsys, fake_checkpoints, tmp_path, "--task", "vqav2", "--selection", "random", "--seeds", "1,2",
-                         "--rices-encoder", "openai/clip-vit-base-patch32", "--max-length", "77")
+                         "--max-length", "77")
     assert code == 3, err  # every checkpoint "failed" in the fake run
     assert [c.model.rsplit("/", 1)[-1] for c in runs] == ["step-1", "step-2"]
-    assert {(c.selection, c.seeds, c.rices_encoder, c.max_length) for c in runs} == {("random", (1, 2), "openai/clip-vit-base-patch32", 77)}
+    assert {(c.selection, c.seeds, c.max_length) for c in runs} == {("random", (1, 2), 77)}
+    runs.clear()  # the encoder applies to RICES shots only
+    code, _, err = sweep(capsys, fake_checkpoints, tmp_path, "--task", "vqav2", "--rices-encoder", "openai/clip-vit-base-patch32")
+    assert code == 3, err
+    assert {(c.selection, c.rices_encoder) for c in runs} == {("rices", "openai/clip-vit-base-patch32")}
 
 
 def test_sweep_checks_run_options_as_run_does(fake_checkpoints, runs, tmp_path, capsys):
