@@ -280,3 +280,16 @@ def test_left_truncation_is_refused_for_a_family_whose_inputs_do_not_honour_the_
     other = SimpleNamespace(max_length=canary.max_length, name="tiny", adapter=SimpleNamespace(left_truncation=False, family="llava_onevision"))
     with pytest.raises(UserError, match="truncation: left is not implemented for llava_onevision models"):
         check_context(p, other)
+
+
+def test_the_candidates_reserve_is_their_longest_tokenisation_for_each_list(demo_loaded):
+    """Kept per class list (`_longest_candidate`): another list, or a list of another length, gets its own."""
+    tokenizer = demo_loaded.processor.tokenizer
+
+    def plain(candidates):
+        return max(len(tokenizer(" " + c, add_special_tokens=False)["input_ids"]) for c in candidates) + 4
+
+    short, long = ["red", "blue"], ["red", "a very dark and long blue square"]
+    for candidates in (short, long, short, tuple(long)):
+        assert candidate_reserve(demo_loaded, candidates) == plain(candidates)
+    assert plain(long) > plain(short)
