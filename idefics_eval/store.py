@@ -42,7 +42,8 @@ def identity_of(p: Prepared, loaded: LoadedModel) -> dict:
         "task": {"name": p.spec.name, "version": p.spec.version, "digest": p.spec.digest},
         "prompt": {"name": p.template.name, "version": p.template.version, "digest": p.template.digest},
         "data": {"source": p.queries.source, "query_split": p.queries.name, "query_fingerprint": p.all_queries_fingerprint},
-        "model": {"name": loaded.name, "fingerprint": loaded.fingerprint, "dtype": str(loaded.dtype).replace("torch.", "")},
+        "model": {"name": loaded.name, "fingerprint": loaded.fingerprint, "weights_checksum": loaded.weights_checksum,
+                  "dtype": str(loaded.dtype).replace("torch.", "")},
         "generation": asdict(p.generation) | {"max_length": context_limit(p, loaded), "truncation": p.truncation},
         "protocol": (p.protocol or load_protocol()).identity,
         "zero_shot": p.config.zero_shot or "none",
@@ -66,6 +67,16 @@ def with_settings_added_since(identity: dict) -> dict:
     if not isinstance(generation, dict):
         return identity
     return {"protocol": load_protocol().identity} | IDENTITY_ADDED | identity | {"generation": SETTINGS_ADDED | generation}
+
+
+def with_checksum_unrecorded(recorded: dict, current: dict) -> dict:
+    """A recorded identity from before runs recorded the model's `weights_checksum` (2026-12-03)
+    given the current one: such a folder names its model by the sampled fingerprint alone, and
+    resumes on that as it did."""
+    model, now = recorded.get("model"), current.get("model") or {}
+    if not isinstance(model, dict) or "weights_checksum" in model or "weights_checksum" not in now:
+        return recorded
+    return recorded | {"model": model | {"weights_checksum": now["weights_checksum"]}}
 
 
 def relocated(identity: dict, p: Prepared) -> dict:
@@ -131,11 +142,11 @@ class Manifest:
         self.key = f"{p.spec.name}/{p.config.selection}"
         entry = self.data.get(self.key)
         if entry is not None:
-            entry["identity"] = relocated(with_settings_added_since(entry["identity"]), p)
+            entry["identity"] = self._as_now(entry["identity"], identity)
         if entry is not None and not entry["files"]:
             entry = None  # it holds nothing (a run refused at its first file): nothing to protect
         if entry is not None and entry["identity"] != identity:
-            self._conflict(f"a different {', '.join(_differing(entry['identity'], identity))}")
+            self._refuse(entry["identity"], identity)
             for stale in {*self._files(f"{p.spec.name}_*shot*.jsonl*"), *self._listed(entry)}:
                 stale.unlink(missing_ok=True)
             entry = None
@@ -151,12 +162,27 @@ class Manifest:
         folder = self.p.config.output_dir / "predictions"
         return [folder / f"{name}{partial}" for name in entry["files"] for partial in ("", ".partial")]
 
-    def _conflict(self, what: str, key: str | None = None) -> None:
+    def _as_now(self, recorded: dict, identity: dict) -> dict:
+        """A recorded identity in today's terms: settings added since filled in, the data where it is now."""
+        return with_checksum_unrecorded(relocated(with_settings_added_since(recorded), self.p), identity)
+
+    def _conflict(self, what: str, key: str | None = None, remedy: str = "use another --output-dir") -> None:
         if not self.p.config.overwrite:
             raise UserError(
                 f"{self.p.config.output_dir} already holds {key or self.key} predictions made with {what}; "
-                "use another --output-dir, or --overwrite to replace them"
+                f"{remedy}, or --overwrite to replace them"
             )
+
+    def _refuse(self, recorded: dict, identity: dict, key: str | None = None, shared: str = "") -> None:
+        """`_conflict` naming what differs; for weights changed where the sampled fingerprint does not
+        look (an update in place between two runs into one folder), both checksums."""
+        old, new = recorded.get("model") or {}, identity["model"]
+        if _differing(recorded, identity) == ["model"] and _differing(old, new) == ["weights_checksum"]:
+            self._conflict(f"other weights (the same sampled fingerprint {new['fingerprint']}, but a checksum of every "
+                           f"weight of {old['weights_checksum']}, not {new['weights_checksum']}: updated in place?){shared}",
+                           key, "use a new --output-dir or delete the folder")
+        else:
+            self._conflict(f"a different {', '.join(_differing(recorded, identity))}{shared}", key)
 
     def claim(self, path: Path, shots_identity: dict) -> None:
         """Before a predictions file is written or reused: it must have been made with these shots."""
@@ -176,10 +202,10 @@ class Manifest:
         """Zero-shot files do not depend on the selection, so a RICES and a random run of one task
         share them: only while both runs have the same identity (model, data, prompt, generation)."""
         for key, other in self.data.items():
-            if key == self.key or path.name not in other["files"] or relocated(with_settings_added_since(other["identity"]), self.p) == self.entry["identity"]:
+            recorded = self._as_now(other["identity"], self.entry["identity"])
+            if key == self.key or path.name not in other["files"] or recorded == self.entry["identity"]:
                 continue
-            self._conflict(f"a different {', '.join(_differing(other['identity'], self.entry['identity']))} "
-                           f"(it shares {path.name})", key)
+            self._refuse(recorded, self.entry["identity"], key, f" (it shares {path.name})")
             for stale in written_for(path):
                 stale.unlink(missing_ok=True)
             del other["files"][path.name]

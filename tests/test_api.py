@@ -15,7 +15,12 @@ from idefics_eval import api, image_cache
 from idefics_eval.cli import run as cli_run
 from idefics_eval.demo.model import build_model, build_processor
 from idefics_eval.errors import UserError
-from idefics_eval.models import VisionTowerEncoder, weights_digest, weights_fingerprint
+from idefics_eval.models import (
+    VisionTowerEncoder,
+    weights_checksum,
+    weights_digest,
+    weights_fingerprint,
+)
 from idefics_eval.plan import DEMO_DATA
 from idefics_eval.runner import RunConfig, run
 from idefics_eval.tasks import builtin_dir
@@ -234,3 +239,52 @@ def test_wrong_shot_seed_and_limit_values_are_one_user_error(case, tmp_path):
         api.evaluate(build_model(0), build_processor(), ["vqav2"], output_dir=tmp_path, **({"limit": 2, "demo_data": True} | options))
     assert message in str(refused.value)
     assert not (tmp_path / "results.json").exists()
+
+
+def change_every_unsampled_value(tensor: torch.Tensor) -> None:
+    """An update in place that `weights_fingerprint` cannot see: every value but the 256 it samples."""
+    flat = tensor.detach().view(-1)
+    unsampled = torch.ones(flat.numel(), dtype=torch.bool)
+    unsampled[::max(1, flat.numel() // 256)][:256] = False
+    with torch.no_grad():
+        flat[unsampled] += 1.0
+
+
+def test_evaluate_into_one_folder_refuses_weights_changed_where_the_fingerprint_does_not_look(tmp_path):
+    """A training loop passing one output_dir to two `evaluate` calls around an update the sampled
+    fingerprint misses: the second call must not take the first call's predictions as its own."""
+    model, processor = build_model(0), build_processor()
+    idefics_eval.evaluate(model, processor, ["vqav2"], output_dir=tmp_path / "out", **fast())
+    kept = predictions(tmp_path / "out")
+    fingerprint = weights_fingerprint(model)
+    change_every_unsampled_value(model.model.vision_model.embeddings.patch_embedding.weight)
+    assert weights_fingerprint(model) == fingerprint
+    with pytest.raises(UserError, match=f"other weights \\(the same sampled fingerprint {fingerprint}, but a checksum .*"
+                                         "use a new --output-dir or delete the folder"):
+        idefics_eval.evaluate(model, processor, ["vqav2"], output_dir=tmp_path / "out", **fast())
+    assert predictions(tmp_path / "out") == kept
+
+
+def test_an_unchanged_model_resumes_its_folder(tmp_path):
+    model, processor = build_model(0), build_processor()
+    first = idefics_eval.evaluate(model, processor, ["vqav2"], output_dir=tmp_path / "out", **fast())
+    again = idefics_eval.evaluate(model, processor, ["vqav2"], output_dir=tmp_path / "out", **fast())
+    assert again[0].config["model"] == first[0].config["model"]
+    assert first[0].config["model"]["weights_checksum"] == weights_checksum(model)
+
+
+def test_a_folder_written_before_weights_checksums_resumes_on_the_fingerprint(tmp_path):
+    """A manifest without `weights_checksum` (written before 2026-12-03) resumes as it did, on the
+    sampled fingerprint, and records the checksum from then on."""
+    model, processor = build_model(0), build_processor()
+    idefics_eval.evaluate(model, processor, ["vqav2"], output_dir=tmp_path / "out", **fast())
+    manifest = tmp_path / "out" / "manifest.json"
+    data = json.loads(manifest.read_text())
+    for entry in data.values():  # as an earlier version wrote it
+        del entry["identity"]["model"]["weights_checksum"]
+    manifest.write_text(json.dumps(data))
+    kept = predictions(tmp_path / "out")
+    idefics_eval.evaluate(model, processor, ["vqav2"], output_dir=tmp_path / "out", **fast())
+    assert predictions(tmp_path / "out") == kept
+    data = json.loads(manifest.read_text())
+    assert all(entry["identity"]["model"]["weights_checksum"] == weights_checksum(model) for entry in data.values())

@@ -66,6 +66,12 @@ class LoadedModel:
     def max_length(self) -> int:
         return self.adapter.max_length
 
+    @cached_property
+    def weights_checksum(self) -> str:
+        """`weights_checksum` of the model: a run's identity records it beside the sampled
+        fingerprint, which an update in place can leave unchanged."""
+        return weights_checksum(self.model)
+
 
 def resolve_device(device: str | None) -> torch.device:
     if device in (None, "auto"):
@@ -114,6 +120,78 @@ def weights_digest(model: torch.nn.Module) -> str:
         digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
         digest.update(values.view(torch.uint8).numpy())
     return digest.hexdigest()[:16]
+
+
+# The constants of `weights_checksum`: the golden-ratio increment and the two multipliers of
+# splitmix64's finaliser (Steele, Lea and Flood, "Fast splittable pseudorandom number generators",
+# OOPSLA 2014), written as the signed int64 values torch multiplies with.
+_GOLDEN, _MIX1, _MIX2 = (value - (1 << 64) for value in (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB))
+_U64 = (1 << 64) - 1
+
+
+def weights_checksum(model: torch.nn.Module, words_per_pass: int | None = None) -> str:
+    """An exact checksum of every weight, computed where the weights are (a GPU model is not copied
+    to the host): what tells a run folder's model from one updated in place (`store.Manifest`).
+
+    Each tensor's bytes are read as little-endian 64-bit words w_0, w_1, ... (a last partial word
+    byte by byte); word i becomes m(w_i + i * G mod 2^64), where m is splitmix64's finaliser (three
+    xor-shifts and two odd multiplications, each a bijection of 64-bit integers) and G the golden
+    ratio increment; the terms are summed mod 2^64. The tensor's sum, name, shape and dtype then go
+    through SHA-256. Integer addition mod 2^64 does not depend on the order of its terms, so the
+    value is the same on any device, thread count or `words_per_pass` (the chunk each pass of
+    elementwise kernels covers: cache-sized on CPU, large on a GPU; a test's knob otherwise).
+
+    Collisions: a change of any one value (of any bytes within one word) always changes the
+    checksum, since m is a bijection at a fixed position; so does a tensor renamed, reshaped or
+    recast. Any other change collides about once in 2^64 for changes unrelated to the function (a
+    training step, a re-save), but this is no cryptographic hash: changes can be built to collide
+    (`weights_digest` is one, at the price of a copy to the host). Measured on one core (docs/architecture.md):
+    about as fast as SHA-256 on CPU; on a GPU a few memory passes over the weights.
+    """
+    digest = hashlib.sha256()
+    positions: dict[torch.device, torch.Tensor] = {}
+    for name, tensor in model.state_dict().items():
+        step = words_per_pass or (1 << 16 if tensor.device.type == "cpu" else 1 << 24)
+        if (tensor.device, step) not in positions:
+            positions[tensor.device, step] = torch.arange(step, dtype=torch.int64, device=tensor.device).mul_(_GOLDEN)
+        total = _mixed_sum(tensor.detach().contiguous().reshape(-1).view(torch.uint8), positions[tensor.device, step])
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}:{total:016x}".encode())
+    return digest.hexdigest()[:16]
+
+
+def _mixed_sum(data: torch.Tensor, positions: torch.Tensor) -> int:
+    """Sum over the 64-bit words w_i of `data` (bytes; a last partial word byte by byte) of
+    m(w_i + i * G) mod 2^64, on `data`'s device; `positions` holds j * G for one chunk of words."""
+    if data.storage_offset() % 8:
+        data = data.clone()  # a view into a larger tensor's storage, not aligned to whole words
+    whole = data.numel() // 8
+    total = _mix_words(data[: whole * 8].view(torch.int64), 0, positions)
+    return (total + _mix_words(data[whole * 8:].to(torch.int64), whole, positions)) & _U64
+
+
+def _mix_words(words: torch.Tensor, first: int, positions: torch.Tensor) -> int:
+    """Sum of m(words[k] + (first + k) * G) mod 2^64, `len(positions)` words per pass of kernels."""
+    step = positions.numel()
+    mixed = torch.empty(min(step, words.numel()), dtype=torch.int64, device=words.device)
+    shifted = torch.empty_like(mixed)
+    total = torch.zeros((), dtype=torch.int64, device=words.device)
+    for start in range(0, words.numel(), step):
+        x, t = mixed[: min(step, words.numel() - start)], shifted[: min(step, words.numel() - start)]
+        torch.add(words[start: start + step], positions[: x.numel()], out=x)
+        x.add_(_signed((first + start) * _GOLDEN))
+        for shift, multiplier in ((30, _MIX1), (27, _MIX2), (31, None)):
+            torch.bitwise_right_shift(x, shift, out=t)
+            x.bitwise_xor_(t.bitwise_and_((1 << (64 - shift)) - 1))  # a logical shift: int64's >> keeps the sign
+            if multiplier is not None:
+                x.mul_(multiplier)
+        total += x.sum()
+    return int(total) & _U64
+
+
+def _signed(value: int) -> int:
+    """`value` mod 2^64 as the int64 of the same bits."""
+    value &= _U64
+    return value - (1 << 64) if value >> 63 else value
 
 
 def local_folder(name: str) -> Path | None:
