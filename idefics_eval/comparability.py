@@ -91,6 +91,7 @@ def settings(row: Result) -> dict[str, str]:
     model, task, prompt, data = (config.get(key, {}) for key in ("model", "task", "prompt", "data"))
     if model:
         found["model"] = model.get("name", "unknown") + _short(model.get("fingerprint"))
+        found["weights checksum"] = model.get("weights_checksum")  # tells apart weights of one sampled fingerprint
         found["dtype"] = model.get("dtype")
     if task:
         found["task file"] = f"v{task.get('version')}{_short(task.get('digest'))}"

@@ -22,17 +22,19 @@ from idefics_eval.runner import demo_data
 from idefics_eval.tasks import load_task
 
 
-def _config(model: str, fingerprint: str, task: str, **extra) -> dict:
-    return {"task": {"name": task, "version": 1}, "model": {"name": model, "fingerprint": fingerprint, "dtype": "float32"},
+def _config(model: str, fingerprint: str, task: str, weights_checksum: str | None = None, **extra) -> dict:
+    """A row's config; `weights_checksum` None: a row written before rows recorded it."""
+    checksum = {"weights_checksum": weights_checksum} if weights_checksum else {}
+    return {"task": {"name": task, "version": 1}, "model": {"name": model, "fingerprint": fingerprint, "dtype": "float32"} | checksum,
             "command": ["idefics-eval", "run", "--task", task]} | extra
 
 
 def table_run(folder: Path, model: str, cells: Mapping[tuple[str, int], Mapping[str, float]], fingerprint: str = "f" * 16,
-              num_examples: int = 100, **settings) -> Path:
+              num_examples: int = 100, weights_checksum: str | None = None, **settings) -> Path:
     """A results folder whose rows carry `cells[(task, shots)]` as their metrics, and `settings` in
     their config (generation={...}, limit=8, ...)."""
     rows = [Result(task=task, shots=shots, selection="rices", seed=None, metrics=dict(metrics), num_examples=num_examples,
-                   num_truncated=0, predictions=None, config=_config(model, fingerprint, task, **settings))
+                   num_truncated=0, predictions=None, config=_config(model, fingerprint, task, weights_checksum, **settings))
             for (task, shots), metrics in cells.items()]
     merge_results(folder / "results.json", rows)
     return folder

@@ -176,6 +176,8 @@ def test_a_limited_run_is_refused_without_allow_partial_and_marked_with_it(tmp_p
     ({"generation": {"num_beams": 3}}, {"generation": {"num_beams": 1}}, "vqav2 0-shot and vqav2 4-shot differ in num_beams 3 vs 1"),
     ({"num_examples": 100}, {"num_examples": 50}, "vqav2 0-shot and vqav2 4-shot differ in n 100 vs 50"),
     ({"plain_generation": False}, {"plain_generation": True}, "vqav2 0-shot and vqav2 4-shot differ in plain_generation no vs yes"),
+    ({"weights_checksum": "a" * 16}, {"weights_checksum": "b" * 16},  # one sampled fingerprint, other weights
+     f"vqav2 0-shot and vqav2 4-shot differ in weights checksum {'a' * 16} vs {'b' * 16}"),
 ])
 def test_a_models_cells_made_with_different_settings_are_refused(tmp_path, capsys, first, second, message):
     a = table_run(tmp_path / "a", "m", {("vqav2", 0): {"vqa_accuracy": 50.0}}, **first)
@@ -185,6 +187,14 @@ def test_a_models_cells_made_with_different_settings_are_refused(tmp_path, capsy
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and len(err.strip().splitlines()) == 1
     assert f"error: m: {message}" in err and "rerun them with the same settings" in err
+
+
+def test_a_row_written_before_weights_checksums_goes_with_one_that_records_it(tmp_path):
+    """A checksum one row does not record is unknown, not a difference: old folders export as before."""
+    old = table_run(tmp_path / "old", "m", {("vqav2", 0): {"vqa_accuracy": 50.0}})
+    new = table_run(tmp_path / "new", "m", {("vqav2", 4): {"vqa_accuracy": 55.0}}, weights_checksum="a" * 16)
+    records = json.loads(export([old, new], "json"))
+    assert [(r["Model"], r["VQAv2 (OE VQA acc)"]) for r in records] == [("m", 50.0), ("m", 55.0)]
 
 
 def test_tasks_differ_only_in_what_is_not_their_own(tmp_path, capsys):

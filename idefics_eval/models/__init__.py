@@ -139,23 +139,29 @@ def weights_checksum(model: torch.nn.Module, words_per_pass: int | None = None) 
     ratio increment; the terms are summed mod 2^64. The tensor's sum, name, shape and dtype then go
     through SHA-256. Integer addition mod 2^64 does not depend on the order of its terms, so the
     value is the same on any device, thread count or `words_per_pass` (the chunk each pass of
-    elementwise kernels covers: cache-sized on CPU, large on a GPU; a test's knob otherwise).
+    elementwise kernels covers: cache-sized on CPU, where it runs on one thread, large on a GPU;
+    a test's knob otherwise).
 
     Collisions: a change of any one value (of any bytes within one word) always changes the
     checksum, since m is a bijection at a fixed position; so does a tensor renamed, reshaped or
     recast. Any other change collides about once in 2^64 for changes unrelated to the function (a
     training step, a re-save), but this is no cryptographic hash: changes can be built to collide
-    (`weights_digest` is one, at the price of a copy to the host). Measured on one core (docs/architecture.md):
-    about as fast as SHA-256 on CPU; on a GPU a few memory passes over the weights.
+    (`weights_digest` is one, at the price of a copy to the host). Cost (docs/architecture.md): on
+    CPU about SHA-256's, 1 GB a second; on a GPU about 25 memory passes over the weights.
     """
     digest = hashlib.sha256()
-    positions: dict[torch.device, torch.Tensor] = {}
-    for name, tensor in model.state_dict().items():
-        step = words_per_pass or (1 << 16 if tensor.device.type == "cpu" else 1 << 24)
-        if (tensor.device, step) not in positions:
-            positions[tensor.device, step] = torch.arange(step, dtype=torch.int64, device=tensor.device).mul_(_GOLDEN)
-        total = _mixed_sum(tensor.detach().contiguous().reshape(-1).view(torch.uint8), positions[tensor.device, step])
-        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}:{total:016x}".encode())
+    positions: dict[tuple[torch.device, int], torch.Tensor] = {}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # CPU kernels on cache-sized chunks: parallel ones lost 2-8x to contention here
+    try:
+        for name, tensor in model.state_dict().items():
+            step = words_per_pass or (1 << 17 if tensor.device.type == "cpu" else 1 << 24)
+            if (tensor.device, step) not in positions:
+                positions[tensor.device, step] = torch.arange(step, dtype=torch.int64, device=tensor.device).mul_(_GOLDEN)
+            total = _mixed_sum(tensor.detach().contiguous().reshape(-1).view(torch.uint8), positions[tensor.device, step])
+            digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}:{total:016x}".encode())
+    finally:
+        torch.set_num_threads(threads)
     return digest.hexdigest()[:16]
 
 

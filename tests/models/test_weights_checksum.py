@@ -68,6 +68,7 @@ def test_the_same_on_cpu_whatever_the_thread_count_or_chunk():
         for count in (1, 2, 3):
             torch.set_num_threads(count)
             found |= {weights_checksum(model), weights_checksum(model, words_per_pass=1 << 20)}
+            assert torch.get_num_threads() == count  # the caller's setting, as it was
     finally:
         torch.set_num_threads(threads)
     assert found == {weights_checksum(model, words_per_pass=4099)}
