@@ -675,7 +675,7 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"error: {one_line(error)}", err=True)
         sys.exit(2)
     except click.exceptions.Abort:
-        click.echo("aborted", err=True)
+        click.echo("interrupted; rerun the same command to continue where it stopped", err=True)
         sys.exit(130)
     except click.ClickException as error:
         click.echo(f"error: {one_line(error.format_message())}", err=True)
