@@ -93,6 +93,23 @@ class Timer:
         self.seconds += time.perf_counter() - self._start
 
 
+class CpuTimer(Timer):
+    """Wall time (`seconds`) and this process's CPU time (`cpu_seconds`), which other programs
+    sharing the cores move less."""
+
+    def __init__(self):
+        super().__init__()
+        self.cpu_seconds = 0.0
+
+    def __enter__(self):
+        self._cpu = time.process_time()
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        self.cpu_seconds += time.process_time() - self._cpu
+        super().__exit__(*exc)
+
+
 def result_line(name: str, speedup: float, identical: bool, **extra) -> str:
     fields = " ".join(f"{key}={value:.3f}" if isinstance(value, float) else f"{key}={value}" for key, value in extra.items())
     return f"RESULT name={name} speedup={speedup:.2f} identical={str(identical).lower()} {fields}".rstrip()

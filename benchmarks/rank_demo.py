@@ -26,12 +26,11 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
-from common import Timer, add_family_option, family_loaded, peak_rss_mib, result_line
+from common import CpuTimer, add_family_option, family_loaded, peak_rss_mib, result_line
 
 from idefics_eval.distributed import default_threads
 from idefics_eval.model_requests import ranked
@@ -39,22 +38,6 @@ from idefics_eval.models import CANARY_DIR, load_model
 from idefics_eval.plan import RunConfig, prepare, with_bundled_data
 from idefics_eval.ranking import Ranker
 from idefics_eval.shots import ShotSettings, build_selector
-
-
-class CpuTimer(Timer):
-    """Wall time (`seconds`) and this process's CPU time (`cpu_seconds`)."""
-
-    def __init__(self):
-        super().__init__()
-        self.cpu_seconds = 0.0
-
-    def __enter__(self):
-        self._cpu = time.process_time()
-        return super().__enter__()
-
-    def __exit__(self, *exc):
-        self.cpu_seconds += time.process_time() - self._cpu
-        super().__exit__(*exc)
 
 
 def main() -> None:
