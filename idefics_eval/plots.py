@@ -190,11 +190,27 @@ def sweep_figure(series: Sequence[Series], metrics: dict[str, str], best_x, best
 
 
 def save(figure, path: Path) -> Path:
-    """Write `figure` as PNG at its own size (no tight cropping, so the size is `figure_size`'s)."""
+    """Write `figure` as PNG at its own size (no tight cropping, so the size is `figure_size`'s).
+
+    Characters the font lacks (a run named in CJK) are said once, in one line: matplotlib's own
+    warning takes two lines per character, one of them our source line."""
+    import re
+    import sys
+    import warnings
+
     from .results import atomic_file
 
-    with atomic_file(path, "wb") as handle:
+    with warnings.catch_warnings(record=True) as caught, atomic_file(path, "wb") as handle:
+        warnings.simplefilter("always")
         figure.savefig(handle, format="png", dpi=DPI)
+    missing = {}
+    for warning in caught:
+        if found := re.match(r"Glyph (\d+) .* missing from font", str(warning.message)):  # the number is the code point
+            missing[chr(int(found.group(1)))] = None
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    if missing:  # no path: a site's plot is still in its build folder here
+        print(f"warning: the plot's font has no glyph for {', '.join(missing)}; they show as boxes in the plot", file=sys.stderr)
     return path
 
 

@@ -84,3 +84,19 @@ def test_the_published_curve_beside_a_limited_run_says_it_is_partial(tmp_path):
     assert results_figure([run]).get_suptitle() == "Shot scaling"  # nothing to compare it with
     full = table_run(tmp_path / "full", "m", {("vqav2", 0): {"vqa_accuracy": 50.0}})
     assert results_figure([full], ["idefics-9b"]).get_suptitle() == "Shot scaling"
+
+
+def test_characters_the_font_lacks_are_one_warning_line(tmp_path, capsys, recwarn):
+    """A run named in CJK: matplotlib's default font has no glyphs for it, which it reports in two
+    lines per character (with our source line); the plot says so once, in one line."""
+    import matplotlib.pyplot as plt
+
+    from idefics_eval.plots import save
+
+    figure = plt.figure()
+    figure.suptitle("名前 run")
+    save(figure, tmp_path / "plot.png")
+    plt.close(figure)
+    err = capsys.readouterr().err
+    assert not [w for w in recwarn if "Glyph" in str(w.message)]
+    assert err.splitlines() == ["warning: the plot's font has no glyph for 名, 前; they show as boxes in the plot"], err
