@@ -135,7 +135,7 @@ class TaskSpec:
 
 def _check_keys(where: str, data: Any, required: set[str], optional: set[str] = frozenset()) -> dict:
     if not isinstance(data, dict):
-        raise UserError(f"{where}: expected a mapping, found {type(data).__name__}")
+        raise UserError(f"{where}: expected a mapping of keys, found {'nothing (it is empty)' if data is None else type(data).__name__}")
     unknown = sorted(set(data) - required - optional, key=str)
     if unknown:
         allowed = ", ".join(sorted(required | optional))

@@ -92,6 +92,13 @@ def tasks_dir(tmp_path: Path, old: str, new: str) -> Path:
     return folder
 
 
+def empty_task_file(tmp_path: Path) -> Path:
+    folder = tmp_path / "tasks"
+    folder.mkdir()
+    (folder / "vqav2.yaml").write_text("")
+    return folder
+
+
 def config_file(tmp_path: Path, text: str) -> Path:
     """A --config file of run options."""
     path = tmp_path / "run.yaml"
@@ -212,6 +219,7 @@ RUN_CASES = {
     "zero new tokens": (lambda t: ["--max-new-tokens", "0"], "--max-new-tokens 0"),
     "zero context": (lambda t: ["--max-length", "0"], "--max-length 0"),
     "task file unknown key": (lambda t: ["--tasks-dir", str(tasks_dir(t, "metric: vqa_accuracy", "metric: vqa_accuracy\nmetrik: x"))], "unknown key 'metrik'"),
+    "task file empty": (lambda t: ["--tasks-dir", str(empty_task_file(t))], "vqav2.yaml: expected a mapping of keys, found nothing (it is empty)"),
     "task file wrong type": (lambda t: ["--tasks-dir", str(tasks_dir(t, "version: 1", "version: one"))], "version: expected int"),
     "task file unknown generation key": (lambda t: ["--tasks-dir", str(tasks_dir(t, "  num_beams: 3", "  num_beams: 3\n  lenght_penalty: 0"))], "generation: unknown key 'lenght_penalty'"),
     "task file early_stopping not a choice": (lambda t: ["--tasks-dir", str(tasks_dir(t, "  num_beams: 3", "  num_beams: 3\n  early_stopping: sometimes"))], "generation.early_stopping must be true, false or never"),
