@@ -49,11 +49,11 @@ def format_metrics(metrics: dict[str, float]) -> str:
 
 
 def task_table(tasks_dirs: tuple[Path, ...] = ()) -> str:
-    from .tasks import parse_task, task_files
+    from .tasks import parse_named_task, task_files
 
     records = []
     for name, path in task_files(tasks_dirs).items():
-        spec = parse_task(path)
+        spec = parse_named_task(path, name)  # what `run` would refuse is not listed as if it ran
         sources = [*spec.sources, *(["huggingface"] if spec.huggingface else [])]
         support = "none (zero-shot only)" if spec.zero_shot_only else (
             f"{spec.support_task}/{spec.support_split}" if spec.support_task else spec.support_split)

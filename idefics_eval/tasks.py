@@ -413,7 +413,12 @@ def load_task(name: str, tasks_dirs: tuple[Path, ...] = ()) -> TaskSpec:
     files = task_files(tasks_dirs)
     if name not in files:
         raise UserError(f"unknown task {name!r}; available: {', '.join(sorted(files))} (see `idefics-eval tasks`)")
-    spec = parse_task(files[name])
+    return parse_named_task(files[name], name)
+
+
+def parse_named_task(path: Path, name: str) -> TaskSpec:
+    """`parse_task`, and the file's `name` must be its file name (the name every command looks it up by)."""
+    spec = parse_task(path)
     if spec.name != name:
-        raise UserError(f"{files[name]}: name {spec.name!r} does not match the file name {name!r}")
+        raise UserError(f"{path}: name {spec.name!r} does not match the file name {name!r}")
     return spec

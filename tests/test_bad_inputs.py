@@ -838,3 +838,9 @@ def test_a_finished_predictions_file_cut_mid_line_says_how_to_recover(previous, 
     path.unlink()
     assert invoke(capsys, *command)[0] == 0
     assert path.read_bytes() == whole
+
+
+def test_tasks_lists_no_task_file_that_run_would_refuse(tmp_path, capsys):
+    folder = tasks_dir(tmp_path, "name: vqav2", "name: my_vqa")
+    code, err = invoke(capsys, "tasks", "--tasks-dir", str(folder))
+    assert code == 2 and f"{folder / 'vqav2.yaml'}: name 'my_vqa' does not match the file name 'vqav2'" in err, err
