@@ -63,7 +63,7 @@ _SEARCH_BATCH = 1024  # query images per FAISS search call (also the "retrieve" 
 class ImageEncoder(Protocol):
     """Embeds images for RICES. `name` identifies the encoder and its weights (it keys the caches).
     An encoder whose weights can change under one name (the evaluated model's own tower, trained
-    in place between two `evaluate` calls) also has `weights_digest`, which keys the caches beside
+    in place between two `evaluate` calls) also has `weights_checksum`, which keys the caches beside
     it (`cache_entry`)."""
 
     name: str
@@ -103,12 +103,12 @@ def embedding_fingerprint(split: ExampleSet, encoder_name: str, n_images: int | 
 def cache_entry(fingerprint: str, encoder: ImageEncoder) -> tuple[str, dict]:
     """The name of the cache entry of embeddings `fingerprint` (see `embedding_fingerprint`) by
     `encoder`, and what its meta records of the encoder: the fingerprint itself and the encoder's
-    name, or for an encoder with a `weights_digest` a hash of both, and the digest."""
-    digest = getattr(encoder, "weights_digest", None)
-    if digest is None:
+    name, or for an encoder with a `weights_checksum` a hash of both, and the checksum."""
+    checksum = getattr(encoder, "weights_checksum", None)
+    if checksum is None:
         return fingerprint, {"encoder": encoder.name}
-    name = hashlib.sha256(f"{fingerprint}\x1f{digest}".encode()).hexdigest()[:16]
-    return name, {"encoder": encoder.name, "weights_digest": digest}
+    name = hashlib.sha256(f"{fingerprint}\x1f{checksum}".encode()).hexdigest()[:16]
+    return name, {"encoder": encoder.name, "weights_checksum": checksum}
 
 
 def embed(

@@ -18,7 +18,6 @@ from idefics_eval.errors import UserError
 from idefics_eval.models import (
     VisionTowerEncoder,
     weights_checksum,
-    weights_digest,
     weights_fingerprint,
 )
 from idefics_eval.plan import DEMO_DATA
@@ -209,16 +208,6 @@ def test_rices_embeddings_are_not_reused_after_the_vision_tower_changes_in_place
     assert weights_fingerprint(model.model.vision_model) == fingerprint
     idefics_eval.evaluate(model, processor, ["vqav2"], output_dir=tmp_path / "trained", **options)
     assert sum(encoded) == 2 * first
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_the_weights_digest_sees_a_change_of_any_value(dtype):
-    tower = build_model(0).model.vision_model.to(dtype)
-    before = weights_digest(tower)
-    assert weights_digest(tower) == before
-    with torch.no_grad():
-        tower.embeddings.patch_embedding.weight.view(-1)[1] += 1.0
-    assert weights_digest(tower) != before
 
 
 WRONG_COUNTS = {  # each once gave a TypeError from deep in the run, or (negative shots) no rows and no word

@@ -109,19 +109,6 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
-def weights_digest(model: torch.nn.Module) -> str:
-    """A hash of every weight's bytes (and every tensor's name, shape and dtype): unlike
-    `weights_fingerprint`, any change of any value changes it. One pass over the weights
-    (SHA-256 at about 1.8 GB/s on one core; IDEFICS-9B's vision tower, 1.3 GB in bfloat16, in about
-    a second), so only for what outlives a run: the model's own RICES embeddings on disk."""
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        values = tensor.detach().to("cpu").contiguous().reshape(-1)
-        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
-        digest.update(values.view(torch.uint8).numpy())
-    return digest.hexdigest()[:16]
-
-
 # The constants of `weights_checksum`: the golden-ratio increment and the two multipliers of
 # splitmix64's finaliser (Steele, Lea and Flood, "Fast splittable pseudorandom number generators",
 # OOPSLA 2014), written as the signed int64 values torch multiplies with.
@@ -146,7 +133,7 @@ def weights_checksum(model: torch.nn.Module, words_per_pass: int | None = None) 
     checksum, since m is a bijection at a fixed position; so does a tensor renamed, reshaped or
     recast. Any other change collides about once in 2^64 for changes unrelated to the function (a
     training step, a re-save), but this is no cryptographic hash: changes can be built to collide
-    (`weights_digest` is one, at the price of a copy to the host). Cost (docs/architecture.md): on
+    (SHA-256 of the bytes would not be, at the price of a copy to the host). Cost (docs/architecture.md): on
     CPU about SHA-256's, 1 GB a second; on a GPU about 25 memory passes over the weights.
     """
     digest = hashlib.sha256()
@@ -387,17 +374,17 @@ class VisionTowerEncoder:
     """RICES embeddings from the evaluated model's own vision tower (the adapter's `vision_embeddings`).
 
     `name` (recorded with the results) holds the tower's sampled fingerprint; the embeddings cached
-    on disk are keyed by `weights_digest` too, since a training loop changes the tower in place,
-    possibly in none of the values the fingerprint samples."""
+    on disk are keyed by its `weights_checksum` too, since a training loop changes the tower in
+    place, possibly in none of the values the fingerprint samples."""
 
     def __init__(self, loaded: LoadedModel):
         self.adapter = loaded.adapter
         self.name = f"{self.adapter.family}-vision:{weights_fingerprint(self.adapter.vision_tower)}"
 
     @cached_property
-    def weights_digest(self) -> str:
-        """Every weight of the tower hashed: asked for only when a cache on disk is read or written."""
-        return weights_digest(self.adapter.vision_tower)
+    def weights_checksum(self) -> str:
+        """Every weight of the tower summed where it is: asked for only when a cache on disk is read or written."""
+        return weights_checksum(self.adapter.vision_tower)
 
     def encode(self, images: list[Image.Image]) -> np.ndarray:
         return self.adapter.vision_embeddings(images)
