@@ -93,6 +93,7 @@ def settings(row: Result) -> dict[str, str]:
         found["model"] = model.get("name", "unknown") + _short(model.get("fingerprint"))
         found["weights checksum"] = model.get("weights_checksum")  # tells apart weights of one sampled fingerprint
         found["dtype"] = model.get("dtype")
+        found["processor"] = model.get("processor", "")[:8] or None  # the tokenizer's and image processor's digest
     if task:
         found["task file"] = f"v{task.get('version')}{_short(task.get('digest'))}"
     if prompt:

@@ -32,7 +32,9 @@ def identity_of(p: Prepared, loaded: LoadedModel) -> dict:
     A selection-split run (`--split selection`) adds `split`, the draw's record (splits.py). A task
     whose prompts go through the checkpoint's chat template (the protocol's `chat_template: true`)
     adds `chat_template`, the template's digest: the weights' fingerprint does not change when a
-    checkpoint's template does, and the prompts do. What the shots depend on (support data,
+    checkpoint's template does, and the prompts do. For the same reason the model is named by its
+    processor's digest too (`models.processor_digest`: its tokenizer and image processor as loaded).
+    What the shots depend on (support data,
     selection, index) is recorded per file instead, since zero-shot files do not depend on it.
     """
     from .model_requests import context_limit  # torch: the model is loaded by now
@@ -43,6 +45,7 @@ def identity_of(p: Prepared, loaded: LoadedModel) -> dict:
         "prompt": {"name": p.template.name, "version": p.template.version, "digest": p.template.digest},
         "data": {"source": p.queries.source, "query_split": p.queries.name, "query_fingerprint": p.all_queries_fingerprint},
         "model": {"name": loaded.name, "fingerprint": loaded.fingerprint, "weights_checksum": loaded.weights_checksum,
+                  "processor": loaded.processor_digest,
                   "dtype": str(loaded.dtype).replace("torch.", "")},
         "generation": asdict(p.generation) | {"max_length": context_limit(p, loaded), "truncation": p.truncation},
         "protocol": (p.protocol or load_protocol()).identity,
@@ -69,14 +72,18 @@ def with_settings_added_since(identity: dict) -> dict:
     return {"protocol": load_protocol().identity} | IDENTITY_ADDED | identity | {"generation": SETTINGS_ADDED | generation}
 
 
-def with_checksum_unrecorded(recorded: dict, current: dict) -> dict:
-    """A recorded identity from before runs recorded the model's `weights_checksum` (2026-12-03)
-    given the current one: such a folder names its model by the sampled fingerprint alone, and
-    resumes on that as it did."""
+# What names the model since 2026-12-03 beside its name, sampled fingerprint and dtype: the weights'
+# exact checksum and the processor's digest (tokenizer and image processor).
+MODEL_ADDED = ("weights_checksum", "processor")
+
+
+def with_model_added_since(recorded: dict, current: dict) -> dict:
+    """A recorded identity whose model predates some of `MODEL_ADDED`, with the current run's values
+    of those: such a folder names its model by what it recorded, and resumes on that as it did."""
     model, now = recorded.get("model"), current.get("model") or {}
-    if not isinstance(model, dict) or "weights_checksum" in model or "weights_checksum" not in now:
+    if not isinstance(model, dict):
         return recorded
-    return recorded | {"model": model | {"weights_checksum": now["weights_checksum"]}}
+    return recorded | {"model": {key: now[key] for key in MODEL_ADDED if key in now} | model}
 
 
 def relocated(identity: dict, p: Prepared) -> dict:
@@ -164,7 +171,7 @@ class Manifest:
 
     def _as_now(self, recorded: dict, identity: dict) -> dict:
         """A recorded identity in today's terms: settings added since filled in, the data where it is now."""
-        return with_checksum_unrecorded(relocated(with_settings_added_since(recorded), self.p), identity)
+        return with_model_added_since(relocated(with_settings_added_since(recorded), self.p), identity)
 
     def _conflict(self, what: str, key: str | None = None, remedy: str = "use another --output-dir") -> None:
         if not self.p.config.overwrite:
@@ -175,12 +182,17 @@ class Manifest:
 
     def _refuse(self, recorded: dict, identity: dict, key: str | None = None, shared: str = "") -> None:
         """`_conflict` naming what differs; for weights changed where the sampled fingerprint does not
-        look (an update in place between two runs into one folder), both checksums."""
+        look (an update in place between two runs into one folder), both checksums; for a processor
+        changed beside the same weights (a checkpoint's tokenizer or preprocessor config edited), both
+        digests."""
         old, new = recorded.get("model") or {}, identity["model"]
         if _differing(recorded, identity) == ["model"] and _differing(old, new) == ["weights_checksum"]:
             self._conflict(f"other weights (the same sampled fingerprint {new['fingerprint']}, but a checksum of every "
                            f"weight of {old['weights_checksum']}, not {new['weights_checksum']}: updated in place?){shared}",
                            key, "use a new --output-dir or delete the folder")
+        elif _differing(recorded, identity) == ["model"] and _differing(old, new) == ["processor"]:
+            self._conflict(f"a different processor (the same weights, but a tokenizer or image processor whose settings' "
+                           f"digest is {old['processor']}, not {new['processor']}){shared}", key)
         else:
             self._conflict(f"a different {', '.join(_differing(recorded, identity))}{shared}", key)
 

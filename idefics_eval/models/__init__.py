@@ -72,6 +72,12 @@ class LoadedModel:
         fingerprint, which an update in place can leave unchanged."""
         return weights_checksum(self.model)
 
+    @cached_property
+    def processor_digest(self) -> str:
+        """`processor_digest` of the processor, once per loaded model (when a run's identity is first
+        made): a run's identity records it beside the weights' fingerprint."""
+        return processor_digest(self.processor)
+
 
 def resolve_device(device: str | None) -> torch.device:
     if device in (None, "auto"):
@@ -185,6 +191,48 @@ def _signed(value: int) -> int:
     """`value` mod 2^64 as the int64 of the same bits."""
     value &= _U64
     return value - (1 << 64) if value >> 63 else value
+
+
+# The tokenizer's settings beside its tokenizer.json (tokenizer_config.json's) that change a prompt's
+# token ids or a generation's text. Not the padding side: load_model sets it (left).
+TOKENIZER_SETTINGS = ("special_tokens_map", "extra_special_tokens", "add_bos_token", "add_eos_token",
+                      "split_special_tokens", "clean_up_tokenization_spaces", "model_max_length")
+
+
+def processor_digest(processor) -> str:
+    """A hash of what `processor` makes of a prompt, from its loaded state (not its files' dates or
+    paths): the weights do not change when a checkpoint's tokenizer or preprocessor config does,
+    and the prompts' token ids and pixels do.
+
+    It covers the tokenizer's model (vocabulary, merges), normaliser, pre-tokeniser, post-processor,
+    decoder and added tokens with their flags (a Python tokenizer, which has none of these objects:
+    its vocabulary and added tokens), its `TOKENIZER_SETTINGS`, and the configuration of the
+    processor and its image processor (`to_dict()`: the image processor's class, image size, mean
+    and std, resampling, image splitting, image tokens per image). Left out: the tokenizer's padding
+    and truncation, which every call sets, and the chat template (`store.identity_of` records it
+    where it is used). Serialising the vocabulary is most of the cost (docs/architecture.md).
+    """
+    tokenizer = processor.tokenizer
+    digest = hashlib.sha256()
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        for part in (backend.model, backend.normalizer, backend.pre_tokenizer, backend.post_processor, backend.decoder):
+            digest.update(b"null\0" if part is None else part.__getstate__() + b"\0")  # each part's JSON, as tokenizer.json holds it
+        added = backend.get_added_tokens_decoder()
+    else:
+        digest.update(_canonical(sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])))
+        added = tokenizer.added_tokens_decoder
+    tokens = [[index, token.content, token.single_word, token.lstrip, token.rstrip, token.normalized, token.special]
+              for index, token in sorted(added.items())]
+    settings = {name: getattr(tokenizer, name, None) for name in TOKENIZER_SETTINGS}
+    digest.update(_canonical({"added_tokens": tokens, "tokenizer": settings, "processor": processor.to_dict()}))
+    return digest.hexdigest()[:16]
+
+
+def _canonical(value) -> bytes:
+    """`value` as JSON with sorted keys: the same bytes in every process (a value JSON has no type for, an
+    enum say, as its text)."""
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str).encode()
 
 
 def local_folder(name: str) -> Path | None:
